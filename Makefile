@@ -1,0 +1,46 @@
+# soundstage — the two commands of the README:
+#   make run    set up .venv (if missing), run the whole pipeline on the configured data
+#               (the synthesized demo by default), print the metrics and how to open MLflow
+#   make test   the test suite (what CI runs)
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+# One BLAS/numba thread per worker: Snakemake runs shards in parallel.
+export OMP_NUM_THREADS := 1
+export OPENBLAS_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
+export NUMBA_NUM_THREADS := 1
+export KERAS_BACKEND := jax
+
+.PHONY: run test install dvc-repro compare clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+run: install
+	snakemake --workflow-profile workflow/profiles/default --cores all
+	@echo
+	@soundstage evaluate --summary --inputs reports/evaluate/*/metrics.json --out reports/metrics.json
+	@echo
+	@echo "Dataset report: reports/dataset/report.md   Confusion matrices: reports/evaluate/<model>/"
+	@echo "Compare runs:   $(VENV)/bin/soundstage compare"
+	@echo "MLflow UI:      $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then open http://127.0.0.1:5000)"
+
+test: install
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+dvc-repro: install
+	dvc repro
+
+compare: install
+	soundstage compare
+
+clean:
+	rm -rf data/ingest data/process data/split data/features data/stats models reports logs .snakemake

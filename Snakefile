@@ -1,0 +1,30 @@
+# soundstage: raw audio -> processed -> splits -> features -> stats -> models -> evaluation.
+# Every rule calls the `soundstage <stage>` CLI; the stage logic lives in src/soundstage/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "params.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+include: "workflow/rules/process.smk"
+include: "workflow/rules/split.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/stats.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        get_final_outputs(),
+    default_target: True
+
+
+onsuccess:
+    dvc_commit()

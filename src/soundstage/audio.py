@@ -1,0 +1,1102 @@
+"""Audio decoding and pure preprocessing functions.
+
+Decoding goes through libsndfile (``soundfile``), which reads WAV/RF64/W64, FLAC, Ogg (Vorbis,
+Opus), MP3, AIFF, AU and more. Files it cannot open are handed to ``audioread`` when that package
+has a backend for them; everything else becomes an :class:`AudioError` with a short, stable
+``reason`` code:
+
+============== ===================================================================================
+reason         meaning
+============== ===================================================================================
+not_found      the path does not exist
+unreadable     it exists but cannot be read (permissions, a directory, an I/O error)
+empty_file     zero bytes, or a valid header with no audio frames
+not_audio      the content is not a recognised audio container (text, random bytes...)
+undecodable    it looks like audio (known magic bytes) but no decoder here can read it
+truncated      the container promises more data than the file holds, or decoding fails mid-stream
+nonfinite      a float file holds NaN or infinite samples
+silent         nothing above -120 dBFS is left after trimming (raised by :func:`preprocess`)
+too_short      shorter than the configured minimum (raised by :func:`preprocess`)
+============== ===================================================================================
+
+Arrays are float32 throughout. A multichannel signal has shape ``(channels, n_samples)`` (the
+librosa convention); a mono one is 1-D ``(n_samples,)``. Every preprocessing function works on the
+last axis, accepts both shapes and never modifies its input (it may return a view of it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import stat
+import struct
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Literal
+
+import numpy as np
+import soundfile as sf
+
+__all__ = [
+    "REASONS",
+    "SILENCE_AMPLITUDE",
+    "AudioError",
+    "AudioInfo",
+    "DurationConfig",
+    "FilterConfig",
+    "NormalizeConfig",
+    "ProcessConfig",
+    "Segment",
+    "TrimConfig",
+    "butter_filter",
+    "fix_duration",
+    "integrated_loudness",
+    "load_audio",
+    "normalize",
+    "preprocess",
+    "probe_audio",
+    "resample",
+    "segment",
+    "to_mono",
+    "trim_silence",
+]
+
+REASONS = frozenset({
+    "not_found", "unreadable", "empty_file", "not_audio", "undecodable", "truncated", "nonfinite",
+    "silent", "too_short",
+})
+
+#: Peak amplitude (-120 dBFS) below which a signal counts as silent: :func:`normalize` leaves it
+#: unchanged and :func:`preprocess` rejects it.
+SILENCE_AMPLITUDE = 1e-6
+
+PathLike = str | os.PathLike[str]
+
+
+class AudioError(Exception):
+    """An audio file (or clip) that cannot be used.
+
+    Parameters
+    ----------
+    path : str or path-like or None
+        The offending file; ``None`` for an in-memory clip (:func:`preprocess`); the caller can
+        attach the path with :meth:`with_path`.
+    reason : str
+        Machine-friendly code, one of :data:`REASONS`.
+    detail : str
+        Human explanation; ``str(error)`` prefixes it with the file name.
+    """
+
+    def __init__(self, path: PathLike | None, reason: str, detail: str) -> None:
+        self.path = None if path is None else os.fspath(path)
+        self.reason = reason
+        self.detail = detail
+        # Exception pickles by re-calling cls(*args): keep args equal to the constructor's.
+        super().__init__(self.path, reason, detail)
+
+    def __str__(self) -> str:
+        where = f"'{self.path}'" if self.path is not None else "audio clip"
+        return f"{where}: {self.detail} [{self.reason}]"
+
+    def with_path(self, path: PathLike) -> AudioError:
+        """The same error, naming ``path``."""
+        return AudioError(path, self.reason, self.detail)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What :func:`probe_audio` learns from a file's header.
+
+    Attributes
+    ----------
+    path : str
+    sample_rate : int
+        Hz.
+    channels : int
+    frames : int
+        Samples per channel (for MP3 without a Xing/LAME header this is libsndfile's estimate).
+    duration : float
+        Seconds, ``frames / sample_rate``.
+    format : str
+        libsndfile major format (``"WAV"``, ``"FLAC"``, ``"OGG"``, ``"MP3"``, ``"AIFF"``, ``"AU"``...),
+        or the upper-case extension when the file was read through ``audioread``.
+    subtype : str
+        libsndfile subtype (``"PCM_16"``, ``"FLOAT"``, ``"VORBIS"``, ``"MPEG_LAYER_III"``...),
+        ``""`` through ``audioread``.
+    """
+
+    path: str
+    sample_rate: int
+    channels: int
+    frames: int
+    duration: float
+    format: str
+    subtype: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding
+
+
+def probe_audio(path: PathLike) -> AudioInfo:
+    """Read a file's header: rate, channels, length, format.
+
+    Cheap structural checks run as well (zero bytes, unreadable, not audio, a WAV/AIFF/AU data
+    chunk or an Ogg stream cut short), but nothing is decoded, so a FLAC or MP3 stream cut in the
+    middle and NaN samples are only caught by :func:`load_audio`.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    AudioInfo
+
+    Raises
+    ------
+    AudioError
+        With reason ``not_found``, ``unreadable``, ``empty_file``, ``not_audio``, ``undecodable``
+        or ``truncated``.
+    """
+    p = os.fspath(path)
+    kind = _inspect(p)
+    try:
+        f = sf.SoundFile(p)
+    except (RuntimeError, OSError) as exc:
+        return _fallback(p, kind, exc, decode=False)[0]
+    with f:
+        info = AudioInfo(p, int(f.samplerate), int(f.channels), int(f.frames),
+                         f.frames / f.samplerate, str(f.format), str(f.subtype))
+    if info.frames == 0:
+        raise AudioError(p, "empty_file", f"valid {info.format} header but no audio frames")
+    return info
+
+
+def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
+    """Decode a whole file at its native rate.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Any path; spaces and non-ASCII characters are fine.
+
+    Returns
+    -------
+    y : np.ndarray [shape=(channels, n_samples), dtype=float32]
+        Samples in [-1, 1] for integer formats (float files are returned as stored). Mono files
+        give a ``(1, n)`` view of the decode buffer; multichannel files cost one copy to
+        de-interleave.
+    sr : int
+        Sample rate in Hz.
+
+    Raises
+    ------
+    AudioError
+        ``not_found``, ``unreadable``, ``empty_file``, ``not_audio``, ``undecodable``,
+        ``truncated`` (header promises more than the file holds, libsndfile fails mid-stream, or
+        fewer frames decode than announced; MP3 gets a tolerance of max(2 MPEG frames, 1 %)
+        because its length is estimated when there is no Xing header) or ``nonfinite``.
+
+    Notes
+    -----
+    soundfile never reads past the frame count libsndfile announced, so an MP3 whose length was
+    under-estimated (VBR without a Xing header) loses its tail silently.
+    """
+    p = os.fspath(path)
+    kind = _inspect(p)
+    try:
+        f = sf.SoundFile(p)
+    except (RuntimeError, OSError) as exc:
+        _, decoded = _fallback(p, kind, exc, decode=True)
+        assert decoded is not None
+        return decoded
+    with f:
+        frames, channels, sr = int(f.frames), int(f.channels), int(f.samplerate)
+        fmt, subtype = str(f.format), str(f.subtype)
+        if frames == 0:
+            raise AudioError(p, "empty_file", f"valid {fmt} header but no audio frames")
+        if frames * channels * 4 > _MAX_DECODE_BYTES:
+            raise AudioError(p, "undecodable",
+                             f"header announces {frames} frames x {channels} channels: implausibly large")
+        buf = np.empty((frames, channels), dtype=np.float32)
+        try:
+            data = f.read(frames, dtype="float32", always_2d=True, out=buf)
+        except (RuntimeError, OSError) as exc:
+            raise AudioError(p, "truncated", f"{fmt} stream fails while decoding: {_sf_message(exc)}") from None
+    n = data.shape[0]
+    tolerance = max(2 * 1152, frames // 100) if fmt == "MP3" else 0
+    if frames - n > tolerance:
+        raise AudioError(p, "truncated",
+                         f"{fmt} header announces {frames} frames but only {n} could be decoded")
+    y = data.reshape(1, n) if channels == 1 else np.ascontiguousarray(data.T)
+    if subtype in _FLOAT_SUBTYPES and not np.isfinite(y).all():
+        bad = int(np.count_nonzero(~np.isfinite(y)))
+        raise AudioError(p, "nonfinite", f"{bad} NaN or infinite sample(s) in a {subtype} {fmt} file")
+    return y, sr
+
+
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+_MAX_DECODE_BYTES = 1 << 34  # 16 GiB of float32: beyond that a header is lying, not describing
+
+
+def _sf_message(exc: BaseException) -> str:
+    return str(getattr(exc, "error_string", None) or exc).strip()
+
+
+def _inspect(p: str) -> str | None:
+    """Pre-checks shared by probe and load; returns the sniffed container kind.
+
+    Raises ``not_found``, ``unreadable``, ``empty_file`` and (for WAV/AIFF/AU/Ogg, whose
+    structure can be checked without decoding) ``truncated``.
+    """
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise AudioError(p, "not_found", "no such file") from None
+    except OSError as exc:
+        raise AudioError(p, "unreadable", f"cannot stat: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise AudioError(p, "unreadable", "not a regular file")
+    size = st.st_size
+    if size == 0:
+        raise AudioError(p, "empty_file", "file is empty (0 bytes)")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(64)
+            kind = _sniff(head)
+            problem = _STRUCTURE_CHECKS[kind](fh, head, size) if kind in _STRUCTURE_CHECKS else None
+    except PermissionError:
+        raise AudioError(p, "unreadable", "permission denied") from None
+    except OSError as exc:
+        raise AudioError(p, "unreadable", f"cannot read: {exc.strerror or exc}") from None
+    if problem is not None:
+        raise AudioError(p, "truncated", problem)
+    return kind
+
+
+def _sniff(head: bytes) -> str | None:
+    """Container kind from the first bytes, or ``None`` when it is not recognisably audio."""
+    magic4 = head[:4]
+    if magic4 in (b"RIFF", b"RIFX") and head[8:12] == b"WAVE":
+        return "WAV"
+    if magic4 in (b"RF64", b"BW64"):
+        return "RF64"
+    if magic4 == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "AIFF"
+    simple = {b".snd": "AU", b"fLaC": "FLAC", b"OggS": "OGG", b"caff": "CAF", b"riff": "W64",
+              b"NIST": "NIST", b"0&\xb2u": "ASF/WMA", b"#!AM": "AMR", b"MAC ": "APE", b"wvpk": "WavPack"}
+    if magic4 in simple:
+        return simple[magic4]
+    if head[:3] == b"ID3":
+        return "MP3"
+    if head[4:8] == b"ftyp":
+        return "MP4/M4A"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        # MPEG audio frame sync; layer bits 00 with sync 0xFFF is an AAC ADTS stream.
+        return "AAC" if head[1] & 0xF6 == 0xF0 else "MP3"
+    return None
+
+
+def _riff_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
+    """Is the WAV ``data`` chunk (or a chunk before it) cut short?"""
+    endian = "<" if head[:4] == b"RIFF" else ">"
+    pos = 12
+    for _ in range(10_000):
+        if pos + 8 > size:
+            return f"WAV header ends after {size} bytes before any data chunk"
+        fh.seek(pos)
+        cid, csize = struct.unpack(endian + "4sI", fh.read(8))
+        if cid == b"data":
+            if csize in (0, 0xFFFFFFFF):  # streaming writers leave the size unknown
+                return None
+            have = size - pos - 8
+            if csize > have:
+                return f"WAV header declares {csize} bytes of audio data but only {have} are present"
+            return None
+        pos += 8 + csize + (csize & 1)
+    return None
+
+
+def _aiff_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
+    """Is the AIFF ``SSND`` chunk (or a chunk before it) cut short?"""
+    pos = 12
+    for _ in range(10_000):
+        if pos + 8 > size:
+            return f"AIFF header ends after {size} bytes before any SSND chunk"
+        fh.seek(pos)
+        cid, csize = struct.unpack(">4sI", fh.read(8))
+        if cid == b"SSND":
+            have = size - pos - 8
+            if csize > have:
+                return f"AIFF header declares {csize} bytes of audio data but only {have} are present"
+            return None
+        pos += 8 + csize + (csize & 1)
+    return None
+
+
+def _au_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
+    if len(head) < 12:
+        return f"AU header needs 24 bytes, file has {size}"
+    offset, nbytes = struct.unpack(">II", head[4:12])
+    if nbytes != 0xFFFFFFFF and offset + nbytes > size:
+        return f"AU header declares {nbytes} bytes of audio data but only {max(size - offset, 0)} are present"
+    return None
+
+
+def _ogg_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
+    """Walk the Ogg pages: the last one must be complete and carry the end-of-stream flag."""
+    pos, flags = 0, 0
+    while pos < size:
+        fh.seek(pos)
+        header = fh.read(27)
+        if len(header) < 27:
+            return f"Ogg page at byte {pos} is cut short (file ends at {size})"
+        if header[:4] != b"OggS":
+            return None  # not a page boundary: corrupt rather than short; libsndfile will judge
+        flags, n_seg = header[5], header[26]
+        lacing = fh.read(n_seg)
+        if len(lacing) < n_seg:
+            return f"Ogg page at byte {pos} is cut short (file ends at {size})"
+        pos += 27 + n_seg + sum(lacing)
+    if pos > size:
+        return f"last Ogg page needs {pos} bytes but the file ends at {size}"
+    if not flags & 0x04:
+        return "Ogg stream has no end-of-stream page (file cut after a page boundary)"
+    return None
+
+
+_STRUCTURE_CHECKS = {"WAV": _riff_problem, "AIFF": _aiff_problem, "AU": _au_problem, "OGG": _ogg_problem}
+
+
+def _fallback(p: str, kind: str | None, exc: BaseException,
+              *, decode: bool) -> tuple[AudioInfo, tuple[np.ndarray, int] | None]:
+    """libsndfile could not open ``p``: try audioread, else raise a classified AudioError."""
+    message = _sf_message(exc)
+    try:
+        return _audioread(p, decode=decode)
+    except _NoFallback as why:
+        tried = f"; {why}"
+    if kind is None:
+        raise AudioError(p, "not_audio", f"content is not a recognised audio format{tried}") from None
+    readable = ", ".join(sorted(sf.available_formats()))
+    raise AudioError(
+        p, "undecodable",
+        f"looks like {kind} but cannot be decoded (libsndfile {sf.__libsndfile_version__}: {message}){tried}. "
+        f"Readable formats: {readable}",
+    ) from None
+
+
+class _NoFallback(Exception):
+    pass
+
+
+def _audioread(p: str, *, decode: bool) -> tuple[AudioInfo, tuple[np.ndarray, int] | None]:
+    with warnings.catch_warnings():  # its raw backend imports aifc/sunau, deprecated in 3.11
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            import audioread
+        except ImportError:
+            raise _NoFallback("audioread is not installed") from None
+        backends = audioread.available_backends()
+        try:
+            with audioread.audio_open(p, backends=backends) as f:
+                sr, channels = int(f.samplerate), int(f.channels)
+                chunks = [np.frombuffer(b, dtype="<i2") for b in f] if decode else []
+                duration = float(f.duration)
+        except Exception as exc:  # noqa: BLE001 - every backend raises its own types
+            names = ", ".join(b.__name__ for b in backends) or "none"
+            raise _NoFallback(f"audioread (backends: {names}) cannot decode it either "
+                              f"({type(exc).__name__})") from None
+    ext = os.path.splitext(p)[1].lstrip(".").upper()
+    if not decode:
+        frames = round(duration * sr)
+        if frames == 0:
+            raise AudioError(p, "empty_file", "no audio frames")
+        return AudioInfo(p, sr, channels, frames, duration, ext, ""), None
+    pcm = np.concatenate(chunks) if chunks else np.zeros(0, dtype="<i2")
+    pcm = pcm[: pcm.size - pcm.size % channels]
+    if pcm.size == 0:
+        raise AudioError(p, "empty_file", "no audio frames")
+    y = np.ascontiguousarray(pcm.reshape(-1, channels).T, dtype=np.float32)
+    y *= np.float32(1 / 32768)
+    info = AudioInfo(p, sr, channels, y.shape[1], y.shape[1] / sr, ext, "")
+    return info, (y, sr)
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing (pure functions on float32 arrays, along the last axis)
+
+
+def _as_f32(y: np.ndarray) -> np.ndarray:
+    return np.asarray(y, dtype=np.float32)
+
+
+def _peak(y: np.ndarray) -> float:
+    if y.size == 0:
+        return 0.0
+    return float(max(y.max(), -y.min()))  # two passes, no |y| temporary
+
+
+def to_mono(y: np.ndarray) -> np.ndarray:
+    """Downmix to mono by averaging channels.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(channels, n) or (n,)]
+
+    Returns
+    -------
+    np.ndarray [shape=(n,), dtype=float32]
+        1-D input is returned as is; a single channel is returned as a view.
+    """
+    y = _as_f32(y)
+    if y.ndim == 1:
+        return y
+    if y.ndim != 2:
+        raise ValueError(f"y: expected shape (channels, n) or (n,), got {y.shape}")
+    if y.shape[0] == 1:
+        return y[0]
+    return y.mean(axis=0, dtype=np.float32)
+
+
+def resample(y: np.ndarray, *, orig_sr: int, target_sr: int,
+             quality: Literal["QQ", "LQ", "MQ", "HQ", "VHQ"] = "HQ") -> np.ndarray:
+    """Change the sample rate with soxr.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,) or (channels, n)]
+    orig_sr, target_sr : int
+        Hz. Equal rates return ``y`` itself (no copy).
+    quality : str
+        soxr quality preset.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_out,) or (channels, n_out), dtype=float32]
+        ``n_out`` is ``n * target_sr / orig_sr`` rounded (soxr's output length).
+    """
+    if not orig_sr > 0:
+        raise ValueError(f"orig_sr must be > 0 Hz, got {orig_sr}")
+    if not target_sr > 0:
+        raise ValueError(f"target_sr must be > 0 Hz, got {target_sr}")
+    y = _as_f32(y)
+    if orig_sr == target_sr:
+        return y
+    import soxr
+
+    if y.ndim == 1:
+        return soxr.resample(y, orig_sr, target_sr, quality=quality)
+    if y.ndim != 2:
+        raise ValueError(f"y: expected shape (channels, n) or (n,), got {y.shape}")
+    # Channel by channel: each input row is contiguous and the output needs no transpose.
+    rows = [soxr.resample(row, orig_sr, target_sr, quality=quality) for row in y]
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    out = np.empty((len(rows), rows[0].shape[0]), dtype=np.float32)
+    for i, row in enumerate(rows):
+        out[i] = row
+    return out
+
+
+def trim_silence(y: np.ndarray, *, top_db: float = 60.0, frame_length: int = 2048,
+                 hop_length: int = 512) -> tuple[np.ndarray, tuple[int, int]]:
+    """Remove leading and trailing silence, with ``librosa.effects.trim`` semantics.
+
+    Frames of ``frame_length`` samples every ``hop_length`` (centred: the signal is zero-padded by
+    ``frame_length // 2`` at both ends) are silent when their RMS is more than ``top_db`` below
+    the loudest frame (dB floor 1e-5, per-frame maximum over channels). The kept interval runs
+    from the first non-silent frame's start to one hop past the last one's. Because the
+    reference is the signal's own maximum, an all-zero signal is *not* trimmed;
+    :func:`preprocess` checks for silence separately.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)]
+    top_db : float
+        dB below the peak frame that counts as silence.
+    frame_length, hop_length : int
+        Samples.
+
+    Returns
+    -------
+    y_trimmed : np.ndarray [shape=(..., end - start), dtype=float32]
+        A view of ``y``.
+    interval : tuple of int
+        ``(start, end)`` sample indices in ``y``.
+
+    Notes
+    -----
+    Re-implemented with a running sum of squares (O(n), float64) instead of calling librosa,
+    whose first call costs seconds of lazy imports in every worker process; the tests check it
+    against ``librosa.effects.trim``.
+    """
+    if not top_db > 0:
+        raise ValueError(f"top_db must be > 0 dB, got {top_db}")
+    for name, value in (("frame_length", frame_length), ("hop_length", hop_length)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    y = _as_f32(y)
+    n = y.shape[-1]
+    if n == 0:
+        return y, (0, 0)
+    rows = y.reshape(-1, n)
+    half = frame_length // 2
+    n_frames = 1 + (n + 2 * half - frame_length) // hop_length
+    # csum[:, i] = sum of squares of the first i samples of the zero-padded signal
+    csum = np.zeros((rows.shape[0], n + 2 * half + 1))
+    np.cumsum(np.square(rows, dtype=np.float64), axis=-1, out=csum[:, half + 1: half + 1 + n])
+    csum[:, half + 1 + n:] = csum[:, half + n: half + n + 1]
+    starts = np.arange(n_frames) * hop_length
+    power = np.maximum(csum[:, starts + frame_length] - csum[:, starts], 0.0) / frame_length
+    rms = np.maximum(np.sqrt(power), 1e-5)
+    db = 20 * np.log10(rms) - 20 * np.log10(rms.max())
+    non_silent = np.flatnonzero(db.max(axis=0) > -top_db)
+    if non_silent.size == 0:
+        return y[..., 0:0], (0, 0)
+    start = int(non_silent[0]) * hop_length
+    end = min(n, (int(non_silent[-1]) + 1) * hop_length)
+    return y[..., start:end], (start, end)
+
+
+def _butter_sos(*, sr: float, kind: str, cutoff: float | tuple[float, ...] | list[float], order: int) -> np.ndarray:
+    import scipy.signal
+
+    if not sr > 0:
+        raise ValueError(f"sr must be > 0 Hz, got {sr}")
+    if kind not in ("lowpass", "highpass", "bandpass"):
+        raise ValueError(f"kind must be 'lowpass', 'highpass' or 'bandpass', got {kind!r}")
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+        raise ValueError(f"order must be an integer >= 1, got {order!r}")
+    edges = (float(cutoff),) if np.isscalar(cutoff) else tuple(float(c) for c in cutoff)  # type: ignore[arg-type]
+    want = 2 if kind == "bandpass" else 1
+    if len(edges) != want:
+        raise ValueError(f"cutoff: {kind} needs {want} value(s) in Hz, got {len(edges)}")
+    nyquist = sr / 2
+    for c in edges:
+        if not 0 < c < nyquist:
+            raise ValueError(f"cutoff {c:g} Hz must lie strictly between 0 and Nyquist ({nyquist:g} Hz)")
+    if kind == "bandpass" and not edges[0] < edges[1]:
+        raise ValueError(f"cutoff: bandpass edges must increase (low < high), got {list(edges)}")
+    wn = edges[0] if want == 1 else list(edges)
+    return scipy.signal.butter(int(order), wn, btype=kind, fs=sr, output="sos")
+
+
+def butter_filter(y: np.ndarray, *, sr: int, kind: Literal["lowpass", "highpass", "bandpass"],
+                  cutoff: float | tuple[float, float] | tuple[float] | list[float], order: int = 4) -> np.ndarray:
+    """Zero-phase Butterworth filter (second-order sections, forward and backward).
+
+    Forward-backward filtering squares the magnitude response: the effective order is ``2 *
+    order`` and the gain at ``cutoff`` is -6 dB instead of -3 dB.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)]
+    sr : int
+        Sample rate in Hz.
+    kind : {'lowpass', 'highpass', 'bandpass'}
+    cutoff : float or sequence of float
+        Hz; one value, or ``(low, high)`` for bandpass. Each must lie in (0, sr / 2).
+    order : int
+        Butterworth order (>= 1).
+
+    Returns
+    -------
+    np.ndarray [shape=(..., n), dtype=float32]
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter (``sr``, ``kind``, ``order``, ``cutoff``) that is invalid.
+
+    Notes
+    -----
+    ``scipy.signal.sosfiltfilt`` extends the signal by ``padlen`` samples (odd reflection) at each
+    end to tame edge transients and refuses signals not longer than that. For shorter signals the
+    padding is reduced to ``n - 1`` samples, so edge transients of very short clips are larger.
+    Filtering runs in float64 and the result is cast back to float32.
+    """
+    sos = _butter_sos(sr=sr, kind=kind, cutoff=cutoff, order=order)
+    y = _as_f32(y)
+    n = y.shape[-1]
+    if n == 0:
+        return y
+    import scipy.signal
+
+    zeros = min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
+    padlen = min(3 * (2 * len(sos) + 1 - zeros), n - 1)
+    return scipy.signal.sosfiltfilt(sos, y, axis=-1, padlen=padlen).astype(np.float32, copy=False)
+
+
+def _k_weighting_sos(sr: float) -> np.ndarray:
+    """ITU-R BS.1770-4 K-weighting (high shelf + RLB high-pass) for any rate.
+
+    The analog prototypes are re-derived by bilinear transform (the libebur128 formulation); at
+    48 kHz this gives the coefficients tabulated in the standard.
+    """
+    f0, gain_db, q = 1681.974450955533, 3.999843853973347, 0.7071752369554196
+    k = math.tan(math.pi * f0 / sr)
+    vh = 10 ** (gain_db / 20)
+    vb = vh ** 0.4996667741545416
+    a0 = 1 + k / q + k * k
+    shelf = [(vh + vb * k / q + k * k) / a0, 2 * (k * k - vh) / a0, (vh - vb * k / q + k * k) / a0,
+             1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]
+    f0, q = 38.13547087602444, 0.5003270373238773
+    k = math.tan(math.pi * f0 / sr)
+    a0 = 1 + k / q + k * k
+    highpass = [1.0, -2.0, 1.0, 1.0, 2 * (k * k - 1) / a0, (1 - k / q + k * k) / a0]
+    return np.array([shelf, highpass])
+
+
+def integrated_loudness(y: np.ndarray, *, sr: int) -> float:
+    """Integrated loudness in LUFS after ITU-R BS.1770-4.
+
+    K-weighting, 400 ms blocks with 75 % overlap, an absolute gate at -70 LUFS and a relative
+    gate 10 LU below the absolutely-gated loudness. All channels have weight 1 (no surround
+    weighting).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n,) or (channels, n)]
+    sr : int
+        Hz.
+
+    Returns
+    -------
+    float
+        LUFS; ``-inf`` for an all-zero or empty signal. Deviations from the standard, so that
+        every non-silent clip gets a finite value: a clip shorter than one block is measured as a
+        single block, and when no block passes the absolute gate the ungated mean is used.
+    """
+    import scipy.signal
+
+    if not sr > 0:
+        raise ValueError(f"sr must be > 0 Hz, got {sr}")
+    y2 = np.atleast_2d(_as_f32(y))
+    if y2.ndim != 2:
+        raise ValueError(f"y: expected shape (channels, n) or (n,), got {y2.shape}")
+    n = y2.shape[-1]
+    if n == 0:
+        return -math.inf
+    z = scipy.signal.sosfilt(_k_weighting_sos(sr), y2, axis=-1)
+    power = np.einsum("cn,cn->n", z, z)  # sum over channels of the squared K-weighted signal
+    block, step = round(0.4 * sr), round(0.1 * sr)
+    if n < block:
+        blocks = np.array([power.mean()])
+    else:
+        csum = np.concatenate(([0.0], np.cumsum(power)))
+        starts = np.arange(0, n - block + 1, step)
+        blocks = (csum[starts + block] - csum[starts]) / block
+    with np.errstate(divide="ignore"):
+        lk = -0.691 + 10 * np.log10(np.maximum(blocks, 0.0))
+    gated = blocks[lk > -70.0]
+    if gated.size == 0:
+        mean = float(blocks.mean())
+        return -0.691 + 10 * math.log10(mean) if mean > 0 else -math.inf
+    relative = -0.691 + 10 * math.log10(float(gated.mean())) - 10.0
+    final = blocks[(lk > -70.0) & (lk > relative)]
+    return -0.691 + 10 * math.log10(float(final.mean()))
+
+
+def normalize(y: np.ndarray, *, method: Literal["peak", "rms", "loudness"], target_db: float,
+              sr: int | None = None) -> np.ndarray:
+    """Scale a signal to a target level.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)]
+        ``(n,)`` or ``(channels, n)`` for ``loudness``.
+    method : {'peak', 'rms', 'loudness'}
+        ``peak``: max |y| becomes ``10 ** (target_db / 20)``. ``rms``: the RMS over all samples
+        becomes ``10 ** (target_db / 20)`` (dBFS relative to amplitude 1, so a full-scale sine is
+        -3.01 dB RMS). ``loudness``: the BS.1770 integrated loudness
+        (:func:`integrated_loudness`) becomes ``target_db`` LUFS; needs ``sr``.
+    target_db : float
+        dBFS (peak, rms) or LUFS (loudness).
+    sr : int, optional
+        Hz, required by ``loudness``.
+
+    Returns
+    -------
+    np.ndarray [shape=(..., n), dtype=float32]
+        A new array, or ``y`` itself when it is silent (peak below :data:`SILENCE_AMPLITUDE`):
+        silence is returned unchanged, never turned into NaN.
+
+    Notes
+    -----
+    Clip guard: after ``rms`` or ``loudness`` normalization the gain is lowered, if needed, so
+    that the peak stays at or below 1.0 (the level then falls short of the target). ``peak``
+    normalization is exact, even for a target above 0 dBFS.
+    """
+    if method not in ("peak", "rms", "loudness"):
+        raise ValueError(f"method must be 'peak', 'rms' or 'loudness', got {method!r}")
+    if not math.isfinite(target_db):
+        raise ValueError(f"target_db must be finite, got {target_db}")
+    if method == "loudness" and (sr is None or not sr > 0):
+        raise ValueError(f"sr (Hz) is required for method='loudness', got {sr}")
+    y = _as_f32(y)
+    peak = _peak(y)
+    if not peak >= SILENCE_AMPLITUDE or not math.isfinite(peak):
+        return y
+    target = 10 ** (target_db / 20)
+    if method == "peak":
+        gain = target / peak
+    else:
+        if method == "rms":
+            level = math.sqrt(float(np.mean(np.square(y), dtype=np.float64)))
+            gain = target / level
+        else:
+            lufs = integrated_loudness(y, sr=sr)  # type: ignore[arg-type]
+            gain = 10 ** ((target_db - lufs) / 20)
+        # 1 - 1e-6 leaves room for float32 rounding of the product.
+        gain = min(gain, (1.0 - 1e-6) / peak)
+    return y * np.float32(gain)
+
+
+def fix_duration(y: np.ndarray, *, n_samples: int, pad_mode: str = "constant") -> np.ndarray:
+    """Crop or pad to an exact length.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)]
+    n_samples : int
+        Target length.
+    pad_mode : str
+        ``numpy.pad`` mode for the padding at the end (``"constant"`` pads zeros). An empty
+        signal is always zero-padded.
+
+    Returns
+    -------
+    np.ndarray [shape=(..., n_samples), dtype=float32]
+        The first ``n_samples`` samples (a view) when longer, ``y`` itself when equal, padded at
+        the end when shorter.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 0:
+        raise ValueError(f"n_samples must be an integer >= 0, got {n_samples!r}")
+    y = _as_f32(y)
+    n = y.shape[-1]
+    if n >= n_samples:
+        return y[..., :n_samples]
+    widths = [(0, 0)] * (y.ndim - 1) + [(0, int(n_samples) - n)]
+    return np.pad(y, widths, mode="constant" if n == 0 else pad_mode)  # type: ignore[call-overload]
+
+
+def segment(y: np.ndarray, *, win: int, hop: int, pad_last: bool) -> list[tuple[int, np.ndarray]]:
+    """Cut fixed-length windows with a hop.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(..., n)]
+    win, hop : int
+        Window length and hop in samples (>= 1).
+    pad_last : bool
+        When the full windows do not reach the end of ``y``, add one more window starting at the
+        next hop, zero-padded to ``win`` (a signal shorter than ``win`` then gives one padded
+        window); otherwise drop that tail.
+
+    Returns
+    -------
+    list of (int, np.ndarray [shape=(..., win), dtype=float32])
+        ``(start sample, window)``; full windows are views of ``y``. There are
+        ``1 + (n - win) // hop`` full windows when ``n >= win``.
+    """
+    for name, value in (("win", win), ("hop", hop)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    y = _as_f32(y)
+    n = y.shape[-1]
+    n_full = 0 if n < win else 1 + (n - win) // hop
+    out = [(k * hop, y[..., k * hop: k * hop + win]) for k in range(n_full)]
+    covered = (n_full - 1) * hop + win if n_full else 0
+    start = n_full * hop
+    if pad_last and covered < n and start < n:
+        out.append((start, fix_duration(y[..., start:], n_samples=win)))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and the whole chain
+
+
+@dataclass(frozen=True)
+class TrimConfig:
+    """``process.trim``: ``top_db`` in dB below the loudest frame."""
+
+    enabled: bool = True
+    top_db: float = 60.0
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """``process.filter``: Butterworth ``kind`` with ``cutoff`` in Hz (two values for bandpass)."""
+
+    enabled: bool = False
+    kind: str = "highpass"
+    cutoff: tuple[float, ...] = (30.0,)
+    order: int = 4
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    """``process.normalize``: ``target_db`` in dBFS (peak, rms) or LUFS (loudness)."""
+
+    enabled: bool = True
+    method: str = "peak"
+    target_db: float = -1.0
+
+
+@dataclass(frozen=True)
+class DurationConfig:
+    """``process.duration``: ``mode`` none | fixed | segment; times in seconds; ``short`` pad | reject."""
+
+    mode: str = "none"
+    seconds: float = 5.0
+    hop_seconds: float = 2.5
+    min_seconds: float = 0.25
+    short: str = "pad"
+
+
+_SECTIONS: dict[str, type] = {"trim": TrimConfig, "filter": FilterConfig, "normalize": NormalizeConfig,
+                              "duration": DurationConfig}
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """The ``process`` section of ``params.yaml``.
+
+    Build it with :meth:`from_dict`; construction validates every value and raises
+    ``ValueError("process.<section>.<key>: ...")`` naming the dotted key.
+    """
+
+    sample_rate: int | None = 22050
+    mono: bool = True
+    trim: TrimConfig = TrimConfig()
+    filter: FilterConfig = FilterConfig()
+    normalize: NormalizeConfig = NormalizeConfig()
+    duration: DurationConfig = DurationConfig()
+
+    def __post_init__(self) -> None:
+        def bad(key: str, why: str) -> ValueError:
+            return ValueError(f"process.{key}: {why}")
+
+        def number(key: str, value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise bad(key, f"expected a number, got {value!r}")
+            if not math.isfinite(value):
+                raise bad(key, f"must be finite, got {value}")
+            return float(value)
+
+        def flag(key: str, value: Any) -> None:
+            if not isinstance(value, (bool, np.bool_)):
+                raise bad(key, f"expected true or false, got {value!r}")
+
+        def choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+            if value not in allowed:
+                raise bad(key, f"must be one of {', '.join(allowed)}; got {value!r}")
+
+        rate = self.sample_rate
+        if rate is not None:
+            if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+                raise bad("sample_rate", f"expected a positive integer (Hz) or null, got {rate!r}")
+        flag("mono", self.mono)
+        for name, cls in _SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise bad(name, f"expected {cls.__name__}, got {type(getattr(self, name)).__name__}")
+
+        flag("trim.enabled", self.trim.enabled)
+        if not number("trim.top_db", self.trim.top_db) > 0:
+            raise bad("trim.top_db", f"must be > 0 dB, got {self.trim.top_db}")
+
+        flt = self.filter
+        flag("filter.enabled", flt.enabled)
+        choice("filter.kind", flt.kind, ("lowpass", "highpass", "bandpass"))
+        if not isinstance(flt.cutoff, tuple):
+            raise bad("filter.cutoff", f"expected a tuple of Hz values, got {flt.cutoff!r}")
+        for c in flt.cutoff:
+            if not number("filter.cutoff", c) > 0:
+                raise bad("filter.cutoff", f"cutoffs must be > 0 Hz, got {list(flt.cutoff)}")
+        want = 2 if flt.kind == "bandpass" else 1
+        if len(flt.cutoff) != want:
+            raise bad("filter.cutoff", f"{flt.kind} needs {want} value(s), got {list(flt.cutoff)}")
+        if want == 2 and not flt.cutoff[0] < flt.cutoff[1]:
+            raise bad("filter.cutoff", f"bandpass edges must increase (low < high), got {list(flt.cutoff)}")
+        if rate is not None and max(flt.cutoff) >= rate / 2:
+            raise bad("filter.cutoff", f"{max(flt.cutoff):g} Hz is at or above Nyquist ({rate / 2:g} Hz) "
+                                       "of process.sample_rate")
+        if isinstance(flt.order, bool) or not isinstance(flt.order, (int, np.integer)) or flt.order < 1:
+            raise bad("filter.order", f"expected an integer >= 1, got {flt.order!r}")
+
+        flag("normalize.enabled", self.normalize.enabled)
+        choice("normalize.method", self.normalize.method, ("peak", "rms", "loudness"))
+        number("normalize.target_db", self.normalize.target_db)
+
+        dur = self.duration
+        choice("duration.mode", dur.mode, ("none", "fixed", "segment"))
+        choice("duration.short", dur.short, ("pad", "reject"))
+        for key in ("seconds", "hop_seconds"):
+            if not number(f"duration.{key}", getattr(dur, key)) > 0:
+                raise bad(f"duration.{key}", f"must be > 0 s, got {getattr(dur, key)}")
+        if not number("duration.min_seconds", dur.min_seconds) >= 0:
+            raise bad("duration.min_seconds", f"must be >= 0 s, got {dur.min_seconds}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None, *, prefix: str = "process") -> ProcessConfig:
+        """Build from the ``process`` mapping of ``params.yaml``.
+
+        Missing keys take the defaults shown in ``params.yaml``; ``cutoff`` may be a number or a
+        list. ``d=None`` gives the default config.
+
+        Raises
+        ------
+        ValueError
+            For an unknown key or an invalid value, naming the dotted key
+            (e.g. ``process.trim.top_dbb``).
+        """
+        if d is None:
+            return cls()
+        if not isinstance(d, Mapping):
+            raise ValueError(f"{prefix}: expected a mapping, got {type(d).__name__}")
+        top = {f.name for f in dataclasses.fields(cls)}
+        _reject_unknown(d, top, prefix)
+        kwargs: dict[str, Any] = {k: d[k] for k in ("sample_rate", "mono") if k in d}
+        for name, section_cls in _SECTIONS.items():
+            if name not in d or d[name] is None:
+                continue
+            sub = d[name]
+            if not isinstance(sub, Mapping):
+                raise ValueError(f"{prefix}.{name}: expected a mapping, got {type(sub).__name__}")
+            _reject_unknown(sub, {f.name for f in dataclasses.fields(section_cls)}, f"{prefix}.{name}")
+            values = dict(sub)
+            if name == "filter" and "cutoff" in values:
+                c = values["cutoff"]
+                values["cutoff"] = (c,) if isinstance(c, (int, float)) and not isinstance(c, bool) else (
+                    tuple(c) if isinstance(c, (list, tuple)) else c)
+            kwargs[name] = section_cls(**values)
+        rate = kwargs.get("sample_rate")
+        if isinstance(rate, float) and rate.is_integer():
+            kwargs["sample_rate"] = int(rate)
+        try:
+            return cls(**kwargs)
+        except ValueError as exc:
+            if prefix != "process" and str(exc).startswith("process."):
+                raise ValueError(prefix + str(exc)[len("process"):]) from None
+            raise
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested ``dict`` in the ``params.yaml`` layout (``cutoff`` as a list)."""
+        out = dataclasses.asdict(self)
+        out["filter"]["cutoff"] = list(self.filter.cutoff)
+        return out
+
+
+def _reject_unknown(d: Mapping[str, Any], allowed: set[str], prefix: str) -> None:
+    for key in d:
+        if key not in allowed:
+            raise ValueError(f"{prefix}.{key}: unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+@dataclass(frozen=True, eq=False)
+class Segment:
+    """One processed piece of a clip.
+
+    Attributes
+    ----------
+    index : int
+        0-based position among the clip's segments.
+    start : float
+        Seconds from the start of the processed (resampled, trimmed) clip.
+    audio : np.ndarray [shape=(n,) or (channels, n), dtype=float32]
+        1-D when ``mono`` is set or the clip has one channel.
+    """
+
+    index: int
+    start: float
+    audio: np.ndarray
+
+
+def preprocess(y: np.ndarray, *, sr: int, config: ProcessConfig) -> tuple[list[Segment], int]:
+    """Run the whole preprocessing chain on one decoded clip.
+
+    Order: resample -> mono -> filter -> trim -> silence / minimum-length checks -> normalize ->
+    fixed duration or segmentation.
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(channels, n) or (n,)]
+        As returned by :func:`load_audio`.
+    sr : int
+        Hz.
+    config : ProcessConfig
+
+    Returns
+    -------
+    segments : list of Segment
+        One for duration modes ``none`` and ``fixed``, one or more for ``segment``.
+    sr : int
+        The output rate in Hz (``config.sample_rate``, or ``sr`` when that is ``None``).
+
+    Raises
+    ------
+    AudioError
+        ``silent`` (path ``None``) when the clip is empty or below :data:`SILENCE_AMPLITUDE`
+        after trimming; ``too_short`` when it is shorter than ``duration.min_seconds`` after
+        trimming, or (``short: reject``) shorter than ``duration.seconds`` in modes ``fixed`` and
+        ``segment``. Attach the file with :meth:`AudioError.with_path`.
+    ValueError
+        A filter cutoff at or above the Nyquist rate of a native rate (``sample_rate: null``).
+
+    Notes
+    -----
+    * Downmixing runs before resampling when ``mono`` is set: both are linear, so the result is
+      the same up to rounding, at 1 / channels of the resampling cost.
+    * Normalization is per clip, before segmentation, so all windows of a clip keep their
+      relative levels.
+    * ``fixed`` crops from the start and zero-pads at the end (``short: pad``).
+    * ``segment`` uses windows of ``seconds`` every ``hop_seconds``; with ``short: pad`` a
+      clip shorter than one window becomes one padded window, and a tail not covered by the full
+      windows becomes one more padded window when it holds at least ``min_seconds`` of audio
+      (otherwise it is dropped, as it always is with ``short: reject``).
+    """
+    y = _as_f32(y)
+    if y.ndim == 1:
+        y = y[np.newaxis]
+    if y.ndim != 2:
+        raise ValueError(f"y: expected shape (channels, n) or (n,), got {y.shape}")
+    y = to_mono(y) if config.mono else (y[0] if y.shape[0] == 1 else y)
+    out_sr = int(config.sample_rate or sr)
+    y = resample(y, orig_sr=sr, target_sr=out_sr)
+    flt = config.filter
+    if flt.enabled:
+        y = butter_filter(y, sr=out_sr, kind=flt.kind, cutoff=flt.cutoff, order=flt.order)  # type: ignore[arg-type]
+    if config.trim.enabled:
+        y, _ = trim_silence(y, top_db=config.trim.top_db)
+    n = y.shape[-1]
+    peak = _peak(y)
+    if n == 0 or peak < SILENCE_AMPLITUDE:
+        level = f"{20 * math.log10(peak):.1f} dBFS" if peak > 0 else "-inf dBFS"
+        raise AudioError(None, "silent", f"silent after trimming ({n} samples, peak {level})")
+    dur = config.duration
+    min_samples = round(dur.min_seconds * out_sr)
+    if n < min_samples:
+        raise AudioError(None, "too_short",
+                         f"{n / out_sr:.3f} s after trimming is shorter than min_seconds={dur.min_seconds:g}")
+    nrm = config.normalize
+    if nrm.enabled:
+        y = normalize(y, method=nrm.method, target_db=nrm.target_db, sr=out_sr)  # type: ignore[arg-type]
+
+    if dur.mode == "none":
+        return [Segment(0, 0.0, y)], out_sr
+    win = max(1, round(dur.seconds * out_sr))
+    if n < win and dur.short == "reject":
+        raise AudioError(None, "too_short",
+                         f"{n / out_sr:.3f} s is shorter than duration.seconds={dur.seconds:g} (short: reject)")
+    if dur.mode == "fixed":
+        return [Segment(0, 0.0, fix_duration(y, n_samples=win))], out_sr
+    hop = max(1, round(dur.hop_seconds * out_sr))
+    windows = segment(y, win=win, hop=hop, pad_last=dur.short == "pad")
+    if n >= win and len(windows) > 1 + (n - win) // hop and n - windows[-1][0] < min_samples:
+        windows.pop()  # padded tail with less than min_seconds of audio
+    return [Segment(k, start / out_sr, w) for k, (start, w) in enumerate(windows)], out_sr

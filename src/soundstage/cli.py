@@ -1,0 +1,359 @@
+"""``soundstage <stage>``: thin command-line wrappers over the stage modules.
+
+Each subcommand reads and validates ``params.yaml`` once, picks the keys its stage needs, and calls
+the stage's core function with explicit keyword arguments. Snakemake rules and DVC stages call these.
+"""
+
+from __future__ import annotations
+
+import os
+
+# A worker is one process per shard: pin BLAS/OpenMP/numba to one thread each, before numpy loads,
+# or parallel shards oversubscribe the cores (and some BLAS builds hang).
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from soundstage.config import ParamsError, load_params  # noqa: E402
+
+
+def _progress() -> bool:
+    return sys.stderr.isatty() or os.environ.get("SOUNDSTAGE_PROGRESS") == "1"
+
+
+def _print_rejected(rejected: Any, what: str) -> None:
+    if len(rejected):
+        print(f"{what}: rejected {len(rejected)} file(s):", file=sys.stderr)
+        for r in rejected.head(20).to_dict("records"):
+            print(f"  [{r['reason']}] {r['detail']}", file=sys.stderr)
+        if len(rejected) > 20:
+            print(f"  ... and {len(rejected) - 20} more (see the rejected table)", file=sys.stderr)
+
+
+def cmd_demo(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.demo import make_demo
+
+    d = p["demo"]
+    rows = make_demo(out_dir=Path(args.out), n_classes=d["n_classes"], clips_per_class=d["clips_per_class"],
+                     n_artists=d["n_artists"], duration=d["duration"], sample_rate=d["sample_rate"], seed=p["seed"])
+    print(f"demo: wrote {len(rows)} clips of {rows['label'].nunique()} classes to {args.out}")
+
+
+def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.ingest import ingest
+    from soundstage.io import write_csv
+
+    d = p["data"]
+    manifest, rejected = ingest(
+        root=d["root"], layout=d["layout"], extensions=d["extensions"], label_level=d["folder"]["label_level"],
+        group_regex=d["folder"]["group_regex"], csv_path=d["csv"]["path"], path_column=d["csv"]["path_column"],
+        label_column=d["csv"]["label_column"], group_column=d["csv"]["group_column"],
+        transcript_column=d["csv"]["transcript_column"], pattern=d["regex"]["pattern"],
+        n_shards=p["sharding"]["n_shards"], progress=_progress())
+    out = Path(args.out_dir)
+    write_csv(out / "rejected.csv", rejected)
+    write_csv(out / "manifest.csv", manifest)
+    _print_rejected(rejected, "ingest")
+    print(f"ingest: {len(manifest)} clips, {manifest['label'].nunique()} labels, "
+          f"{manifest['group'].nunique()} groups, {len(rejected)} rejected -> {out / 'manifest.csv'}")
+    if manifest.empty:
+        raise SystemExit(f"ingest: no usable audio found under {d['root']} (layout {d['layout']})")
+
+
+def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage import cache
+    from soundstage.audio import ProcessConfig
+    from soundstage.io import read_csv, write_csv
+    from soundstage.process import process_shard
+
+    out = Path(args.out_dir)
+    shard_name = f"{args.shard:03d}"
+    manifest = read_csv(args.manifest)
+    rows = manifest[manifest["shard"] == args.shard]
+    cache_file = out / "cache" / f"{shard_name}.csv"
+    previous = read_csv(cache_file) if cache_file.is_file() else None
+    index, rejected = process_shard(manifest=rows, out_dir=out, config=ProcessConfig.from_dict(p["process"]),
+                                    shard=args.shard, previous=previous, relative_to=Path.cwd(),
+                                    progress=_progress())
+    write_csv(out / "shards" / f"{shard_name}.rejected.csv", rejected)
+    write_csv(out / "shards" / f"{shard_name}.csv", index)
+    cache.keep(out / "shards" / f"{shard_name}.csv", cache_file)
+    _print_rejected(rejected, f"process[{shard_name}]")
+    print(f"process[{shard_name}]: {len(rows)} clips -> {len(index)} segments, {len(rejected)} rejected")
+
+
+def cmd_split(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from soundstage.io import read_csv, write_csv
+    from soundstage.split import split_table
+
+    rows = pd.concat([read_csv(f) for f in args.inputs], ignore_index=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parts, counts = split_table(rows, ratios=p["split"]["ratios"], seed=p["seed"], stable=p["split"]["stable"])
+    for w in caught:
+        print(f"split: WARNING: {w.message}", file=sys.stderr)
+    out = Path(args.out_dir)
+    for name, part in parts.items():
+        write_csv(out / f"{name}.csv", part)
+    write_csv(out / "counts.csv", counts)
+    print(counts.to_string(index=False))
+
+
+def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from soundstage import cache
+    from soundstage.features import build_table, features_shard
+    from soundstage.features_core import FeatureConfig
+    from soundstage.io import read_csv, write_csv, write_parquet
+
+    out = Path(args.out_dir)
+    if args.table:
+        shard_tables = [pd.read_parquet(f) for f in args.inputs]
+        splits = pd.concat([read_csv(f) for f in args.splits], ignore_index=True)
+        table = build_table(shard_tables=shard_tables, splits=splits)
+        write_parquet(out / "table.parquet", table)
+        print(f"features: table of {len(table)} clips x {table.shape[1] - 5} features -> {out / 'table.parquet'}")
+        return
+    f = dict(p["features"])
+    save = tuple(f.pop("save"))
+    shard_name = Path(args.index).stem
+    cache_file = out / "cache" / f"{shard_name}.parquet"
+    previous = pd.read_parquet(cache_file) if cache_file.is_file() else None
+    table, rejected = features_shard(index=read_csv(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
+                                     save=save, previous=previous, relative_to=Path.cwd(), progress=_progress())
+    write_csv(out / "shards" / f"{shard_name}.rejected.csv", rejected)
+    write_parquet(out / "shards" / f"{shard_name}.parquet", table)
+    cache.keep(out / "shards" / f"{shard_name}.parquet", cache_file)
+    _print_rejected(rejected, f"features[{shard_name}]")
+    print(f"features[{shard_name}]: {len(table)} clips, {len(rejected)} rejected")
+
+
+def cmd_stats(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from soundstage import stats
+    from soundstage.io import read_csv, save_npz, write_json
+
+    train_ids = set(read_csv(args.train)["id"].astype(str))
+    tables = [pd.read_parquet(f, columns=["id", "count", "logmel_mean", "logmel_m2"]) for f in args.inputs]
+    m = stats.train_moments(shard_tables=tables, train_ids=train_ids)
+    out = Path(args.out_dir)
+    save_npz(out / "logmel.npz", mean=m.mean, std=m.std, count=np.asarray(m.count))
+    write_json(out / "logmel.json", {"count": m.count, "n_clips": len(train_ids), "mean": m.mean, "std": m.std})
+    if p["stats"]["export_normalized"]:
+        ids = sorted(set().union(*(set(t["id"].astype(str)) for t in tables)))
+        n = stats.export_normalized(ids=ids, logmel_dir=args.logmel_dir, out_dir=out / "normalized",
+                                    mean=m.mean, std=m.std)
+        print(f"stats: wrote {n} normalized log-mels to {out / 'normalized'}")
+    print(f"stats: {m.count} train frames from {len(train_ids)} clips -> {out / 'logmel.npz'}")
+
+
+def _model_params(p: dict[str, Any], model: str) -> dict[str, Any]:
+    from soundstage.config import flatten
+
+    sections = {"seed": p["seed"], "data": {"name": p["data"]["name"], "root": p["data"]["root"]},
+                "process": p["process"], "features": p["features"], "split": p["split"], model: p[model]}
+    return flatten(sections)
+
+
+def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage import tracking
+    from soundstage.train import train
+
+    tags = {**tracking.git_info(), **tracking.data_versions({"table": args.table})}
+    raw = tracking.dvc_raw_version()
+    if raw:
+        tags["data.raw"] = raw
+    tags["data.name"] = p["data"]["name"]
+    model_params = dict(p[args.model])
+    if args.model == "random_forest":
+        model_params["n_jobs"] = args.threads
+    bundle = train(model=args.model, table_path=args.table, out_dir=args.out_dir,
+                   params={k: v for k, v in model_params.items() if k != "n_jobs"}, seed=p["seed"],
+                   process_params=p["process"], feature_params={k: v for k, v in p["features"].items() if k != "save"},
+                   experiment=p["data"]["name"], tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"]),
+                   tags=tags, flat_params=_model_params(p, args.model), n_jobs=args.threads,
+                   logmel_dir=args.logmel_dir if args.model == "keras_cnn" else None,
+                   stats_path=args.stats if args.model == "keras_cnn" else None)
+    print(f"train[{args.model}]: bundle -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
+
+
+def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.evaluate import evaluate, format_table, summarize
+    from soundstage.io import write_json
+
+    if args.summary:
+        summary = summarize(metrics_files=args.inputs)
+        write_json(args.out, summary)
+        print(format_table(summary))
+        return
+    m = evaluate(bundle_dir=args.bundle, table_path=args.table, out_dir=args.out_dir, logmel_dir=args.logmel_dir,
+                 log_to_mlflow=not args.no_mlflow)
+    print(f"evaluate[{m['model']}]: val acc {m['val'].get('accuracy', float('nan')):.3f}, "
+          f"test acc {m['test'].get('accuracy', float('nan')):.3f}")
+
+
+def cmd_compare(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    import pandas as pd
+
+    from soundstage import tracking
+    from soundstage.compare import runs_table
+
+    table = runs_table(tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"] if p else None),
+                       experiment=args.experiment, model=args.model, sort_by=args.sort, ascending=args.ascending,
+                       diff_only=not args.all_params, limit=args.limit)
+    if table.empty:
+        print("compare: no runs recorded yet")
+        return
+    with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.3f}".format):
+        print(table.to_string(index=False))
+
+
+def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.predict import predict
+
+    table, errors = predict(bundle_dir=args.bundle, files=args.files)
+    if args.format == "json":
+        print(json.dumps({"predictions": table.to_dict("records"),
+                          "errors": [e.__dict__ for e in errors]}, indent=2))
+    elif args.format == "csv":
+        print(table.to_csv(index=False, float_format="%.6f"), end="")
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.3f}".format):
+            print(table.to_string(index=False) if len(table) else "(no file predicted)")
+    for e in errors:
+        print(f"predict: error: [{e.reason}] {e.message}", file=sys.stderr)
+    if errors and table.empty:
+        raise SystemExit(1)
+
+
+def cmd_report(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.report import dataset_report
+
+    path = dataset_report(ingest_dir=Path(args.ingest_dir), process_dir=Path(args.process_dir),
+                          split_dir=Path(args.split_dir), features_dir=Path(args.features_dir),
+                          out_dir=Path(args.out_dir), dataset=p["data"]["name"])
+    print(f"report: {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="soundstage", description=__doc__.splitlines()[0])
+    ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    s = sub.add_parser("demo", help="synthesize the demo dataset")
+    s.add_argument("--out", default="data/demo")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("ingest", help="scan the dataset and write the manifest")
+    s.add_argument("--out-dir", default="data/ingest")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("process", help="decode and preprocess one shard of clips")
+    s.add_argument("--shard", type=int, required=True)
+    s.add_argument("--manifest", default="data/ingest/manifest.csv")
+    s.add_argument("--out-dir", default="data/process")
+    s.set_defaults(func=cmd_process)
+
+    s = sub.add_parser("split", help="stratified, group-aware train/val/test split")
+    s.add_argument("inputs", nargs="+", help="process shard tables")
+    s.add_argument("--out-dir", default="data/split")
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("features", help="features of one shard, or (--table) the modelling table")
+    s.add_argument("--index", help="process shard table (shard mode)")
+    s.add_argument("--table", action="store_true", help="gather shard tables and splits into table.parquet")
+    s.add_argument("--inputs", nargs="*", default=[], help="feature shard tables (--table mode)")
+    s.add_argument("--splits", nargs="*", default=[], help="split tables (--table mode)")
+    s.add_argument("--out-dir", default="data/features")
+    s.set_defaults(func=cmd_features)
+
+    s = sub.add_parser("stats", help="train-split log-mel statistics from the feature shards")
+    s.add_argument("inputs", nargs="+", help="feature shard tables")
+    s.add_argument("--train", default="data/split/train.csv")
+    s.add_argument("--logmel-dir", default="data/features/logmel")
+    s.add_argument("--out-dir", default="data/stats")
+    s.set_defaults(func=cmd_stats)
+
+    s = sub.add_parser("train", help="train one model and log it to MLflow")
+    s.add_argument("--model", required=True, choices=["random_forest", "keras_mlp", "keras_cnn"])
+    s.add_argument("--table", default="data/features/table.parquet")
+    s.add_argument("--stats", default="data/stats/logmel.npz")
+    s.add_argument("--logmel-dir", default="data/features/logmel")
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--threads", type=int, default=1)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("evaluate", help="score a model bundle, or (--summary) combine metrics")
+    s.add_argument("--bundle")
+    s.add_argument("--table", default="data/features/table.parquet")
+    s.add_argument("--logmel-dir", default="data/features/logmel")
+    s.add_argument("--out-dir")
+    s.add_argument("--no-mlflow", action="store_true")
+    s.add_argument("--summary", action="store_true")
+    s.add_argument("--inputs", nargs="*", default=[])
+    s.add_argument("--out", default="reports/metrics.json")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("report", help="dataset report (class balance, durations, rejects, splits)")
+    s.add_argument("--ingest-dir", default="data/ingest")
+    s.add_argument("--process-dir", default="data/process")
+    s.add_argument("--split-dir", default="data/split")
+    s.add_argument("--features-dir", default="data/features")
+    s.add_argument("--out-dir", default="reports/dataset")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("compare", help="compare MLflow runs")
+    s.add_argument("--experiment", help="MLflow experiment (dataset name); default: all")
+    s.add_argument("--model", help="only runs of this model")
+    s.add_argument("--sort", default="val_macro_f1", help="metric to sort by (default val_macro_f1)")
+    s.add_argument("--ascending", action="store_true")
+    s.add_argument("--all-params", action="store_true", help="show every param, not only those that differ")
+    s.add_argument("--limit", type=int)
+    s.set_defaults(func=cmd_compare)
+
+    s = sub.add_parser("predict", help="predict labels of audio files with a model bundle")
+    s.add_argument("bundle", help="model bundle folder, e.g. models/random_forest")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.set_defaults(func=cmd_predict)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    needs_params = args.command not in {"predict"}
+    try:
+        params = load_params(args.params) if needs_params or Path(args.params).is_file() else {}
+    except ParamsError as exc:
+        if args.command == "compare" and not Path(args.params).is_file():
+            params = {}
+        else:
+            print(f"soundstage: {exc}", file=sys.stderr)
+            return 2
+    try:
+        args.func(args, params)
+    except (ParamsError, ValueError, FileNotFoundError) as exc:
+        print(f"soundstage {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

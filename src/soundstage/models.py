@@ -1,0 +1,903 @@
+"""Model cores: random forest, dense net (MLP) and log-mel CNN, augmentation and persistence.
+
+Everything here is pure: arrays in, fitted models and arrays out. Reading tables, writing
+bundles and logging to MLflow belong to the ``train`` and ``evaluate`` stages, which call these
+functions with keyword arguments taken from ``params.yaml``.
+
+Conventions
+-----------
+- Labels ``y`` are integer class indices ``0 .. n_classes - 1``.
+- Summary-feature matrices are ``X [shape=(n_samples, n_features)]``.
+- Spectrograms are normalised log-mels ``[shape=(n_mels, n_frames)]`` (zero mean, unit variance
+  per mel bin on the train split), so ``0`` is the neutral fill value for padding and masking.
+- Randomness is explicit: a ``seed`` (training) or a ``numpy.random.Generator`` (augmentation).
+  Keras training never relies on the global NumPy/Python RNG for data order: each epoch's
+  permutation and crops come from ``np.random.default_rng([seed, epoch])``.
+
+Keras (JAX backend) is imported lazily so that importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import keras
+    from sklearn.ensemble import RandomForestClassifier
+
+ModelKind = Literal["random_forest", "keras_mlp", "keras_cnn"]
+MODEL_KINDS: tuple[str, ...] = ("random_forest", "keras_mlp", "keras_cnn")
+MODEL_FILENAMES: dict[str, str] = {
+    "random_forest": "model.skops",
+    "keras_mlp": "model.keras",
+    "keras_cnn": "model.keras",
+}
+#: Module prefixes whose types may be loaded from a ``.skops`` file.
+TRUSTED_SKOPS_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.")
+STD_FLOOR = 1e-8
+
+
+def _keras() -> Any:
+    """Import Keras with the JAX backend unless the caller chose another one."""
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    import keras
+
+    return keras
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+
+
+def _check_xy(X: np.ndarray, y: np.ndarray, name: str = "X") -> tuple[np.ndarray, np.ndarray]:
+    X = np.asarray(X)
+    y = np.asarray(y)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if y.ndim != 1 or len(y) != len(X):
+        raise ValueError(f"y must be 1-D with {len(X)} entries, got shape {y.shape}")
+    if len(X) == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"y must hold integer class indices, got dtype {y.dtype}")
+    if not np.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or inf")
+    return X, y.astype(np.int64)
+
+
+def _check_labels(y: np.ndarray, n_classes: int) -> None:
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes - 1}], got [{y.min()}, {y.max()}]")
+
+
+# --------------------------------------------------------------------------------------------
+# Random forest
+# --------------------------------------------------------------------------------------------
+
+
+def fit_random_forest(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    n_estimators: int = 300,
+    max_depth: int | None = None,
+    min_samples_leaf: int = 1,
+    max_features: str | int | float | None = "sqrt",
+    class_weight: Literal["balanced"] | None = "balanced",
+    n_jobs: int = 1,
+    seed: int,
+) -> RandomForestClassifier:
+    """Fit a random forest on summary features.
+
+    Parameters
+    ----------
+    X : np.ndarray [shape=(n_samples, n_features)]
+    y : np.ndarray [shape=(n_samples,)], integer class indices
+    seed : int
+        ``random_state`` of the forest; with a fixed seed (and any ``n_jobs``) the fit is
+        reproducible.
+
+    Returns
+    -------
+    sklearn.ensemble.RandomForestClassifier
+        ``classes_`` are the labels present in ``y``; use :func:`predict_proba` with
+        ``n_classes`` to get one column per class even if a class was absent.
+    """
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = _check_xy(X, y)
+    model = RandomForestClassifier(
+        n_estimators=n_estimators,
+        max_depth=max_depth,
+        min_samples_leaf=min_samples_leaf,
+        max_features=max_features,
+        class_weight=class_weight,
+        n_jobs=n_jobs,
+        random_state=seed,
+    )
+    model.fit(X, y)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# Standardisation of summary features
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standardizer:
+    """Per-column z-scoring fitted on the train split.
+
+    Columns whose standard deviation is below ``STD_FLOOR`` (constant on the train split) are
+    divided by 1 instead of by ~0, as scikit-learn's ``StandardScaler`` does: they map to
+    ``x - mean`` (0 on train) rather than blowing up unseen values by 1e8.
+
+    Attributes
+    ----------
+    mean, std : np.ndarray [shape=(n_features,)], float64
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    def __post_init__(self) -> None:
+        mean = np.asarray(self.mean, dtype=np.float64).reshape(-1)
+        std = np.asarray(self.std, dtype=np.float64).reshape(-1)
+        if mean.shape != std.shape:
+            raise ValueError(f"mean {mean.shape} and std {std.shape} differ in shape")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()) or (std < 0).any():
+            raise ValueError("mean/std must be finite and std non-negative")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+
+    @classmethod
+    def fit(cls, X: np.ndarray) -> Standardizer:
+        """Fit on ``X [shape=(n_samples, n_features)]`` (float64 accumulation)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or len(X) == 0:
+            raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
+        if not np.isfinite(X).all():
+            raise ValueError("X contains NaN or inf")
+        return cls(mean=X.mean(axis=0), std=X.std(axis=0))
+
+    @property
+    def n_features(self) -> int:
+        return int(self.mean.shape[0])
+
+    @property
+    def scale(self) -> np.ndarray:
+        """Divisor actually used: ``std`` with near-zero entries replaced by 1."""
+        return np.where(self.std < STD_FLOOR, 1.0, self.std)
+
+    def transform(self, X: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """Return ``(X - mean) / scale`` as ``dtype`` (float32 by default, for Keras)."""
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise ValueError(f"expected shape (n, {self.n_features}), got {X.shape}")
+        return ((X - self.mean) / self.scale).astype(dtype)
+
+    def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
+        return np.asarray(Z, dtype=np.float64) * self.scale + self.mean
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """JSON-ready representation (plain floats; float64 round-trips exactly via repr)."""
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Standardizer:
+        return cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]))
+
+
+# --------------------------------------------------------------------------------------------
+# Keras plumbing
+# --------------------------------------------------------------------------------------------
+
+
+def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch])
+
+
+def _n_train_batches(n: int, batch_size: int) -> int:
+    """Full batches only (the remainder changes every epoch anyway): a ragged last batch would
+    make JAX compile the train step a second time for its shape."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return max(1, n // batch_size)
+
+
+def _make_shuffled_dataset(
+    X: np.ndarray, y: np.ndarray, *, batch_size: int, seed: int
+) -> Any:
+    """A ``keras.utils.PyDataset`` re-permuting ``(X, y)`` at every epoch from its own RNG."""
+    keras = _keras()
+
+    class ShuffledArrays(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self._epoch = 0
+            self._order = _epoch_rng(seed, 0).permutation(len(X))
+
+        @property
+        def num_batches(self) -> int:
+            return _n_train_batches(len(X), batch_size)
+
+        def __len__(self) -> int:
+            return self.num_batches
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            idx = self._order[i * batch_size : (i + 1) * batch_size]
+            return X[idx], y[idx]
+
+        def on_epoch_begin(self) -> None:
+            self._epoch += 1
+            self._order = _epoch_rng(seed, self._epoch).permutation(len(X))
+
+    return ShuffledArrays()
+
+
+def _callbacks(*, monitor: str, patience: int) -> list[Any]:
+    keras = _keras()
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, factor=0.5, patience=max(2, patience // 3)
+        ),
+    ]
+
+
+def _history_dict(history: Any) -> dict[str, list[float]]:
+    return {k: [float(v) for v in vals] for k, vals in history.history.items()}
+
+
+def _compile(model: Any, learning_rate: float) -> None:
+    keras = _keras()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Dense net on summary features
+# --------------------------------------------------------------------------------------------
+
+
+def build_mlp(
+    *,
+    n_features: int,
+    n_classes: int,
+    hidden: Sequence[int] = (256, 128, 64),
+    dropout: float = 0.3,
+    l2: float = 0.0,
+) -> keras.Model:
+    """``Input(n_features) -> [Dense(h) + ReLU (+ Dropout)] * len(hidden) -> Dense softmax``.
+
+    The model outputs class probabilities ``[shape=(batch, n_classes)]``. It is not compiled.
+    """
+    keras = _keras()
+    if n_features < 1 or n_classes < 2:
+        raise ValueError(f"need n_features >= 1 and n_classes >= 2, got {n_features}, {n_classes}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    reg = keras.regularizers.L2(l2) if l2 > 0 else None
+    inputs = keras.Input(shape=(n_features,), name="features")
+    x = inputs
+    for i, units in enumerate(hidden):
+        x = keras.layers.Dense(int(units), kernel_regularizer=reg, name=f"dense_{i}")(x)
+        x = keras.layers.ReLU(name=f"relu_{i}")(x)
+        if dropout > 0:
+            x = keras.layers.Dropout(dropout, name=f"dropout_{i}")(x)
+    outputs = keras.layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="mlp")
+
+
+def fit_keras_mlp(
+    X_train: np.ndarray,
+    y_train: np.ndarray,
+    X_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    *,
+    n_classes: int,
+    hidden: Sequence[int] = (256, 128, 64),
+    dropout: float = 0.3,
+    l2: float = 0.0,
+    learning_rate: float = 1e-3,
+    batch_size: int = 32,
+    epochs: int = 100,
+    patience: int = 10,
+    seed: int,
+    verbose: int = 0,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train :func:`build_mlp` with Adam and sparse categorical cross-entropy.
+
+    ``X_*`` should already be standardised (see :class:`Standardizer`). Early stopping and
+    learning-rate reduction watch ``val_loss`` (``loss`` when no validation set is given);
+    the best weights are restored.
+
+    Determinism: ``keras.utils.set_random_seed(seed)`` fixes initial weights and dropout
+    masks; the per-epoch order comes from ``np.random.default_rng([seed, epoch])`` rather than
+    Keras' own shuffle, which draws from the global NumPy RNG on the JAX backend. Each epoch
+    uses ``len(X_train) // batch_size`` full batches (the left-over samples differ per epoch).
+
+    Returns
+    -------
+    model : keras.Model
+    history : dict[str, list[float]]
+        Per-epoch ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``, ``learning_rate``.
+    """
+    keras = _keras()
+    X_train, y_train = _check_xy(X_train, y_train, "X_train")
+    _check_labels(y_train, n_classes)
+    validation = None
+    if X_val is not None and y_val is not None and len(X_val):
+        X_val, y_val = _check_xy(X_val, y_val, "X_val")
+        _check_labels(y_val, n_classes)
+        validation = (X_val.astype(np.float32), y_val)
+
+    keras.utils.set_random_seed(seed)
+    model = build_mlp(
+        n_features=X_train.shape[1], n_classes=n_classes, hidden=hidden, dropout=dropout, l2=l2
+    )
+    _compile(model, learning_rate)
+    data = _make_shuffled_dataset(
+        X_train.astype(np.float32), y_train, batch_size=batch_size, seed=seed
+    )
+    history = model.fit(
+        data,
+        validation_data=validation,
+        epochs=epochs,
+        shuffle=False,  # order is handled by the dataset; Keras would use global `random`
+        callbacks=_callbacks(monitor="val_loss" if validation else "loss", patience=patience),
+        verbose=verbose,
+    )
+    return model, _history_dict(history)
+
+
+# --------------------------------------------------------------------------------------------
+# CNN on normalised log-mels
+# --------------------------------------------------------------------------------------------
+
+
+def build_cnn(
+    *,
+    n_mels: int,
+    crop_frames: int,
+    n_classes: int,
+    filters: Sequence[int] = (16, 32, 64),
+    dropout: float = 0.3,
+) -> keras.Model:
+    """Small 2-D CNN: ``[Conv3x3 - BatchNorm - ReLU - MaxPool2x2] * len(filters)``, global
+    average pooling, dropout, dense softmax.
+
+    Input ``[shape=(batch, n_mels, crop_frames, 1)]`` (channels last), output class
+    probabilities ``[shape=(batch, n_classes)]``. Not compiled.
+    """
+    keras = _keras()
+    if n_mels < 1 or crop_frames < 1 or n_classes < 2:
+        raise ValueError("need n_mels >= 1, crop_frames >= 1 and n_classes >= 2")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    layers = keras.layers
+    inputs = keras.Input(shape=(n_mels, crop_frames, 1), name="logmel")
+    x = inputs
+    for i, f in enumerate(filters):
+        # BatchNorm follows, so the conv bias would be redundant.
+        x = layers.Conv2D(
+            int(f), 3, padding="same", use_bias=False, data_format="channels_last",
+            name=f"conv_{i}",
+        )(x)
+        # momentum 0.9 (Keras default 0.99): on a few hundred crops there are only tens of
+        # steps per epoch, and slow moving statistics make inference lag far behind training.
+        x = layers.BatchNormalization(momentum=0.9, name=f"bn_{i}")(x)
+        x = layers.ReLU(name=f"relu_{i}")(x)
+        # "same" padding keeps tiny inputs (few mel bins) from collapsing to zero size.
+        x = layers.MaxPooling2D(2, padding="same", data_format="channels_last", name=f"pool_{i}")(x)
+    x = layers.GlobalAveragePooling2D(data_format="channels_last", name="gap")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inputs, outputs, name="cnn")
+
+
+def spec_augment(
+    x: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    freq_masks: int = 2,
+    freq_width: int = 8,
+    time_masks: int = 2,
+    time_width: int = 16,
+) -> np.ndarray:
+    """SpecAugment-style masking of a normalised spectrogram (training only).
+
+    Each mask has a width drawn uniformly from ``0 .. width`` (clipped to the axis length) and
+    a start drawn uniformly so that it lies within the array; masked cells are set to 0, the
+    per-bin mean after normalisation.
+
+    Parameters
+    ----------
+    x : np.ndarray [shape=(n_mels, n_frames)]
+        Not modified.
+    rng : np.random.Generator
+
+    Returns
+    -------
+    np.ndarray [shape=(n_mels, n_frames)], same dtype as ``x``
+    """
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"expected a 2-D (n_mels, n_frames) array, got shape {x.shape}")
+    out = x.copy()
+    for axis, n_masks, width in ((0, freq_masks, freq_width), (1, time_masks, time_width)):
+        size = out.shape[axis]
+        for _ in range(max(0, int(n_masks))):
+            w = int(rng.integers(0, min(int(width), size) + 1))
+            start = int(rng.integers(0, size - w + 1))
+            if axis == 0:
+                out[start : start + w, :] = 0
+            else:
+                out[:, start : start + w] = 0
+    return out
+
+
+def _pad_frames(spec: np.ndarray, crop_frames: int) -> np.ndarray:
+    """Right-pad ``spec [n_mels, T]`` with zeros to at least ``crop_frames`` frames."""
+    if spec.shape[1] >= crop_frames:
+        return spec
+    return np.pad(spec, ((0, 0), (0, crop_frames - spec.shape[1])))
+
+
+def _check_spec(spec: np.ndarray) -> np.ndarray:
+    spec = np.asarray(spec)
+    if spec.ndim != 2 or spec.shape[0] == 0:
+        raise ValueError(f"expected a 2-D (n_mels, n_frames) spectrogram, got shape {spec.shape}")
+    return spec
+
+
+def random_crops(
+    spec: np.ndarray, *, crop_frames: int, n: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw ``n`` random time crops of ``crop_frames`` frames.
+
+    Parameters
+    ----------
+    spec : np.ndarray [shape=(n_mels, T)]
+        Clips shorter than ``crop_frames`` are right-padded with 0 (the normalised mean).
+
+    Returns
+    -------
+    np.ndarray [shape=(n, n_mels, crop_frames)], dtype of ``spec``
+    """
+    if crop_frames < 1 or n < 0:
+        raise ValueError(f"need crop_frames >= 1 and n >= 0, got {crop_frames}, {n}")
+    spec = _pad_frames(_check_spec(spec), crop_frames)
+    starts = rng.integers(0, spec.shape[1] - crop_frames + 1, size=n)
+    return np.stack([spec[:, s : s + crop_frames] for s in starts]) if n else np.empty(
+        (0, spec.shape[0], crop_frames), dtype=spec.dtype
+    )
+
+
+def sliding_crops(spec: np.ndarray, *, crop_frames: int, hop_frames: int | None = None) -> np.ndarray:
+    """All crops at starts ``0, hop, 2*hop, ...`` plus one flush with the end of the clip.
+
+    Returns ``np.ndarray [shape=(n_crops, n_mels, crop_frames)]``; a clip shorter than
+    ``crop_frames`` gives one zero-padded crop. ``hop_frames`` defaults to ``crop_frames // 2``.
+    """
+    hop = hop_frames or max(1, crop_frames // 2)
+    if crop_frames < 1 or hop < 1:
+        raise ValueError(f"need crop_frames >= 1 and hop_frames >= 1, got {crop_frames}, {hop}")
+    spec = _pad_frames(_check_spec(spec), crop_frames)
+    last = spec.shape[1] - crop_frames
+    starts = list(range(0, last + 1, hop))
+    if starts[-1] != last:  # cover the tail of the clip too
+        starts.append(last)
+    return np.stack([spec[:, s : s + crop_frames] for s in starts])
+
+
+def _make_crop_dataset(
+    specs: Sequence[np.ndarray],
+    y: np.ndarray,
+    *,
+    crop_frames: int,
+    crops_per_clip: int,
+    batch_size: int,
+    augment: dict[str, int] | None,
+    seed: int,
+) -> Any:
+    """A ``keras.utils.PyDataset`` drawing fresh random (augmented) crops at every epoch."""
+    keras = _keras()
+
+    class RandomCrops(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+            self._epoch = 0
+            self._n = len(specs) * crops_per_clip
+            self._draw()
+
+        def _draw(self) -> None:
+            rng = _epoch_rng(seed, self._epoch)
+            crops = np.concatenate(
+                [random_crops(s, crop_frames=crop_frames, n=crops_per_clip, rng=rng) for s in specs]
+            )
+            if augment is not None:
+                crops = np.stack([spec_augment(c, rng=rng, **augment) for c in crops])
+            labels = np.repeat(y, crops_per_clip)
+            order = rng.permutation(self._n)
+            self._x = crops[order, ..., None].astype(np.float32)
+            self._y = labels[order]
+
+        @property
+        def num_batches(self) -> int:
+            return _n_train_batches(self._n, batch_size)
+
+        def __len__(self) -> int:
+            return self.num_batches
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            sl = slice(i * batch_size, (i + 1) * batch_size)
+            return self._x[sl], self._y[sl]
+
+        def on_epoch_begin(self) -> None:
+            self._epoch += 1
+            self._draw()
+
+    return RandomCrops()
+
+
+def _stack_sliding(
+    specs: Sequence[np.ndarray], *, crop_frames: int, hop_frames: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sliding crops of every clip as ``(crops [N, n_mels, crop_frames, 1], owner [N])``."""
+    crops = [sliding_crops(s, crop_frames=crop_frames, hop_frames=hop_frames) for s in specs]
+    owner = np.repeat(np.arange(len(crops)), [len(c) for c in crops])
+    return np.concatenate(crops)[..., None].astype(np.float32), owner
+
+
+def fit_keras_cnn(
+    train_specs: Sequence[np.ndarray],
+    y_train: np.ndarray,
+    val_specs: Sequence[np.ndarray] | None,
+    y_val: np.ndarray | None,
+    *,
+    n_classes: int,
+    crop_frames: int = 128,
+    crops_per_clip: int = 4,
+    filters: Sequence[int] = (16, 32, 64),
+    dropout: float = 0.3,
+    batch_size: int = 32,
+    epochs: int = 30,
+    patience: int = 5,
+    learning_rate: float = 1e-3,
+    spec_augment_params: dict[str, int] | None = None,
+    seed: int,
+    verbose: int = 0,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Train :func:`build_cnn` on random crops of normalised log-mels.
+
+    Every epoch draws ``crops_per_clip`` new random crops per training clip (from
+    ``np.random.default_rng([seed, epoch])``) and, when ``spec_augment_params`` is given,
+    masks each with :func:`spec_augment` (keys ``freq_masks``, ``freq_width``, ``time_masks``,
+    ``time_width``); only full batches are used. Validation uses the deterministic :func:`sliding_crops` of each clip
+    (hop ``crop_frames // 2``), each labelled with its clip's class. Early stopping
+    (best weights restored) and ``ReduceLROnPlateau`` watch ``val_loss`` (``loss`` without a
+    validation set).
+
+    Parameters
+    ----------
+    train_specs, val_specs : sequence of np.ndarray [shape=(n_mels, T_i)]
+        ``T_i`` may differ between clips; short clips are zero-padded.
+    y_train, y_val : np.ndarray [shape=(n_clips,)], integer class indices
+
+    Returns
+    -------
+    model : keras.Model
+    history : dict[str, list[float]]
+    """
+    keras = _keras()
+    if len(train_specs) == 0:
+        raise ValueError("train_specs is empty")
+    y_train = np.asarray(y_train)
+    if len(y_train) != len(train_specs) or not np.issubdtype(y_train.dtype, np.integer):
+        raise ValueError("y_train must hold one integer class index per training clip")
+    _check_labels(y_train, n_classes)
+    n_mels = _check_spec(train_specs[0]).shape[0]
+    for s in (*train_specs, *(val_specs or ())):
+        if _check_spec(s).shape[0] != n_mels:
+            raise ValueError(f"all spectrograms must have {n_mels} mel bins, got {s.shape}")
+    if spec_augment_params is not None:
+        unknown = set(spec_augment_params) - {"freq_masks", "freq_width", "time_masks", "time_width"}
+        if unknown:
+            raise ValueError(f"unknown spec_augment parameters: {sorted(unknown)}")
+
+    validation = None
+    if val_specs is not None and y_val is not None and len(val_specs):
+        y_val = np.asarray(y_val)
+        if len(y_val) != len(val_specs) or not np.issubdtype(y_val.dtype, np.integer):
+            raise ValueError("y_val must hold one integer class index per validation clip")
+        _check_labels(y_val, n_classes)
+        x_val, owner = _stack_sliding(val_specs, crop_frames=crop_frames, hop_frames=None)
+        validation = (x_val, y_val.astype(np.int64)[owner])
+
+    keras.utils.set_random_seed(seed)
+    model = build_cnn(
+        n_mels=n_mels, crop_frames=crop_frames, n_classes=n_classes, filters=filters,
+        dropout=dropout,
+    )
+    _compile(model, learning_rate)
+    data = _make_crop_dataset(
+        train_specs, y_train.astype(np.int64), crop_frames=crop_frames,
+        crops_per_clip=crops_per_clip, batch_size=batch_size, augment=spec_augment_params,
+        seed=seed,
+    )
+    history = model.fit(
+        data,
+        validation_data=validation,
+        batch_size=None,
+        epochs=epochs,
+        shuffle=False,
+        callbacks=_callbacks(monitor="val_loss" if validation else "loss", patience=patience),
+        verbose=verbose,
+    )
+    return model, _history_dict(history)
+
+
+def predict_cnn(
+    model: keras.Model,
+    specs: Sequence[np.ndarray],
+    *,
+    crop_frames: int,
+    hop_frames: int | None = None,
+    batch_size: int = 64,
+    max_crops_per_call: int = 4096,
+) -> np.ndarray:
+    """Whole-clip class probabilities: the mean softmax over all sliding crops of each clip.
+
+    Parameters
+    ----------
+    specs : sequence of np.ndarray [shape=(n_mels, T_i)]
+        Normalised log-mels; clips shorter than ``crop_frames`` are padded to one crop.
+    hop_frames : int, optional
+        Hop between crop starts; default ``crop_frames // 2``.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_clips, n_classes)], float64, rows sum to 1
+    """
+    n_classes = int(model.output_shape[-1])
+    expected = model.input_shape[2]
+    if expected is not None and expected != crop_frames:
+        raise ValueError(f"model takes {expected}-frame crops, got crop_frames={crop_frames}")
+    out = np.zeros((len(specs), n_classes), dtype=np.float64)
+    # Chunk by clips so that a long evaluation set does not materialise every crop at once.
+    start = 0
+    while start < len(specs):
+        stop, n_crops = start, 0
+        while stop < len(specs) and (n_crops == 0 or n_crops < max_crops_per_call):
+            n_crops += _n_sliding(np.asarray(specs[stop]).shape[-1], crop_frames, hop_frames)
+            stop += 1
+        x, owner = _stack_sliding(specs[start:stop], crop_frames=crop_frames, hop_frames=hop_frames)
+        probs = np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float64)
+        sums = np.zeros((stop - start, n_classes))
+        np.add.at(sums, owner, probs)
+        out[start:stop] = sums / np.bincount(owner, minlength=stop - start)[:, None]
+        start = stop
+    return out
+
+
+def _n_sliding(n_frames: int, crop_frames: int, hop_frames: int | None) -> int:
+    """Number of crops :func:`sliding_crops` yields for a clip of ``n_frames`` frames."""
+    hop = hop_frames or max(1, crop_frames // 2)
+    last = max(n_frames, crop_frames) - crop_frames
+    return last // hop + 1 + (last % hop != 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Waveform augmentation
+# --------------------------------------------------------------------------------------------
+
+
+def augment_waveform(
+    y: np.ndarray,
+    *,
+    sr: int,
+    rng: np.random.Generator,
+    noise_snr_db: tuple[float, float] | None = None,
+    time_stretch: tuple[float, float] | None = None,
+    pitch_shift: tuple[float, float] | None = None,
+    gain_db: tuple[float, float] | None = None,
+    keep_length: bool = True,
+) -> np.ndarray:
+    """Randomly perturb a mono waveform (training only).
+
+    Each transform whose range is not ``None`` is applied once with a value drawn uniformly
+    from its ``(low, high)`` range, in this order: time stretch (rate, >1 = faster, via
+    ``librosa.effects.time_stretch``), pitch shift (semitones, ``librosa.effects.pitch_shift``),
+    gain (dB), additive white Gaussian noise at the drawn SNR (dB, relative to the signal's
+    mean power after the other transforms; skipped for an all-zero signal).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(n_samples,)]
+    sr : int
+        Sample rate in Hz.
+    rng : np.random.Generator
+        All randomness comes from here: same generator state, same output.
+    keep_length : bool
+        Trim or zero-pad a time-stretched signal back to ``n_samples`` so that fixed-duration
+        segments stay fixed.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_samples,)] (or the stretched length if ``keep_length=False``), float32
+    """
+    import librosa
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0:
+        raise ValueError(f"expected a non-empty mono 1-D signal, got shape {y.shape}")
+    if not np.isfinite(y).all():
+        raise ValueError("signal contains NaN or inf")
+    for name, rng_range in (
+        ("noise_snr_db", noise_snr_db), ("time_stretch", time_stretch),
+        ("pitch_shift", pitch_shift), ("gain_db", gain_db),
+    ):
+        if rng_range is not None and (len(rng_range) != 2 or rng_range[0] > rng_range[1]):
+            raise ValueError(f"{name} must be a (low, high) pair with low <= high, got {rng_range}")
+    if time_stretch is not None and time_stretch[0] <= 0:
+        raise ValueError(f"time_stretch rates must be > 0, got {time_stretch}")
+
+    n = y.size
+    out = y.copy()
+    # Draw every parameter up front, in a fixed order, so that enabling one transform does not
+    # change the values drawn for another.
+    draws = {
+        "time_stretch": rng.uniform(*time_stretch) if time_stretch is not None else None,
+        "pitch_shift": rng.uniform(*pitch_shift) if pitch_shift is not None else None,
+        "gain_db": rng.uniform(*gain_db) if gain_db is not None else None,
+        "noise_snr_db": rng.uniform(*noise_snr_db) if noise_snr_db is not None else None,
+    }
+    if draws["time_stretch"] is not None:
+        out = librosa.effects.time_stretch(out, rate=float(draws["time_stretch"]))
+        if keep_length:
+            out = librosa.util.fix_length(out, size=n)
+    if draws["pitch_shift"] is not None:
+        out = librosa.effects.pitch_shift(out, sr=sr, n_steps=float(draws["pitch_shift"]))
+    if draws["gain_db"] is not None:
+        out = out * np.float32(10.0 ** (draws["gain_db"] / 20.0))
+    if draws["noise_snr_db"] is not None:
+        power = float(np.mean(np.square(out, dtype=np.float64)))
+        if power > 0:
+            noise_power = power / 10.0 ** (draws["noise_snr_db"] / 10.0)
+            out = out + rng.normal(0.0, np.sqrt(noise_power), size=out.shape)
+    return np.asarray(out, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Segment -> clip aggregation
+# --------------------------------------------------------------------------------------------
+
+
+def aggregate_segments(
+    probs: np.ndarray, clip_ids: Sequence[str]
+) -> tuple[list[str], np.ndarray]:
+    """Average segment probabilities per clip.
+
+    Parameters
+    ----------
+    probs : np.ndarray [shape=(n_segments, n_classes)]
+    clip_ids : sequence of str, length ``n_segments``
+
+    Returns
+    -------
+    clips : list of str
+        Unique clip ids in order of first appearance.
+    clip_probs : np.ndarray [shape=(n_clips, n_classes)], float64
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    ids = [str(c) for c in clip_ids]
+    if probs.ndim != 2 or len(ids) != len(probs):
+        raise ValueError(
+            f"probs must be (n_segments, n_classes) with one clip id per row, "
+            f"got {probs.shape} and {len(ids)} ids"
+        )
+    index: dict[str, int] = {}
+    owner = np.array([index.setdefault(c, len(index)) for c in ids], dtype=np.int64)
+    sums = np.zeros((len(index), probs.shape[1]))
+    np.add.at(sums, owner, probs)
+    counts = np.bincount(owner, minlength=len(index))
+    return list(index), sums / np.maximum(counts, 1)[:, None]
+
+
+# --------------------------------------------------------------------------------------------
+# Prediction and persistence
+# --------------------------------------------------------------------------------------------
+
+
+def predict_proba(
+    model: Any, X: np.ndarray, *, kind: ModelKind, n_classes: int | None = None
+) -> np.ndarray:
+    """Class probabilities ``[shape=(n_samples, n_classes)]`` (float64) for RF or MLP.
+
+    For a random forest trained without some class, pass ``n_classes`` to get one column per
+    class (absent classes get probability 0). CNNs take spectrograms: use :func:`predict_cnn`.
+    """
+    _check_kind(kind)
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if kind == "random_forest":
+        p = np.asarray(model.predict_proba(X), dtype=np.float64)
+        if n_classes is not None and p.shape[1] != n_classes:
+            full = np.zeros((len(X), n_classes))
+            full[:, np.asarray(model.classes_, dtype=np.int64)] = p
+            p = full
+        return p
+    if kind == "keras_mlp":
+        return np.asarray(model.predict(X.astype(np.float32), verbose=0), dtype=np.float64)
+    raise ValueError("keras_cnn models take spectrograms: use predict_cnn()")
+
+
+def _temp_sibling(target: Path) -> Path:
+    """A unique temporary path next to ``target`` that keeps its suffix (Keras checks it)."""
+    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
+                                dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
+def save_model(model: Any, directory: Path | str, *, kind: ModelKind) -> Path:
+    """Write ``model`` to ``directory/model.skops`` (random forest, skops format, no pickle)
+    or ``directory/model.keras`` (Keras native format), atomically. Returns the file path."""
+    _check_kind(kind)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / MODEL_FILENAMES[kind]
+    tmp = _temp_sibling(target)
+    try:
+        if kind == "random_forest":
+            import skops.io as sio
+
+            sio.dump(model, tmp)
+        else:
+            model.save(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def load_model(directory: Path | str, *, kind: ModelKind) -> Any:
+    """Load a model written by :func:`save_model`.
+
+    skops files are audited first: every type that skops does not trust by default must come
+    from ``sklearn`` or ``numpy``, otherwise ``ValueError`` is raised without loading anything.
+    Keras files are loaded with ``safe_mode`` (no arbitrary code), uncompiled (inference only).
+    """
+    _check_kind(kind)
+    path = Path(directory) / MODEL_FILENAMES[kind]
+    if not path.is_file():
+        raise FileNotFoundError(f"no {kind} model at {path}")
+    if kind == "random_forest":
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=path)
+        rejected = [t for t in untrusted if not t.startswith(TRUSTED_SKOPS_PREFIXES)]
+        if rejected:
+            raise ValueError(f"refusing to load {path}: untrusted types {rejected}")
+        return sio.load(path, trusted=untrusted)
+    keras = _keras()
+    return keras.saving.load_model(path, compile=False, safe_mode=True)

@@ -1,0 +1,196 @@
+"""Streaming per-bin mean and variance with an exact parallel merge.
+
+Each shard (or clip) summarises its frames as a :class:`Moments` — count, mean and ``M2``
+(the sum of squared deviations from the mean) per bin — and partial results merge with the
+pairwise update of Chan, Golub & LeVeque (1979):
+
+    n = n_a + n_b,  δ = mean_b - mean_a
+    mean = mean_a + δ · n_b / n
+    M2   = M2_a + M2_b + δ² · n_a · n_b / n
+
+The merge is exact in real arithmetic and numerically stable in floating point: unlike
+``Σx`` / ``Σx²`` accumulators it never subtracts two large, nearly equal numbers, so a
+feature with a large offset (e.g. 1e6 ± 1) keeps its variance to ~1e-12 relative. All
+accumulation is float64 whatever the input dtype. No file I/O except the explicit
+:meth:`Moments.to_npz` / :meth:`Moments.from_npz`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Moments"]
+
+
+@dataclass(eq=False)
+class Moments:
+    """Frame count, mean and sum of squared deviations of each bin.
+
+    Attributes
+    ----------
+    count : int >= 0
+        Number of frames summarised.
+    mean : np.ndarray [shape=(n_bins,), dtype=float64]
+        Per-bin mean (zeros, a placeholder, when ``count == 0``).
+    m2 : np.ndarray [shape=(n_bins,), dtype=float64]
+        Per-bin ``Σ (x - mean)²`` over frames.
+    """
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.count = int(self.count)
+        self.mean = np.asarray(self.mean, dtype=np.float64)
+        self.m2 = np.asarray(self.m2, dtype=np.float64)
+        if self.count < 0:
+            raise ValueError(f"count must be >= 0, got {self.count}")
+        if self.mean.ndim != 1 or self.mean.shape != self.m2.shape:
+            raise ValueError(
+                f"mean and m2 must be 1-D of equal shape, got {self.mean.shape} and {self.m2.shape}"
+            )
+
+    # -- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, n_bins: int) -> Moments:
+        """Identity of :meth:`merge`: no frames, ``n_bins`` bins."""
+        return cls(0, np.zeros(n_bins), np.zeros(n_bins))
+
+    @classmethod
+    def from_frames(cls, x: np.ndarray) -> Moments:
+        """Summarise one block of frames.
+
+        Parameters
+        ----------
+        x : np.ndarray [shape=(n_bins, n_frames)]
+            Real values, e.g. a log-mel spectrogram (dB). ``n_frames`` may be 0.
+
+        Notes
+        -----
+        Two passes in float64 (mean, then squared deviations from it), so the block itself
+        is as accurate as ``np.var``.
+        """
+        x = np.asarray(x)
+        if x.ndim != 2:
+            raise ValueError(f"x must be 2-D (n_bins, n_frames), got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.number) or np.iscomplexobj(x):
+            raise ValueError(f"x must be real-valued, got dtype {x.dtype}")
+        n_bins, n_frames = x.shape
+        if n_frames == 0:
+            return cls.empty(n_bins)
+        mean = x.mean(axis=1, dtype=np.float64)
+        dev = x.astype(np.float64, copy=True)
+        dev -= mean[:, np.newaxis]
+        m2 = np.einsum("ij,ij->i", dev, dev)
+        return cls(n_frames, mean, m2)
+
+    # -- combination ----------------------------------------------------------------------
+
+    @property
+    def n_bins(self) -> int:
+        return int(self.mean.shape[0])
+
+    def merge(self, other: Moments) -> Moments:
+        """Moments of the union of both frame sets (Chan et al.); inputs are not modified."""
+        if other.n_bins != self.n_bins:
+            raise ValueError(f"cannot merge {self.n_bins} bins with {other.n_bins} bins")
+        if other.count == 0:
+            return self.copy()
+        if self.count == 0:
+            return other.copy()
+        n_a, n_b = self.count, other.count
+        n = n_a + n_b
+        delta = other.mean - self.mean
+        # float() keeps huge counts from overflowing int64 in n_a * n_b.
+        mean = self.mean + delta * (n_b / n)
+        m2 = self.m2 + other.m2 + delta**2 * (float(n_a) * float(n_b) / n)
+        return Moments(n, mean, m2)
+
+    @classmethod
+    def merge_all(cls, parts: Iterable[Moments], *, n_bins: int | None = None) -> Moments:
+        """Merge any number of partial moments, in order.
+
+        ``n_bins`` is needed only to return :meth:`empty` for an empty iterable, which
+        otherwise raises :class:`ValueError`.
+        """
+        total: Moments | None = None if n_bins is None else cls.empty(n_bins)
+        for part in parts:
+            total = part.copy() if total is None else total.merge(part)
+        if total is None:
+            raise ValueError("merge_all of no parts: pass n_bins to get an empty result")
+        return total
+
+    def copy(self) -> Moments:
+        return Moments(self.count, self.mean.copy(), self.m2.copy())
+
+    # -- results --------------------------------------------------------------------------
+
+    @property
+    def var(self) -> np.ndarray:
+        """Population variance (ddof=0) per bin; NaN when ``count == 0``, as ``np.var([])``."""
+        if self.count == 0:
+            return np.full(self.n_bins, np.nan)
+        return self.m2 / self.count
+
+    @property
+    def std(self) -> np.ndarray:
+        """Population standard deviation per bin; NaN when ``count == 0``."""
+        return np.sqrt(self.var)
+
+    # -- serialisation --------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, np.ndarray]:
+        """Arrays ``count`` (int64, 0-d), ``mean``, ``m2`` and the derived ``std`` (float64)."""
+        return {
+            "count": np.asarray(self.count, dtype=np.int64),
+            "mean": self.mean.copy(),
+            "m2": self.m2.copy(),
+            "std": self.std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Moments:
+        """Inverse of :meth:`to_dict`; ``std`` is ignored when ``m2`` is present.
+
+        A mapping with only ``count``, ``mean`` and ``std`` (the architecture's
+        ``logmel.npz`` contract) is accepted too: ``m2 = std² · count``.
+        """
+        count = int(np.asarray(d["count"]))
+        if "m2" in d:
+            m2 = np.asarray(d["m2"], dtype=np.float64)
+        else:
+            std = np.asarray(d["std"], dtype=np.float64)
+            m2 = np.zeros_like(std) if count == 0 else std**2 * count
+        return cls(count, np.asarray(d["mean"], dtype=np.float64), m2)
+
+    def to_npz(self, path: str | os.PathLike[str]) -> None:
+        """Write :meth:`to_dict` to ``path`` (uncompressed ``.npz``) atomically.
+
+        The file is written next to ``path`` and moved into place with :func:`os.replace`,
+        so readers never see a partial file. ``path`` is used as given (no ``.npz`` added).
+        """
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **self.to_dict())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike[str]) -> Moments:
+        """Read a file written by :meth:`to_npz` (or one with ``count``/``mean``/``std``)."""
+        with np.load(path, allow_pickle=False) as data:
+            return cls.from_dict({key: data[key] for key in data.files})

@@ -1,0 +1,206 @@
+"""Generated audio for tests: good files in every format and every kind of bad file.
+
+Import from any test module::
+
+    from audio_fixtures import write_tone, make_bad_files
+
+Nothing here touches the network or a data set; every file is synthesised in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import soundfile as sf
+
+#: (libsndfile format, subtype, extension) of every container/codec the tests cover.
+FORMATS: list[tuple[str, str, str]] = [
+    ("WAV", "PCM_U8", "wav"),
+    ("WAV", "PCM_16", "wav"),
+    ("WAV", "PCM_24", "wav"),
+    ("WAV", "PCM_32", "wav"),
+    ("WAV", "FLOAT", "wav"),
+    ("WAV", "DOUBLE", "wav"),
+    ("FLAC", "PCM_16", "flac"),
+    ("FLAC", "PCM_24", "flac"),
+    ("OGG", "VORBIS", "ogg"),
+    ("MP3", "MPEG_LAYER_III", "mp3"),
+    ("AU", "PCM_16", "au"),
+    ("AIFF", "PCM_16", "aiff"),
+]
+
+LOSSY = frozenset({"VORBIS", "OPUS", "MPEG_LAYER_III"})
+
+#: Sample rates (Hz) an MPEG-1/2/2.5 layer III stream can carry.
+MP3_RATES = frozenset({8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000})
+
+
+def supports(fmt: str, *, sr: int, channels: int) -> bool:
+    """Whether libsndfile can write ``fmt`` at this rate and channel count (MP3: <= 2 ch, <= 48 kHz)."""
+    if fmt == "MP3":
+        return sr in MP3_RATES and channels <= 2
+    return True
+
+
+def channel_freq(c: int) -> float:
+    """Frequency (Hz) of the tone on channel ``c``: distinct per channel, below 4 kHz Nyquist."""
+    return 300.0 + 100.0 * c
+
+
+def tone(*, sr: int, channels: int = 1, duration: float = 0.5, freq: float | None = None,
+         amplitude: float = 0.5) -> np.ndarray:
+    """Sine tones, shape ``(n, channels)`` float32 (soundfile's layout); channel ``c`` at
+    ``channel_freq(c)`` unless ``freq`` is given."""
+    t = np.arange(round(sr * duration)) / sr
+    freqs = [freq if freq is not None else channel_freq(c) for c in range(channels)]
+    return np.stack([amplitude * np.sin(2 * np.pi * f * t) for f in freqs], axis=1).astype(np.float32)
+
+
+def write_tone(path: str | os.PathLike[str], *, sr: int = 16000, channels: int = 1, duration: float = 0.5,
+               fmt: str = "WAV", subtype: str | None = None, freq: float | None = None,
+               amplitude: float = 0.5) -> Path:
+    """Write :func:`tone` to ``path`` and return it as a :class:`Path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, tone(sr=sr, channels=channels, duration=duration, freq=freq, amplitude=amplitude),
+             sr, format=fmt, subtype=subtype)
+    return path
+
+
+def write_array(path: str | os.PathLike[str], y: np.ndarray, *, sr: int, fmt: str = "WAV",
+                subtype: str | None = "FLOAT") -> Path:
+    """Write ``y`` (``(n,)``, or ``(channels, n)`` as returned by ``load_audio``) to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y)
+    sf.write(path, y.T if y.ndim == 2 else y, sr, format=fmt, subtype=subtype)
+    return path
+
+
+def truncate(src: str | os.PathLike[str], dest: str | os.PathLike[str], *, fraction: float = 0.5) -> Path:
+    """Copy the first ``fraction`` of the bytes of ``src`` to ``dest`` (a file cut in transfer)."""
+    data = Path(src).read_bytes()
+    dest = Path(dest)
+    dest.write_bytes(data[: int(len(data) * fraction)])
+    return dest
+
+
+class BadFile(NamedTuple):
+    path: Path
+    reason: str | None  # None: a good file that must load
+
+
+#: Every case of :func:`make_bad_files` and the ``AudioError.reason`` it must produce; ``None``
+#: marks good files. Reasons in :data:`PREPROCESS_REASONS` come from ``preprocess`` (the file
+#: itself decodes fine); the others from ``load_audio``.
+BAD_FILE_REASONS: dict[str, str | None] = {
+    "zero_bytes": "empty_file",
+    "header_only": "empty_file",
+    "text_as_wav": "not_audio",
+    "random_bytes_mp3": "not_audio",
+    "corrupt_wav_header": "undecodable",
+    "fake_m4a": "undecodable",
+    "truncated_wav": "truncated",
+    "truncated_aiff": "truncated",
+    "truncated_au": "truncated",
+    "truncated_flac": "truncated",
+    "truncated_ogg": "truncated",
+    "truncated_mp3": "truncated",
+    "nan_float_wav": "nonfinite",
+    "inf_float_wav": "nonfinite",
+    "silent_wav": "silent",
+    "shorter_than_10ms": "too_short",
+    "directory_named_wav": "unreadable",
+    "unreadable": "unreadable",
+    "unicode name": None,
+}
+
+#: Reasons raised by ``preprocess`` (default ``ProcessConfig``) rather than by ``load_audio``.
+PREPROCESS_REASONS = frozenset({"silent", "too_short"})
+
+#: Cases ``probe_audio`` catches without decoding (the rest need ``load_audio``).
+PROBE_DETECTS = frozenset({
+    "zero_bytes", "header_only", "text_as_wav", "random_bytes_mp3", "corrupt_wav_header", "fake_m4a",
+    "truncated_wav", "truncated_aiff", "truncated_au", "truncated_ogg", "directory_named_wav", "unreadable",
+})
+
+
+def can_block_reads() -> bool:
+    """``chmod 000`` only blocks reads for a non-root user."""
+    return not hasattr(os, "geteuid") or os.geteuid() != 0
+
+
+def make_bad_files(directory: str | os.PathLike[str]) -> dict[str, BadFile]:
+    """Create every case of :data:`BAD_FILE_REASONS` in ``directory``.
+
+    Returns ``{name: (path, expected_reason)}``. The ``unreadable`` case (``chmod 000``) is left
+    out when running as root, where permissions do not block reads.
+    """
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    sr = 16000
+    out: dict[str, BadFile] = {}
+
+    def add(name: str, path: Path) -> None:
+        out[name] = BadFile(path, BAD_FILE_REASONS[name])
+
+    (d / "zero bytes.wav").write_bytes(b"")
+    add("zero_bytes", d / "zero bytes.wav")
+
+    sf.write(d / "header_only.wav", np.zeros((0, 1), np.float32), sr, subtype="PCM_16")
+    add("header_only", d / "header_only.wav")
+
+    (d / "text.wav").write_text("This is a text file, not audio.\n" * 40, encoding="utf-8")
+    add("text_as_wav", d / "text.wav")
+
+    # A leading zero byte so that the random content cannot start with an MPEG frame sync.
+    rng = np.random.default_rng(0)
+    (d / "random.mp3").write_bytes(b"\x00" + rng.bytes(8191))
+    add("random_bytes_mp3", d / "random.mp3")
+
+    # Complete RIFF structure, but a 'fmt ' chunk no decoder understands (codec 0x1234, 0 channels).
+    fmt_chunk = struct.pack("<4sIHHIIHH", b"fmt ", 16, 0x1234, 0, 0, 0, 0, 0)
+    data_chunk = struct.pack("<4sI", b"data", 200) + rng.bytes(200)
+    body = b"WAVE" + fmt_chunk + data_chunk
+    (d / "corrupt_header.wav").write_bytes(struct.pack("<4sI", b"RIFF", len(body)) + body)
+    add("corrupt_wav_header", d / "corrupt_header.wav")
+
+    (d / "fake.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + rng.bytes(500))
+    add("fake_m4a", d / "fake.m4a")
+
+    full = d / "_full"
+    full.mkdir(exist_ok=True)
+    for name, fmt, subtype, ext in [("truncated_wav", "WAV", "PCM_16", "wav"),
+                                    ("truncated_aiff", "AIFF", "PCM_16", "aiff"),
+                                    ("truncated_au", "AU", "PCM_16", "au"),
+                                    ("truncated_flac", "FLAC", "PCM_16", "flac"),
+                                    ("truncated_ogg", "OGG", "VORBIS", "ogg"),
+                                    ("truncated_mp3", "MP3", "MPEG_LAYER_III", "mp3")]:
+        src = write_tone(full / f"{name}.{ext}", sr=sr, channels=2, duration=1.0, fmt=fmt, subtype=subtype)
+        add(name, truncate(src, d / f"{name}.{ext}", fraction=0.5))
+
+    for name, bad in [("nan_float_wav", np.nan), ("inf_float_wav", np.inf)]:
+        y = tone(sr=sr, duration=0.3)
+        y[100:103] = bad
+        sf.write(d / f"{name}.wav", y, sr, subtype="FLOAT")
+        add(name, d / f"{name}.wav")
+
+    sf.write(d / "silent.wav", np.zeros((sr // 2, 1), np.float32), sr, subtype="PCM_16")
+    add("silent_wav", d / "silent.wav")
+
+    add("shorter_than_10ms", write_tone(d / "short.wav", sr=sr, duration=0.005))
+
+    (d / "dir.wav").mkdir(exist_ok=True)
+    add("directory_named_wav", d / "dir.wav")
+
+    add("unicode name", write_tone(d / "sous-dossier é/ünïcødé tone 音 (1).wav", sr=sr, channels=2, duration=0.4))
+
+    if can_block_reads():
+        locked = write_tone(d / "locked.wav", sr=sr, duration=0.2)
+        locked.chmod(0)
+        add("unreadable", locked)
+    return out

@@ -1,0 +1,17 @@
+if is_demo():
+
+    rule demo:
+        input:
+            code=CODE["demo"],
+        output:
+            directory(DEMO_ROOT),
+        params:
+            cfg=PARAMS,
+            demo=config["demo"],
+            seed=config["seed"],
+        conda:
+            ENV
+        log:
+            "logs/demo.log",
+        shell:
+            "soundstage --params {params.cfg} demo --out {output} > {log} 2>&1"

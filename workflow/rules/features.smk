@@ -1,0 +1,33 @@
+rule features:
+    input:
+        index="data/process/shards/{shard}.csv",
+        code=CODE["features"],
+    output:
+        table="data/features/shards/{shard}.parquet",
+        rejected="data/features/shards/{shard}.rejected.csv",
+    params:
+        cfg=PARAMS,
+        features=config["features"],
+    conda:
+        ENV
+    log:
+        "logs/features/{shard}.log",
+    shell:
+        "soundstage --params {params.cfg} features --index {input.index} --out-dir data/features > {log} 2>&1"
+
+
+rule features_table:
+    input:
+        shards=expand("data/features/shards/{shard}.parquet", shard=SHARDS),
+        splits=expand("data/split/{split}.csv", split=["train", "val", "test"]),
+        code=CODE["features"],
+    output:
+        "data/features/table.parquet",
+    params:
+        cfg=PARAMS,
+    conda:
+        ENV
+    log:
+        "logs/features/table.log",
+    shell:
+        "soundstage --params {params.cfg} features --table --inputs {input.shards} --splits {input.splits} --out-dir data/features > {log} 2>&1"

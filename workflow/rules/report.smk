@@ -1,0 +1,17 @@
+rule report:
+    input:
+        "data/ingest/manifest.csv",
+        "data/split/counts.csv",
+        expand("data/process/shards/{shard}.rejected.csv", shard=SHARDS),
+        expand("data/features/shards/{shard}.rejected.csv", shard=SHARDS),
+        CODE["report"],
+    output:
+        "reports/dataset/report.md",
+    params:
+        cfg=PARAMS,
+    conda:
+        ENV
+    log:
+        "logs/report.log",
+    shell:
+        "soundstage --params {params.cfg} report --out-dir reports/dataset > {log} 2>&1"
