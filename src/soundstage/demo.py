@@ -72,6 +72,17 @@ _SCALES: dict[str, tuple[int, ...]] = {
 Progression = tuple[tuple[int, str], ...]  # (chord root in semitones above the key, quality)
 
 
+def _progressions(*specs: str) -> tuple[Progression, ...]:
+    """Parse chord progressions written as ``"2:min7 7:dom7 0:maj7"`` (root above the key: quality)."""
+    out = []
+    for spec in specs:
+        chords = tuple((int(root), quality) for root, quality in (c.split(":") for c in spec.split()))
+        if not chords or any(q not in _CHORDS for _, q in chords):
+            raise ValueError(f"bad progression {spec!r}")
+        out.append(chords)
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class _Genre:
     """What a class may draw from. Ranges are ``(low, high)``; tuples of names are choices."""
@@ -103,6 +114,7 @@ class _Genre:
     noise_colors: tuple[str, ...]  # white | pink | brown | crackle
     brightness: tuple[float, float]  # low-pass cut-off of the chord/lead bus, Hz
     crush_prob: float = 0.0  # probability of a bit-crushed (few-bit) master
+    bass_low: int = 33  # lowest MIDI note of the bass (33 = A1)
 
 
 _ROCK_KICK = "x.....x.x......."
@@ -113,8 +125,7 @@ _FOUR = "x...x...x...x..."
 _GENRES: tuple[_Genre, ...] = (
     _Genre(
         name="ambient", tempo=(60, 105), scales=("lydian", "major", "dorian"),
-        progressions=(((0, "maj7"), (5, "maj7")), ((0, "sus2"), (7, "sus4"), (9, "min7"), (5, "maj7")),
-                      ((0, "add9"), (4, "min7")), ((0, "min9"), (5, "min7"))),
+        progressions=_progressions("0:maj7 5:maj7", "0:sus2 7:sus4 9:min7 5:maj7", "0:add9 4:min7", "0:min9 5:min7"),
         bars_per_chord=(1, 2), chord_styles=("pad", "pad", "arp"), chord_insts=("pad", "fm", "sine", "organ"),
         chord_register=(52, 64), bass_styles=("pedal", "none", "root"), bass_insts=("sine", "fm"),
         lead_insts=("fm", "sine", "pluck"), lead_prob=0.4, lead_density=(0.05, 0.15),
@@ -124,9 +135,8 @@ _GENRES: tuple[_Genre, ...] = (
         brightness=(1200, 4500)),
     _Genre(
         name="blues_like", tempo=(70, 128), scales=("blues", "mixolydian"),
-        progressions=(((0, "dom7"), (5, "dom7"), (0, "dom7"), (7, "dom7")),
-                      ((0, "dom7"), (0, "dom7"), (5, "dom7"), (0, "dom7")),
-                      ((0, "dom9"), (5, "dom7"), (7, "dom7"), (5, "dom9"))),
+        progressions=_progressions("0:dom7 5:dom7 0:dom7 7:dom7", "0:dom7 0:dom7 5:dom7 0:dom7",
+                                   "0:dom9 5:dom7 7:dom7 5:dom9"),
         bars_per_chord=(1, 2), chord_styles=("strum", "strum", "chug"), chord_insts=("pluck", "organ", "saw"),
         chord_register=(45, 57), bass_styles=("walk", "root", "follow"), bass_insts=("pluck", "sine", "saw"),
         lead_insts=("saw", "organ", "pluck", "square"), lead_prob=0.6, lead_density=(0.15, 0.35),
@@ -136,7 +146,7 @@ _GENRES: tuple[_Genre, ...] = (
         brightness=(2500, 7000)),
     _Genre(
         name="techno", tempo=(118, 142), scales=("minor", "phrygian", "dorian"),
-        progressions=(((0, "min"),), ((0, "min"), (8, "maj")), ((0, "min7"), (5, "min7")), ((0, "sus4"), (0, "min"))),
+        progressions=_progressions("0:min", "0:min 8:maj", "0:min7 5:min7", "0:sus4 0:min"),
         bars_per_chord=(1, 2), chord_styles=("stab", "pad", "arp"), chord_insts=("saw", "square", "pad", "fm"),
         chord_register=(50, 62), bass_styles=("offbeat", "octave", "root"), bass_insts=("saw", "square", "sine"),
         lead_insts=("square", "saw", "fm"), lead_prob=0.25, lead_density=(0.1, 0.3),
@@ -147,8 +157,8 @@ _GENRES: tuple[_Genre, ...] = (
         noise_colors=("white", "pink"), brightness=(1000, 7000)),
     _Genre(
         name="folk", tempo=(78, 132), scales=("major", "mixolydian", "penta"),
-        progressions=(((0, "maj"), (5, "maj"), (7, "maj"), (0, "maj")), ((0, "maj"), (7, "maj"), (9, "min"), (5, "maj")),
-                      ((0, "maj"), (5, "maj"), (0, "sus4"), (7, "maj")), ((9, "min"), (5, "maj"), (0, "maj"), (7, "maj"))),
+        progressions=_progressions("0:maj 5:maj 7:maj 0:maj", "0:maj 7:maj 9:min 5:maj", "0:maj 5:maj 0:sus4 7:maj",
+                                   "9:min 5:maj 0:maj 7:maj"),
         bars_per_chord=(1, 2), chord_styles=("strum", "strum", "arp"), chord_insts=("pluck", "pluck", "organ", "sine"),
         chord_register=(48, 60), bass_styles=("root", "none", "walk"), bass_insts=("pluck", "sine"),
         lead_insts=("sine", "pluck", "square", "fm"), lead_prob=0.55, lead_density=(0.15, 0.35),
@@ -158,19 +168,20 @@ _GENRES: tuple[_Genre, ...] = (
         noise_colors=("pink", "crackle", "white"), brightness=(2500, 6500)),
     _Genre(
         name="metalish", tempo=(95, 175), scales=("phrygian", "minor"),
-        progressions=(((0, "pow"), (1, "pow"), (0, "pow"), (3, "pow")), ((0, "pow"), (5, "pow"), (3, "pow"), (8, "pow")),
-                      ((0, "pow"), (0, "pow"), (6, "pow"), (5, "pow")), ((0, "min"), (8, "pow"), (10, "pow"), (0, "pow"))),
+        progressions=_progressions("0:pow 1:pow 0:pow 3:pow", "0:pow 5:pow 3:pow 8:pow", "0:pow 0:pow 6:pow 5:pow",
+                                   "0:min 8:pow 10:pow 0:pow"),
         bars_per_chord=(1,), chord_styles=("chug", "chug", "strum"), chord_insts=("saw", "square", "pluck"),
         chord_register=(38, 47), bass_styles=("follow", "root"), bass_insts=("saw", "square"),
         lead_insts=("saw", "square"), lead_prob=0.3, lead_density=(0.2, 0.5),
-        kits=("acoustic", "electronic"), drum_prob=0.95, kick=("xxxxxxxxxxxxxxxx", "x.x.x.x.x.x.x.x.", "x..x..x.x..x...."),
+        kits=("acoustic", "electronic"), drum_prob=0.95,
+        kick=("xxxxxxxxxxxxxxxx", "x.x.x.x.x.x.x.x.", "x..x..x.x..x...."),
         snare=(_BACKBEAT, "..x...x...x...x."), hat=(_EIGHTHS, "x...x...x...x..."), swing=(0.0, 0.1),
         jitter=(0.002, 0.008), drive=(6.0, 25.0), reverb=(0.08, 0.3), decay=(0.6, 1.8), noise=(0.02, 0.1),
-        noise_colors=("white", "pink"), brightness=(3000, 8000)),
+        noise_colors=("white", "pink"), brightness=(3000, 8000), bass_low=28),
     _Genre(
         name="chiptune", tempo=(105, 165), scales=("major", "minor", "penta"),
-        progressions=(((0, "maj"), (7, "maj"), (9, "min"), (5, "maj")), ((9, "min"), (5, "maj"), (0, "maj"), (7, "maj")),
-                      ((0, "min"), (8, "maj"), (10, "maj"), (0, "min")), ((0, "maj"), (5, "maj"), (7, "dom7"), (0, "maj"))),
+        progressions=_progressions("0:maj 7:maj 9:min 5:maj", "9:min 5:maj 0:maj 7:maj", "0:min 8:maj 10:maj 0:min",
+                                   "0:maj 5:maj 7:dom7 0:maj"),
         bars_per_chord=(1,), chord_styles=("arp", "arp", "stab"), chord_insts=("pulse", "square", "tri"),
         chord_register=(55, 67), bass_styles=("octave", "root", "walk"), bass_insts=("tri", "square", "pulse"),
         lead_insts=("pulse", "square", "tri"), lead_prob=0.75, lead_density=(0.25, 0.55),
@@ -180,8 +191,8 @@ _GENRES: tuple[_Genre, ...] = (
         brightness=(5000, 11000), crush_prob=0.6),
     _Genre(
         name="jazzish", tempo=(85, 172), scales=("dorian", "major", "mixolydian"),
-        progressions=(((2, "min7"), (7, "dom7"), (0, "maj7"), (9, "min7")), ((0, "maj7"), (9, "min7"), (2, "min7"), (7, "dom9")),
-                      ((2, "min9"), (7, "dom9"), (0, "maj7"), (0, "maj7")), ((0, "min7"), (5, "dom7"), (10, "maj7"), (3, "maj7"))),
+        progressions=_progressions("2:min7 7:dom7 0:maj7 9:min7", "0:maj7 9:min7 2:min7 7:dom9",
+                                   "2:min9 7:dom9 0:maj7 0:maj7", "0:min7 5:dom7 10:maj7 3:maj7"),
         bars_per_chord=(1,), chord_styles=("comp", "comp", "pad"), chord_insts=("fm", "organ", "sine", "pluck"),
         chord_register=(50, 60), bass_styles=("walk", "walk", "root"), bass_insts=("sine", "pluck"),
         lead_insts=("fm", "saw", "sine", "organ"), lead_prob=0.6, lead_density=(0.2, 0.45),
@@ -191,8 +202,8 @@ _GENRES: tuple[_Genre, ...] = (
         noise=(0.01, 0.06), noise_colors=("crackle", "pink", "brown"), brightness=(1800, 5000)),
     _Genre(
         name="noise_rock", tempo=(90, 160), scales=("minor", "phrygian", "blues"),
-        progressions=(((0, "pow"), (10, "pow"), (5, "pow"), (3, "pow")), ((0, "min"), (3, "maj"), (10, "pow"), (5, "min")),
-                      ((0, "pow"), (1, "pow"), (6, "pow"), (0, "pow")), ((0, "dom7"), (5, "pow"), (0, "pow"), (7, "pow"))),
+        progressions=_progressions("0:pow 10:pow 5:pow 3:pow", "0:min 3:maj 10:pow 5:min", "0:pow 1:pow 6:pow 0:pow",
+                                   "0:dom7 5:pow 0:pow 7:pow"),
         bars_per_chord=(1, 2), chord_styles=("strum", "chug", "pad"), chord_insts=("saw", "square", "pluck", "organ"),
         chord_register=(40, 55), bass_styles=("follow", "root", "pedal"), bass_insts=("saw", "square", "pluck"),
         lead_insts=("saw", "square", "fm"), lead_prob=0.3, lead_density=(0.1, 0.4),
@@ -406,7 +417,7 @@ def _render_clip(genre: _Genre, artist: _Artist, rng: np.random.Generator, *, n_
 
     bass = np.zeros(n_samples)
     _render_bass(bass, grid, chord_at, bass_style, bass_inst, key, scale, chord_style, rng, sr, cache,
-                 low=28 if genre.name == "metalish" else 33)
+                 low=genre.bass_low)
     bass = _lowpass(bass, rng.uniform(400.0, 1500.0), sr)
 
     drums = np.zeros(n_samples)
