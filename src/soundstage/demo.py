@@ -378,7 +378,8 @@ def _render_clip(genre: _Genre, artist: _Artist, rng: np.random.Generator, *, n_
     bass_inst = _keep_or_pick(rng, 0.75, artist.bass_inst, genre.bass_insts)
     lead_inst = _keep_or_pick(rng, 0.75, artist.lead_inst, genre.lead_insts)
 
-    # A clip is an excerpt of a longer song: start at a random bar of the progression.
+    # A clip is an excerpt of a longer song: it starts at a random sixteenth of the progression,
+    # a fraction of a sixteenth before that step, with 8th/16th swing and humanized timing.
     step = 60.0 / tempo / 4.0
     duration = n_samples / sr
     n_steps = int(math.ceil(duration / step)) + 2

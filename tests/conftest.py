@@ -1,0 +1,80 @@
+"""Shared fixtures: a seeded rng, and throw-away copies of the project for end-to-end runs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)
+
+
+def project_files() -> list[str]:
+    """Tracked and untracked-but-not-ignored files of the repository (what a clone would hold)."""
+    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+
+
+def tiny_params(**overrides) -> dict:
+    """The repository's params.yaml shrunk to a demo that runs end to end in about a minute."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["demo"].update(n_classes=6, clips_per_class=6, n_artists=3, duration=2.0, sample_rate=16000)
+    params["process"]["sample_rate"] = 16000
+    params["sharding"]["n_shards"] = 2
+    params["features"].update(n_fft=1024, hop_length=256, n_mels=64)
+    params["random_forest"]["n_estimators"] = 60
+    params["keras_mlp"].update(epochs=40, patience=8, hidden=[64, 32])
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if name:
+            params[section][name] = value
+        else:
+            params[section] = value
+    return params
+
+
+def make_project(dest: Path, params: dict) -> Path:
+    """Copy the project into ``dest`` as a fresh git repository (what `git clone` gives a user)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in project_files():
+        target = dest / f
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / f, target, follow_symlinks=False)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    env = project_env()
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fresh clone"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+def project_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SNAKEMAKE_", "DVC_"))}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1",
+               KERAS_BACKEND="jax", DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+               GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return env
+
+
+def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc

@@ -1,0 +1,52 @@
+"""DVC runs the same pipeline: fresh-clone repro, no-op second repro, Snakemake agrees afterwards,
+and `dvc exp run -S` re-runs only the stages that read the changed parameter."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from conftest import make_project, run, tiny_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc")]
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    return make_project(tmp_path_factory.mktemp("dvc") / "soundstage", tiny_params())
+
+
+@pytest.fixture(scope="module")
+def first_repro(project: Path) -> str:
+    return run(["dvc", "repro"], project).stdout
+
+
+def test_fresh_clone_repro_runs_everything(first_repro: str):
+    assert ran_stages(first_repro) == {
+        "demo", "ingest", "process", "split", "features", "stats", "train@random_forest", "train@keras_mlp",
+        "evaluate@random_forest", "evaluate@keras_mlp", "metrics", "report"}
+
+
+def test_second_repro_runs_nothing(project: Path, first_repro: str):
+    out = run(["dvc", "repro"], project).stdout
+    assert ran_stages(out) == set(), out
+    dry = run(["snakemake", "--workflow-profile", "workflow/profiles/default", "-n"], project)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+def test_exp_run_reruns_only_the_changed_model(project: Path, first_repro: str):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline"], project)
+    out = run(["dvc", "exp", "run", "-S", "random_forest.n_estimators=20"], project).stdout
+    assert ran_stages(out) == {"train@random_forest", "evaluate@random_forest", "metrics"}, out
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    values = json.dumps(shown)
+    assert '"n_estimators": 20' in values
+    assert "reports/metrics.json" in values

@@ -1,0 +1,113 @@
+"""End to end: the whole Snakemake pipeline on a tiny demo, in a fresh copy of the project.
+
+Checks outputs and sane metrics, MLflow runs, that a second look has nothing to do, that DVC agrees
+after a plain Snakemake run, and that changing one model's parameter re-runs only that model.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import make_project, run, tiny_params
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("snakemake")]
+
+SNAKEMAKE = ["snakemake", "--workflow-profile", "workflow/profiles/default", "--cores", "2"]
+
+
+def planned(output: str) -> Counter:
+    """Rules of the jobs a Snakemake (dry) run lists."""
+    return Counter(m.group(2) for m in re.finditer(r"^(local)?rule (\w+):", output, re.M))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = make_project(tmp_path_factory.mktemp("sm") / "soundstage", tiny_params())
+    run(SNAKEMAKE, root)
+    return root
+
+
+def test_outputs_exist(project: Path):
+    for rel in ["data/ingest/manifest.csv", "data/split/train.csv", "data/split/counts.csv",
+                "data/features/table.parquet", "data/stats/logmel.npz", "models/random_forest/bundle.json",
+                "models/keras_mlp/model.keras", "reports/metrics.json", "reports/dataset/report.md",
+                "reports/evaluate/random_forest/confusion_test.png", "reports/evaluate/keras_mlp/confusion_val.json"]:
+        assert (project / rel).is_file(), rel
+    manifest = pd.read_csv(project / "data/ingest/manifest.csv")
+    assert len(manifest) == 36 and manifest["label"].nunique() == 6
+    table = pd.read_parquet(project / "data/features/table.parquet")
+    assert set(table["split"]) == {"train", "val", "test"}
+    # artists never straddle splits
+    assert table.groupby("group")["split"].nunique().max() == 1
+    logmel = next((project / "data/features/logmel").rglob("*.npy"))
+    import numpy as np
+
+    assert np.load(logmel).dtype == np.float32 and np.load(logmel).shape[0] == 64
+
+
+def test_metrics_are_sane(project: Path):
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert set(metrics) == {"random_forest", "keras_mlp"}
+    chance = 1 / 6
+    for model, by_split in metrics.items():
+        for split in ("val", "test"):
+            acc = by_split[split]["accuracy"]
+            assert 0.0 <= by_split[split]["macro_f1"] <= 1.0
+            assert acc <= 1.0, (model, split)
+        # above chance on the two held-out splits together
+        assert (by_split["val"]["accuracy"] + by_split["test"]["accuracy"]) / 2 > chance, model
+
+
+def test_mlflow_runs_recorded(project: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("demo")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    by_model = {r.data.tags["model"]: r for r in runs}
+    assert set(by_model) == {"random_forest", "keras_mlp"}
+    rf = by_model["random_forest"]
+    assert rf.data.params["random_forest.n_estimators"] == "60"
+    assert {"val_accuracy", "test_accuracy", "val_macro_f1", "test_macro_f1"} <= set(rf.data.metrics)
+    assert len(rf.data.tags["git.commit"]) == 40 and rf.data.tags["git.dirty"] in {"true", "false"}
+    assert len(rf.data.tags["data.table"]) == 32
+    artifacts = {a.path for a in client.list_artifacts(rf.info.run_id, "evaluation")}
+    assert "evaluation/confusion_test.json" in artifacts
+
+
+def test_second_run_and_dvc_have_nothing_to_do(project: Path):
+    dry = run([*SNAKEMAKE, "-n"], project)
+    assert "Nothing to be done" in dry.stdout + dry.stderr
+    status = run(["dvc", "status"], project)
+    assert "up to date" in status.stdout, status.stdout
+
+
+def test_param_change_reruns_only_that_model(project: Path):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["random_forest"]["n_estimators"] = 30
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dry = run([*SNAKEMAKE, "-n"], project)
+    jobs = planned(dry.stdout + dry.stderr)
+    assert set(jobs) == {"train", "evaluate", "metrics", "all"}, jobs
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1
+    assert "models/random_forest" in dry.stdout + dry.stderr
+    mlp_model = (project / "models/keras_mlp/model.keras").stat().st_mtime_ns
+    run(SNAKEMAKE, project)
+    assert (project / "models/keras_mlp/model.keras").stat().st_mtime_ns == mlp_model
+    bundle = json.loads((project / "models/random_forest/bundle.json").read_text())
+    assert bundle["params"]["n_estimators"] == 30
+    assert "up to date" in run(["dvc", "status"], project).stdout
+
+
+def test_lint_is_clean(project: Path):
+    proc = run(["snakemake", "--lint"], project, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Congratulations" in proc.stdout + proc.stderr
