@@ -1,0 +1,75 @@
+"""Atomic writes and per-shard caches."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from soundstage import cache, io
+
+
+def test_atomic_path_replaces_only_on_success(tmp_path: Path):
+    dest = tmp_path / "sub" / "table.csv"
+    io.write_csv(dest, pd.DataFrame({"id": ["a"], "x": [1]}))
+    before = dest.read_text()
+    with pytest.raises(RuntimeError), io.atomic_path(dest) as tmp:
+        tmp.write_text("half-written")
+        raise RuntimeError("killed")
+    assert dest.read_text() == before
+    assert [p.name for p in dest.parent.iterdir()] == ["table.csv"]  # no temp file left behind
+
+
+def test_atomic_path_keeps_suffix_for_format_sniffing_writers(tmp_path: Path):
+    with io.atomic_path(tmp_path / "x.npy") as tmp:
+        assert tmp.suffix == ".npy" and tmp.parent == tmp_path
+        np.save(tmp, np.arange(3))
+    assert np.load(tmp_path / "x.npy").tolist() == [0, 1, 2]
+
+
+def test_writers_roundtrip(tmp_path: Path):
+    io.write_json(tmp_path / "m.json", {"a": np.float32(0.5), "b": np.arange(2), "p": tmp_path})
+    assert (tmp_path / "m.json").read_text().count("0.5") == 1
+    io.save_npz(tmp_path / "s.npz", mean=np.ones(3))
+    assert np.load(tmp_path / "s.npz")["mean"].tolist() == [1, 1, 1]
+    frame = pd.DataFrame({"id": ["007", "1e3"], "label": ["NA", "x"], "group": ["", "g"]})
+    io.write_csv(tmp_path / "t.csv", frame)
+    back = io.read_csv(tmp_path / "t.csv")
+    assert back["id"].tolist() == ["007", "1e3"]  # ids stay text, never numbers
+    assert back["label"].tolist() == ["NA", "x"]  # "NA" is a label, not a missing value
+    assert pd.isna(back["group"][0])
+
+
+def test_json_rejects_unknown_types(tmp_path: Path):
+    with pytest.raises(TypeError):
+        io.write_json(tmp_path / "bad.json", {"x": object()})
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_cache_key_is_stable_and_sensitive():
+    assert cache.key_of("a", {"x": 1, "y": [1, 2]}) == cache.key_of("a", {"y": [1, 2], "x": 1})
+    assert cache.key_of("a", {"x": 1}) != cache.key_of("a", {"x": 2})
+
+
+def test_code_version_changes_with_module_source(tmp_path: Path, monkeypatch):
+    mod = tmp_path / "fake_stage_mod.py"
+    mod.write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    v1 = cache.code_version("fake_stage_mod")
+    mod.write_text("X = 2\n")
+    assert cache.code_version("fake_stage_mod") != v1
+    with pytest.raises(ModuleNotFoundError):
+        cache.code_version("no_such_module_xyz")
+
+
+def test_keep_mirrors_output_and_survives_its_deletion(tmp_path: Path):
+    out = tmp_path / "shards" / "000.csv"
+    out.parent.mkdir()
+    out.write_text("id\na\n")
+    cache.keep(out, tmp_path / "cache" / "000.csv")
+    out.unlink()  # what Snakemake does to a job's outputs before re-running it
+    assert (tmp_path / "cache" / "000.csv").read_text() == "id\na\n"
+    os.utime(tmp_path / "cache" / "000.csv")
