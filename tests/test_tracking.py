@@ -62,3 +62,23 @@ def test_data_versions_hash_files_like_dvc(tmp_path: Path):
     assert tracking.dvc_raw_version(tmp_path) == "0123456789abcdef0123456789abcdef.dir"
     assert tracking.data_versions({"raw": "data/demo"}, root=tmp_path) == {
         "data.raw": "0123456789abcdef0123456789abcdef.dir"}
+
+
+def _open_run(uri: str, name: str) -> str:
+    with tracking.start_run(experiment="race", run_name=name, uri=uri, tags={"model": name}) as run:
+        return run.info.run_id
+
+
+def test_parallel_first_runs_share_a_new_sqlite_store(tmp_path: Path):
+    """Two training jobs starting at once on a store that does not exist yet both get their run."""
+    import multiprocessing as mp
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with mp.get_context("spawn").Pool(2) as pool:
+        ids = pool.starmap(_open_run, [(uri, "a"), (uri, "b")])
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("race")
+    assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    assert {r.info.run_id for r in client.search_runs([exp.experiment_id])} == set(ids)

@@ -7,9 +7,12 @@ DVC experiments running in temporary copies (``.dvc/tmp/exps/...``) log to the s
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +112,30 @@ def start_run(*, experiment: str, run_name: str, uri: str, tags: dict[str, Any])
     import mlflow
 
     mlflow.set_tracking_uri(uri)
+    with store_lock(uri):
+        _ensure_experiment(mlflow, experiment, uri)
+    mlflow.set_experiment(experiment)
+    return mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+
+
+@contextlib.contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Serialize first access to a SQLite store: parallel training jobs would otherwise race to
+    create its tables (MLflow migrates a new database on first use)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _ensure_experiment(mlflow: Any, experiment: str, uri: str) -> None:
     if mlflow.get_experiment_by_name(experiment) is None:
         # Artifacts next to the database, by absolute path: a run inside a DVC temporary workspace
         # must not leave its model in a folder that is deleted afterwards.
@@ -119,5 +146,3 @@ def start_run(*, experiment: str, run_name: str, uri: str, tags: dict[str, Any])
             mlflow.create_experiment(experiment, artifact_location=location)
         except mlflow.exceptions.MlflowException:
             pass  # created concurrently by another training job
-    mlflow.set_experiment(experiment)
-    return mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
