@@ -64,6 +64,10 @@ def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
     write_csv(out / "rejected.csv", rejected)
     write_csv(out / "manifest.csv", manifest)
     _print_rejected(rejected, "ingest")
+    ignored = manifest.attrs.get("ignored") or {}
+    if ignored:
+        print("ingest: ignored (extension not in data.extensions): "
+              + ", ".join(f"{ext} x{n}" for ext, n in ignored.items()), file=sys.stderr)
     print(f"ingest: {len(manifest)} clips, {manifest['label'].nunique()} labels, "
           f"{manifest['group'].nunique()} groups, {len(rejected)} rejected -> {out / 'manifest.csv'}")
     if manifest.empty:
@@ -82,7 +86,8 @@ def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
     rows = manifest[manifest["shard"] == args.shard]
     cache_file = out / "cache" / f"{shard_name}.csv"
     previous = read_csv(cache_file) if cache_file.is_file() else None
-    index, rejected = process_shard(manifest=rows, out_dir=out, config=ProcessConfig.from_dict(p["process"]),
+    # The whole manifest: the shard job picks its rows, and knows which clips moved to other shards.
+    index, rejected = process_shard(manifest=manifest, out_dir=out, config=ProcessConfig.from_dict(p["process"]),
                                     shard=args.shard, previous=previous, relative_to=Path.cwd(),
                                     progress=_progress())
     write_csv(out / "shards" / f"{shard_name}.rejected.csv", rejected)
@@ -248,7 +253,8 @@ def cmd_report(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
     path = dataset_report(ingest_dir=Path(args.ingest_dir), process_dir=Path(args.process_dir),
                           split_dir=Path(args.split_dir), features_dir=Path(args.features_dir),
-                          out_dir=Path(args.out_dir), dataset=p["data"]["name"])
+                          out_dir=Path(args.out_dir), dataset=p["data"]["name"],
+                          n_shards=p["sharding"]["n_shards"])
     print(f"report: {path}")
 
 

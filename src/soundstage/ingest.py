@@ -7,14 +7,35 @@ Three layouts (``params.yaml: data.layout``):
     ``label_level`` of the path below the root (-1: the file's parent). ``group_regex`` may pull a
     group (artist, speaker) out of the relative path.
 ``csv``
-    A metadata CSV with configurable path, label, group and transcript columns; paths are absolute
-    or relative to the CSV.
+    A metadata CSV (or TSV) with configurable path, label, group and transcript columns. A relative
+    path is looked up next to the CSV, then below ``root``, then by its file name below ``root``
+    (when that name is unique), so CSVs kept in a ``meta/`` folder beside ``audio/`` work as they
+    come.
 ``regex``
     A flat (or nested) folder whose file names carry the label and group, parsed by a regular
     expression with named groups ``label`` and optionally ``group``.
 
 Every file is probed (header only; decoding happens in ``process``). Files that cannot be used are
-listed in the rejected table with a reason; the rest of the dataset goes on.
+listed in the rejected table with a reason and the file in ``detail``; the rest of the dataset goes
+on. Ingest's own reasons (the audio ones are in :mod:`soundstage.audio`):
+
+=================== =============================================================================
+reason              meaning
+=================== =============================================================================
+no_class_folder     folder layout: the file has no folder at ``label_level`` (e.g. directly under
+                    the root)
+no_match            regex layout: the file name does not match ``data.regex.pattern``
+missing_label       CSV row with an empty label (or a regex whose ``label`` group matched nothing)
+missing_path        CSV row with an empty path
+missing_file        CSV row whose file does not exist
+not_in_csv          csv layout: an audio file below ``root`` that no CSV row names
+duplicate_id        a second file with the same clip id (``a.wav`` and ``a.flac``, or a CSV row
+                    repeating a file); the first usable one is kept
+unreadable          also: a folder that cannot be listed
+=================== =============================================================================
+
+Files whose extension is not in ``extensions`` are not audio to this stage; their count per
+extension is in ``manifest.attrs["ignored"]`` (the CLI prints it).
 """
 
 from __future__ import annotations
@@ -23,7 +44,8 @@ import hashlib
 import os
 import re
 import zlib
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +54,8 @@ from soundstage.audio import AudioError, probe_audio
 
 MANIFEST_COLUMNS = ["id", "path", "label", "group", "duration", "sample_rate", "channels", "format", "shard"]
 REJECTED_COLUMNS = ["path", "id", "stage", "reason", "detail"]
+INGEST_REASONS = frozenset({"no_class_folder", "no_match", "missing_label", "missing_path", "missing_file",
+                            "not_in_csv", "duplicate_id", "unreadable"})
 
 
 def shard_of(clip_id: str, n_shards: int) -> int:
@@ -40,28 +64,54 @@ def shard_of(clip_id: str, n_shards: int) -> int:
 
 
 def rejection(path: str | Path, clip_id: str | None, stage: str, reason: str, detail: str) -> dict[str, str]:
+    """One row of a rejected table (``REJECTED_COLUMNS``)."""
     return {"path": str(path), "id": clip_id or "", "stage": stage, "reason": reason, "detail": detail}
 
 
 @dataclass
 class _Candidate:
     path: Path
-    label: str | None
+    label: str
     group: str | None
     clip_id: str
     transcript: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
+    origin: str = ""  # where the candidate came from, for duplicate messages (a CSV row)
 
 
-def _walk_audio(root: Path, extensions: set[str]) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk_audio(root: Path, extensions: set[str], *, rejected: list[dict] | None = None,
+                ignored: Counter | None = None) -> list[Path]:
+    """Audio files below ``root`` in a stable (sorted) order; hidden files and folders are skipped.
+
+    Folder symlinks are followed (datasets are often linked in), each real folder once. Folders that
+    cannot be listed are added to ``rejected``; files with other extensions are counted in ``ignored``.
+    """
+    found: list[Path] = []
+    visited: set[tuple[int, int]] = set()
+
+    def on_error(err: OSError) -> None:
+        if rejected is not None:
+            rejected.append(rejection(err.filename, None, "ingest", "unreadable",
+                                      f"{err.filename}: cannot list folder ({err.strerror or err})"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=on_error, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in visited:  # a symlink loop, or a folder linked twice
+            dirnames[:] = []
+            continue
+        visited.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith("."):  # .DS_Store, AppleDouble ._x.wav, editor temp files
                 continue
-            if Path(name).suffix.lower().lstrip(".") in extensions:
-                found.append(Path(dirpath) / name)
+            ext = name.rpartition(".")[2].lower() if "." in name else ""
+            if ext in extensions:
+                found.append(Path(dirpath, name))
+            elif ignored is not None:
+                ignored[f".{ext}" if ext else "(none)"] += 1
     return found
 
 
@@ -86,79 +136,157 @@ def fingerprint_tree(root: str | Path, extensions: list[str] | tuple[str, ...]) 
     return digest.hexdigest()
 
 
-def _folder_candidates(root: Path, extensions: set[str], *, label_level: int,
-                       group_regex: str | None, rejected: list[dict]) -> list[_Candidate]:
+def _clip_id(rel: str) -> str:
+    """``blues/blues.00000.au`` -> ``blues/blues.00000`` (only the last extension goes)."""
+    head, sep, name = rel.rpartition("/")
+    stem = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+    return f"{head}{sep}{stem}"
+
+
+def _folder_candidates(root: Path, extensions: set[str], *, label_level: int, group_regex: str | None,
+                       rejected: list[dict], ignored: Counter) -> list[_Candidate]:
     group_re = re.compile(group_regex) if group_regex else None
     out = []
-    for path in _walk_audio(root, extensions):
-        rel = path.relative_to(root)
-        clip_id = rel.with_suffix("").as_posix()
-        folders = rel.parts[:-1]
+    for path in _walk_audio(root, extensions, rejected=rejected, ignored=ignored):
+        rel = path.relative_to(root).as_posix()
+        clip_id = _clip_id(rel)
+        folders = rel.split("/")[:-1]
         try:
             label = folders[label_level]
         except IndexError:
-            rejected.append(rejection(path, clip_id, "ingest", "no_label",
-                                      f"{rel.as_posix()}: no class folder at data.folder.label_level={label_level}"))
+            where = "directly under data.root" if not folders else f"{len(folders)} folder(s) deep"
+            rejected.append(rejection(path, clip_id, "ingest", "no_class_folder",
+                                      f"{path}: {where}, no class folder at data.folder.label_level={label_level}"))
             continue
         group = None
         if group_re is not None:
             m = group_re.search(clip_id)
-            if m and m.group("group"):
-                group = m.group("group")
+            group = (m.group("group") or None) if m else None
         out.append(_Candidate(path, label, group, clip_id))
     return out
 
 
-def _regex_candidates(root: Path, extensions: set[str], *, pattern: str, rejected: list[dict]) -> list[_Candidate]:
+def _regex_candidates(root: Path, extensions: set[str], *, pattern: str, rejected: list[dict],
+                      ignored: Counter) -> list[_Candidate]:
     rx = re.compile(pattern)
     out = []
-    for path in _walk_audio(root, extensions):
-        rel = path.relative_to(root)
-        clip_id = rel.with_suffix("").as_posix()
-        m = rx.fullmatch(path.name)
-        if not m or not m.group("label"):
-            rejected.append(rejection(path, clip_id, "ingest", "no_label",
-                                      f"{path.name}: file name does not match data.regex.pattern"))
+    for path in _walk_audio(root, extensions, rejected=rejected, ignored=ignored):
+        rel = path.relative_to(root).as_posix()
+        clip_id = _clip_id(rel)
+        # The file name as documented; also its stem and the relative path, so that a pattern
+        # written without the extension, or one naming a folder, matches as its author meant.
+        m = next((m for text in dict.fromkeys((path.name, _clip_id(path.name), rel, clip_id))
+                  if (m := rx.fullmatch(text))), None)
+        if m is None:
+            rejected.append(rejection(path, clip_id, "ingest", "no_match",
+                                      f"{path}: file name {path.name!r} does not match data.regex.pattern {pattern!r}"))
+            continue
+        label = (m.group("label") or "").strip()
+        if not label:
+            rejected.append(rejection(path, clip_id, "ingest", "missing_label",
+                                      f"{path}: data.regex.pattern matched but its 'label' group is empty"))
             continue
         group = m.groupdict().get("group") or None
-        out.append(_Candidate(path, m.group("label"), group, clip_id))
+        out.append(_Candidate(path, label, group, clip_id))
     return out
 
 
-def _csv_candidates(csv_path: Path, *, path_column: str, label_column: str, group_column: str | None,
-                    transcript_column: str | None, rejected: list[dict]) -> list[_Candidate]:
-    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+def _relative_id(path: Path, bases: list[Path]) -> str:
+    """Clip id of a CSV path: below the first base that holds it, else the absolute path."""
+    candidates = [path, path.resolve()]
+    for base in bases:
+        for p in candidates:
+            try:
+                return _clip_id(p.relative_to(base).as_posix())
+            except ValueError:
+                continue
+    return _clip_id(path.as_posix().lstrip("/"))
+
+
+def _read_table(csv_path: Path) -> pd.DataFrame:
+    sep = "\t" if csv_path.suffix.lower() in (".tsv", ".tab") else ","
+    # utf-8-sig: spreadsheet exports often start with a byte-order mark, which would glue itself
+    # to the first column's name.
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False, sep=sep, encoding="utf-8-sig")
+    table.columns = [str(c).strip() for c in table.columns]
+    return table
+
+
+def _csv_candidates(csv_path: Path, root: Path, extensions: set[str], *, path_column: str, label_column: str,
+                    group_column: str | None, transcript_column: str | None, rejected: list[dict],
+                    ignored: Counter) -> list[_Candidate]:
+    table = _read_table(csv_path)
     for key, column in (("path_column", path_column), ("label_column", label_column),
                         ("group_column", group_column), ("transcript_column", transcript_column)):
         if column is not None and column not in table.columns:
             raise ValueError(f"data.csv.{key}: column {column!r} not in {csv_path} "
                              f"(columns: {', '.join(table.columns)})")
     base = csv_path.parent
+    on_disk = _walk_audio(root, extensions, rejected=rejected, ignored=ignored) if root.is_dir() else []
+    by_name: dict[str, list[Path]] = {}
+    for p in on_disk:
+        by_name.setdefault(p.name, []).append(p)
+
+    def locate(raw: str) -> tuple[Path | None, str]:
+        """The file a CSV path names, or ``(None, why not)``."""
+        tries: list[Path] = []
+        for text in dict.fromkeys((raw, raw.replace("\\", "/"))):  # CSVs written on Windows
+            given = Path(text).expanduser()
+            tries += [given] if given.is_absolute() else [base / given, root / given]
+        for p in tries:
+            if p.is_file():
+                return Path(os.path.normpath(p)), ""
+        name = tries[-1].name
+        same_name = by_name.get(name, [])
+        if len(same_name) == 1:
+            return same_name[0], ""
+        looked = " or ".join(dict.fromkeys(os.path.normpath(p) for p in tries))
+        return None, (f"{len(same_name)} files named {name!r} below {root}: ambiguous" if same_name
+                      else f"no such file ({looked})")
+
     out = []
+    used: set[Path] = set()
     for row_no, row in enumerate(table.to_dict("records"), start=2):
         raw = row[path_column].strip()
+        where = f"{csv_path.name} row {row_no}"
         if not raw:
             rejected.append(rejection(f"{csv_path}:{row_no}", None, "ingest", "missing_path",
-                                      f"{csv_path.name} row {row_no}: empty {path_column!r}"))
+                                      f"{csv_path}:{row_no}: {where}: empty {path_column!r}"))
             continue
-        path = Path(raw) if Path(raw).is_absolute() else base / raw
-        try:
-            clip_id = path.resolve().relative_to(base.resolve()).with_suffix("").as_posix()
-        except ValueError:
-            clip_id = path.with_suffix("").as_posix().lstrip("/")
+        path, why = locate(raw)
+        shown = path if path is not None else Path(os.path.normpath(base / raw))
+        clip_id = _relative_id(shown, [root, base])
+        if path is None:
+            rejected.append(rejection(shown, clip_id, "ingest", "missing_file", f"{shown}: {where}: {why}"))
+            continue
+        used.add(path.resolve())
         label = row[label_column].strip()
         if not label:
             rejected.append(rejection(path, clip_id, "ingest", "missing_label",
-                                      f"{csv_path.name} row {row_no}: no {label_column!r} for {raw}"))
+                                      f"{path}: {where}: no {label_column!r}"))
             continue
-        if not path.is_file():
-            rejected.append(rejection(path, clip_id, "ingest", "missing_file",
-                                      f"{csv_path.name} row {row_no}: file not found: {raw}"))
-            continue
-        group = row[group_column].strip() or None if group_column else None
+        group = (row[group_column].strip() or None) if group_column else None
         transcript = row[transcript_column] if transcript_column else None
-        out.append(_Candidate(path, label, group, clip_id, transcript))
+        out.append(_Candidate(path, label, group, clip_id, transcript, origin=where))
+    # Unlisted files are only news when the CSV describes this folder at all (a root unrelated to
+    # the CSV, e.g. the default, must not flood the rejected table).
+    real_root = root.resolve()
+    describes_root = any(p.is_relative_to(real_root) for p in used)
+    for p in on_disk if describes_root else []:
+        if p.resolve() not in used:
+            rejected.append(rejection(p, _relative_id(p, [root]), "ingest", "not_in_csv",
+                                      f"{p}: audio file below data.root that no row of {csv_path.name} names"))
     return out
+
+
+def _duplicate_detail(cand: _Candidate, first: _Candidate, *, first_failed: bool) -> str:
+    where = f"{cand.origin}: " if cand.origin else ""
+    if first.path == cand.path:
+        what = f"file already listed ({first.origin or 'above'}{', and rejected' if first_failed else ''})"
+    else:
+        what = f"clip id {cand.clip_id!r} already used by {first.path}"
+    conflict = f"; labels differ ({first.label!r} kept, {cand.label!r} here)" if first.label != cand.label else ""
+    return f"{cand.path}: {where}{what}{conflict}"
 
 
 def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | tuple[str, ...] = ("wav",),
@@ -168,54 +296,76 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
            progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Scan a dataset and return ``(manifest, rejected)``.
 
+    Parameters
+    ----------
+    root : path
+        The dataset folder (csv layout: where relative paths are also looked up, and whose audio
+        files the CSV must name; it may be absent).
+    layout : {'folder', 'csv', 'regex'}
+    extensions : sequence of str
+        Audio extensions (case-insensitive, no dot) considered by the folder walk.
+    n_shards : int
+        ``shard = crc32(id) % n_shards``.
+
     Returns
     -------
     manifest : pandas.DataFrame
         One row per usable clip with columns ``MANIFEST_COLUMNS`` (+ ``transcript`` when
-        ``transcript_column`` is given); ``path`` is absolute, ``duration`` in seconds.
+        ``transcript_column`` is given), sorted by ``id``; ``path`` is absolute, ``duration`` in
+        seconds. ``manifest.attrs["ignored"]``: ``{".ext": count}`` of files skipped for their
+        extension.
     rejected : pandas.DataFrame
         One row per unusable file: ``path, id, stage, reason, detail``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        A missing root or CSV, a CSV without the configured columns, an unknown layout.
     """
     from tqdm.auto import tqdm
 
     root = Path(root).expanduser().resolve()
     exts = {e.lower().lstrip(".") for e in extensions}
     rejected: list[dict] = []
+    ignored: Counter = Counter()
     if layout == "csv":
         if csv_path is None:
             raise ValueError("data.csv.path: required when data.layout is csv")
         csv_file = Path(csv_path).expanduser().resolve()
         if not csv_file.is_file():
             raise FileNotFoundError(f"data.csv.path: metadata CSV not found: {csv_file}")
-        candidates = _csv_candidates(csv_file, path_column=path_column, label_column=label_column,
+        candidates = _csv_candidates(csv_file, root, exts, path_column=path_column, label_column=label_column,
                                      group_column=group_column, transcript_column=transcript_column,
-                                     rejected=rejected)
+                                     rejected=rejected, ignored=ignored)
     else:
         if not root.is_dir():
             raise FileNotFoundError(f"data.root: dataset folder not found: {root}")
         if layout == "folder":
             candidates = _folder_candidates(root, exts, label_level=label_level, group_regex=group_regex,
-                                            rejected=rejected)
+                                            rejected=rejected, ignored=ignored)
         elif layout == "regex":
             if not pattern:
                 raise ValueError("data.regex.pattern: required when data.layout is regex")
-            candidates = _regex_candidates(root, exts, pattern=pattern, rejected=rejected)
+            candidates = _regex_candidates(root, exts, pattern=pattern, rejected=rejected, ignored=ignored)
         else:
             raise ValueError(f"data.layout: unknown layout {layout!r} (folder, csv or regex)")
 
     rows = []
-    seen: dict[str, Path] = {}
+    seen: dict[str, _Candidate] = {}
+    failed: dict[Path, _Candidate] = {}
     for cand in tqdm(candidates, desc="ingest", unit="file", disable=not progress):
-        if cand.clip_id in seen:
+        first = seen.get(cand.clip_id) or failed.get(cand.path)
+        if first is not None:
             rejected.append(rejection(cand.path, cand.clip_id, "ingest", "duplicate_id",
-                                      f"{cand.path.name}: clip id {cand.clip_id!r} already used by {seen[cand.clip_id]}"))
+                                      _duplicate_detail(cand, first, first_failed=first.path in failed)))
             continue
         try:
             info = probe_audio(cand.path)
         except AudioError as exc:
             rejected.append(rejection(cand.path, cand.clip_id, "ingest", exc.reason, str(exc)))
+            failed[cand.path] = cand
             continue
-        seen[cand.clip_id] = cand.path
+        seen[cand.clip_id] = cand
         row = {"id": cand.clip_id, "path": str(cand.path), "label": cand.label, "group": cand.group,
                "duration": info.duration, "sample_rate": info.sample_rate, "channels": info.channels,
                "format": info.format, "shard": shard_of(cand.clip_id, n_shards)}
@@ -225,4 +375,5 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
 
     columns = MANIFEST_COLUMNS + (["transcript"] if transcript_column else [])
     manifest = pd.DataFrame(rows, columns=columns).sort_values("id", kind="stable").reset_index(drop=True)
+    manifest.attrs["ignored"] = dict(sorted(ignored.items()))
     return manifest, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)

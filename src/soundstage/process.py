@@ -1,9 +1,16 @@
 """Stage ``process``: decode, resample, downmix, filter, trim, normalize and cut clips (one shard).
 
-Each clip of the shard becomes one or more processed segments, written as float32 mono WAV files
+Each clip of the shard becomes one or more processed segments, written as float32 WAV files
 (lossless with respect to the in-memory pipeline, so ``predict`` reproduces evaluation exactly):
-``<out_dir>/audio/<id>.wav``. A segment's id is ``<clip_id>__s<k>``; its group is the clip's group,
-or the clip id when the dataset has no groups, so no clip is ever split across train/val/test.
+``<out_dir>/audio/<id>.wav``, mono, or ``(n, channels)`` with ``process.mono: false``. A segment's
+id is ``<clip_id>__s<k>``; its group is the clip's group, or the clip id when the dataset has no
+groups, so no clip is ever split across train/val/test.
+
+A clip that cannot be used becomes one rejected row naming its file, and the shard goes on: the
+reasons of :mod:`soundstage.audio` (``truncated`` mid-stream, ``nonfinite``, ``silent`` or
+``too_short`` after trimming...), or ``cannot_process`` when the params cannot apply to this clip
+(a filter cutoff above the Nyquist rate of its native rate with ``sample_rate: null``) or an
+unexpected error is raised while decoding or processing it.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start",
 
 
 def _clip_key(row: dict, config: ProcessConfig) -> str:
+    """What a clip's outputs depend on: the file (path, size, mtime), the params and the code."""
     try:
         st = os.stat(row["path"])
         identity = [row["path"], st.st_size, st.st_mtime_ns]
@@ -37,6 +45,29 @@ def _segment_id(clip_id: str, index: int, *, segmented: bool) -> str:
     return f"{clip_id}__s{index}" if segmented else clip_id
 
 
+def _group_of(row: dict, clip_id: str) -> str:
+    group = row.get("group")
+    if group is None or (isinstance(group, float) and pd.isna(group)) or str(group) == "":
+        return clip_id
+    return str(group)
+
+
+def _process_clip(path: str, config: ProcessConfig):
+    """Decode and preprocess one file; every failure becomes an AudioError naming the file."""
+    try:
+        y, sr = load_audio(path)
+        return preprocess(y, sr=sr, config=config)
+    except AudioError as exc:
+        raise (exc.with_path(path) if exc.path is None else exc) from None
+    except ValueError as exc:
+        # e.g. a filter cutoff above the Nyquist rate of this clip's native rate (sample_rate: null)
+        raise AudioError(path, "cannot_process", str(exc)) from None
+    except MemoryError:
+        raise AudioError(path, "cannot_process", "out of memory while decoding (file too long?)") from None
+    except Exception as exc:  # noqa: BLE001 - one odd file must not stop the shard; it is listed instead
+        raise AudioError(path, "cannot_process", f"{type(exc).__name__}: {exc}") from None
+
+
 def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: ProcessConfig, shard: int,
                   previous: pd.DataFrame | None = None, relative_to: str | Path | None = None,
                   progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -45,60 +76,82 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
     Parameters
     ----------
     manifest : DataFrame
-        Ingest rows (``id, path, label, group, ...``) of this shard.
+        Ingest rows (``id, path, label, group, shard, ...``): the whole manifest or only this shard's
+        rows. Only rows whose ``shard`` is ``shard`` (all rows without a ``shard`` column) are
+        processed; the files of clips that now belong to another shard are never deleted here
+        (that shard's job writes them), so pass the whole manifest when ``n_shards`` may change.
     out_dir : path
         The stage folder; audio goes to ``out_dir/audio/<id>.wav``.
+    config : ProcessConfig
+    shard : int
     previous : DataFrame, optional
-        This shard's previous index (from the cache): clips whose key is unchanged and whose files
-        exist are reused without decoding.
+        This shard's previous index (from the cache): clips whose key (file path, size and mtime,
+        params, code) is unchanged and whose files exist are reused without decoding; their
+        label and group are refreshed from ``manifest``. Files of previous clips that are gone
+        from the manifest, or were re-processed into fewer segments, are deleted.
     relative_to : path, optional
         Paths in the index are written relative to this folder (the repository root).
+    progress : bool
+        Show a tqdm progress bar.
 
     Returns
     -------
-    index : DataFrame with ``INDEX_COLUMNS``; rejected : DataFrame with ``REJECTED_COLUMNS``.
+    index : DataFrame
+        ``INDEX_COLUMNS``, one row per segment; ``duration`` and ``start`` in seconds,
+        ``sample_rate`` in Hz.
+    rejected : DataFrame
+        ``REJECTED_COLUMNS``, one row per rejected clip (stage ``process``), ``detail`` naming
+        the file.
     """
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
     base = Path(relative_to).resolve() if relative_to is not None else None
+    if "shard" in manifest.columns:
+        mine = manifest["shard"].astype(int) == int(shard)
+        elsewhere = set(manifest.loc[~mine, "id"].astype(str))
+        manifest = manifest[mine]
+    else:
+        elsewhere = set()
     reuse: dict[str, list[dict]] = {}
     if previous is not None and len(previous):
         for clip_id, rows in previous.groupby("clip_id", sort=False):
             reuse[str(clip_id)] = rows.to_dict("records")
 
+    segmented = config.duration.mode == "segment"
     out_rows: list[dict] = []
     rejected: list[dict] = []
     kept_files: set[Path] = set()
-    for row in tqdm(manifest.to_dict("records"), desc=f"process[{shard}]", unit="clip", disable=not progress):
+    for row in tqdm(manifest.to_dict("records"), desc=f"process[{shard:03d}]", unit="clip", disable=not progress):
         clip_id = str(row["id"])
+        group = _group_of(row, clip_id)
         key = _clip_key(row, config)
         old = reuse.get(clip_id)
         if old and all(r["key"] == key for r in old) and all(_resolve(r["path"], base).is_file() for r in old):
-            out_rows.extend(old)
+            out_rows.extend({**r, "label": row["label"], "group": group, "shard": shard} for r in old)
             kept_files.update(_resolve(r["path"], base).resolve() for r in old)
             continue
         try:
-            y, sr = load_audio(row["path"])
-            segments, out_sr = preprocess(y, sr=sr, config=config)
+            segments, out_sr = _process_clip(str(row["path"]), config)
         except AudioError as exc:
             rejected.append(rejection(row["path"], clip_id, "process", exc.reason, str(exc)))
             continue
-        group = row.get("group")
-        group = clip_id if group is None or (isinstance(group, float) and pd.isna(group)) or group == "" else str(group)
-        segmented = config.duration.mode == "segment"
         for seg in segments:
             seg_id = _segment_id(clip_id, seg.index, segmented=segmented)
             dest = out_dir / "audio" / f"{seg_id}.wav"
             with atomic_path(dest) as tmp:
-                sf.write(tmp, seg.audio, out_sr, subtype="FLOAT", format="WAV")
+                # soundfile wants (frames, channels); multichannel segments are (channels, n).
+                sf.write(tmp, seg.audio.T, out_sr, subtype="FLOAT", format="WAV")
             kept_files.add(dest.resolve())
             out_rows.append({"id": seg_id, "clip_id": clip_id, "path": _rel(dest, base), "label": row["label"],
-                             "group": group, "duration": len(seg.audio) / out_sr, "start": float(seg.start),
+                             "group": group, "duration": seg.audio.shape[-1] / out_sr, "start": float(seg.start),
                              "sample_rate": out_sr, "shard": shard, "key": key})
 
-    # Clips that left the shard (or changed their segmentation) leave no stale files behind.
-    for rows in reuse.values():
+    # Clips that left the manifest (or changed their segmentation) leave no stale files behind;
+    # a clip that moved to another shard (n_shards changed) is that shard's business.
+    for clip_id, rows in reuse.items():
+        if clip_id in elsewhere:
+            continue
         for r in rows:
             stale = _resolve(r["path"], base)
             if stale.resolve() not in kept_files:

@@ -1,0 +1,145 @@
+"""End to end through the CLI: a dataset with one bad file of every kind gives exactly the good files'
+outputs, every bad file once in the rejected report, and a report with the counts."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import yaml
+from audio_fixtures import tone, truncate, write_tone
+
+from soundstage import audio
+from soundstage.cli import main
+from soundstage.io import read_csv
+
+SR = 16000
+PARAMS = {
+    "data": {"name": "bad-data", "root": "data/raw", "layout": "folder"},
+    "sharding": {"n_shards": 2},
+    "process": {"sample_rate": SR},
+    "split": {"ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
+}
+
+
+def make_dataset(raw: Path) -> tuple[set[str], dict[str, tuple[str, str]]]:
+    """3 classes x 4 good clips (+1 kept twin) and one bad file of each kind.
+
+    Returns the ids of the good clips and ``{relative path: (stage, reason)}`` of the bad files.
+    """
+    good: set[str] = set()
+    names = {"bird": ["song 1", "chant d'été", "歌", "song-4"], "dog": ["bark_1", "bark_2", "woof 3", "ñam"],
+             "rain": ["drops", "storm (2)", "drizzle", "Ελληνικά"]}
+    for c, (label, clips) in enumerate(names.items()):
+        for k, name in enumerate(clips):
+            fmt, ext = [("WAV", "wav"), ("FLAC", "flac"), ("WAV", "wav"), ("OGG", "ogg")][k]
+            write_tone(raw / label / f"{name}.{ext}", sr=SR, duration=1.0, fmt=fmt, channels=1 + k % 2,
+                       freq=200.0 * (c + 1) + 20 * k, subtype="VORBIS" if fmt == "OGG" else None)
+            good.add(f"{label}/{name}")
+
+    bad: dict[str, tuple[str, str]] = {}
+    (raw / "bird" / "empty.wav").write_bytes(b"")
+    bad["bird/empty.wav"] = ("ingest", "empty_file")
+    (raw / "bird" / "notes.mp3").write_text("not audio at all\n" * 20)
+    bad["bird/notes.mp3"] = ("ingest", "not_audio")
+    full = write_tone(raw.parent / "full.wav", sr=SR, duration=1.0)
+    truncate(full, raw / "bird" / "cut.wav")
+    bad["bird/cut.wav"] = ("ingest", "truncated")
+
+    full = write_tone(raw.parent / "full.flac", sr=SR, duration=1.0, fmt="FLAC")
+    truncate(full, raw / "dog" / "cut.flac")  # only decoding finds this one
+    bad["dog/cut.flac"] = ("process", "truncated")
+    sf.write(raw / "dog" / "quiet.wav", np.zeros(SR, np.float32), SR)
+    bad["dog/quiet.wav"] = ("process", "silent")
+    y = tone(sr=SR, duration=1.0)
+    y[500:510] = np.nan
+    sf.write(raw / "dog" / "nan.wav", y, SR, subtype="FLOAT")
+    bad["dog/nan.wav"] = ("process", "nonfinite")
+
+    write_tone(raw / "rain" / "blip.wav", sr=SR, duration=0.1)
+    bad["rain/blip.wav"] = ("process", "too_short")
+    write_tone(raw / "rain" / "twin.flac", sr=SR, duration=1.0, fmt="FLAC")
+    good.add("rain/twin")
+    write_tone(raw / "rain" / "twin.wav", sr=SR, duration=1.0)
+    bad["rain/twin.wav"] = ("ingest", "duplicate_id")
+    write_tone(raw / "rain" / "locked.wav", sr=SR, duration=1.0)
+    bad["rain/locked.wav"] = ("ingest", "unreadable")
+
+    write_tone(raw / "loose.wav", sr=SR, duration=1.0)
+    bad["loose.wav"] = ("ingest", "no_class_folder")
+    return good, bad
+
+
+@pytest.fixture
+def locked_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rain/locked.wav`` cannot be read (chmod 000 does not stop root, so the OS refusal is simulated)."""
+    real_open = open
+
+    def guarded(file, *args, **kwargs):
+        if os.fspath(file).endswith("/rain/locked.wav"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(audio, "open", guarded, raising=False)
+
+
+def cli(*args: str) -> None:
+    assert main(["--params", "params.yaml", *args]) == 0, args
+
+
+def test_bad_files_never_stop_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locked_file: None,
+                                      capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.chdir(tmp_path)
+    raw = tmp_path / "data" / "raw"
+    good, bad = make_dataset(raw)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(PARAMS), encoding="utf-8")
+
+    cli("ingest", "--out-dir", "data/ingest")
+    for shard in range(2):
+        cli("process", "--shard", str(shard), "--out-dir", "data/process")
+    cli("split", "data/process/shards/000.csv", "data/process/shards/001.csv", "--out-dir", "data/split")
+    cli("report", "--out-dir", "reports/dataset")
+    err = capsys.readouterr().err
+    assert "ingest: rejected 6 file(s)" in err and "[no_class_folder]" in err
+
+    # exactly the good files were processed, each once, into float32 audio at the target rate
+    index = pd.concat([read_csv(f"data/process/shards/{k:03d}.csv") for k in range(2)], ignore_index=True)
+    assert sorted(index["id"]) == sorted(good)
+    assert sorted(index["clip_id"]) == sorted(good)
+    written = sorted(p.relative_to("data/process/audio").with_suffix("").as_posix()
+                     for p in Path("data/process/audio").rglob("*.wav"))
+    assert written == sorted(good)
+    for path in index["path"]:
+        assert not Path(path).is_absolute()
+        info = sf.info(path)
+        assert (info.samplerate, info.channels, info.subtype) == (SR, 1, "FLOAT")
+
+    # every bad file exactly once, with its stage and reason, and named in the detail
+    rejected = read_csv("reports/dataset/rejected.csv")
+    rel = [Path(p).relative_to(raw).as_posix() for p in rejected["path"]]
+    assert Counter(rel) == Counter(bad.keys())
+    for name, stage, reason, detail in zip(rel, rejected["stage"], rejected["reason"], rejected["detail"]):
+        assert (stage, reason) == bad[name], name
+        assert str(raw / name) in detail, detail
+
+    # splits hold every good clip once
+    splits = {s: read_csv(f"data/split/{s}.csv") for s in ("train", "val", "test")}
+    assert sorted(sum((list(t["id"]) for t in splits.values()), [])) == sorted(good)
+    counts = read_csv("data/split/counts.csv").set_index("label")
+    assert counts.loc["total", "total"] == len(good)
+
+    report = Path("reports/dataset/report.md").read_text(encoding="utf-8")
+    assert f"rejected files: **{len(bad)}** (ingest 6, process 4, features 0)" in report
+    assert f"processed: **{len(good)}** clips" in report
+    n_ingested = len(good) + sum(stage == "process" for stage, _ in bad.values())
+    assert f"**{n_ingested}** usable clips of {n_ingested + 6} files examined" in report
+    total = counts.loc["total"]
+    assert f"| total | {total['train']} | {total['val']} | {total['test']} | {len(good)} |" in report
+    for name in bad:
+        assert str(raw / name) in report
+    assert Path("reports/dataset/class_balance.png").is_file() and Path("reports/dataset/durations.png").is_file()

@@ -1,0 +1,416 @@
+"""Tests of soundstage.ingest: every layout, every format, every bad input, odd paths."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from audio_fixtures import BAD_FILE_REASONS, PROBE_DETECTS, make_bad_files, write_tone
+
+from soundstage import audio
+from soundstage.ingest import MANIFEST_COLUMNS, REJECTED_COLUMNS, fingerprint_tree, ingest, shard_of
+
+EXTS = ["wav", "flac", "ogg", "mp3", "au", "snd", "aiff", "aif"]
+
+
+def tone(path: Path, **kw) -> Path:
+    kw.setdefault("sr", 8000)
+    kw.setdefault("duration", 0.1)
+    return write_tone(path, **kw)
+
+
+def run(root: Path, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    kw.setdefault("extensions", EXTS)
+    return ingest(root=root, **kw)
+
+
+def reasons(rejected: pd.DataFrame) -> dict[str, str]:
+    """``{file name: reason}`` of a rejected table (each file at most once)."""
+    names = rejected["path"].map(lambda p: Path(p).name)
+    assert not names.duplicated().any(), rejected
+    return dict(zip(names, rejected["reason"]))
+
+
+def assert_details_name_files(rejected: pd.DataFrame) -> None:
+    assert list(rejected.columns) == REJECTED_COLUMNS
+    assert set(rejected["stage"]) <= {"ingest"}
+    for row in rejected.to_dict("records"):
+        assert row["path"] in row["detail"], row
+
+
+# ---------------------------------------------------------------------------------------------
+# Folder layout
+
+
+def test_folder_any_depth_gtzan(tmp_path: Path) -> None:
+    root = tmp_path / "raw"
+    for label in ("blues", "jazz"):
+        for i in range(2):
+            tone(root / "genres" / label / f"{label}.{i:05d}.au", fmt="AU", subtype="PCM_16")
+    manifest, rejected = run(root, label_level=-1, n_shards=4)
+    assert rejected.empty
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    assert manifest["id"].tolist() == ["genres/blues/blues.00000", "genres/blues/blues.00001",
+                                       "genres/jazz/jazz.00000", "genres/jazz/jazz.00001"]
+    assert manifest["label"].tolist() == ["blues", "blues", "jazz", "jazz"]
+    assert manifest["format"].eq("AU").all() and manifest["group"].isna().all()
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in manifest["path"])
+    assert manifest["shard"].tolist() == [shard_of(i, 4) for i in manifest["id"]]
+
+    # label_level counts from the top: 0 is 'genres', 1 the genre
+    manifest, _ = run(root, label_level=1)
+    assert manifest["label"].tolist() == ["blues", "blues", "jazz", "jazz"]
+    manifest, _ = run(root, label_level=0)
+    assert set(manifest["label"]) == {"genres"}
+
+
+def test_folder_group_regex(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for label, speaker, take in [("yes", "anna", 1), ("yes", "bob", 1), ("no", "anna", 2), ("no", "carl", 1)]:
+        tone(root / label / f"{speaker}_{take}.wav")
+    tone(root / "no" / "nospeaker.wav")
+    manifest, rejected = run(root, group_regex=r"/(?P<group>[a-z]+)_\d+$")
+    assert rejected.empty
+    groups = dict(zip(manifest["id"], manifest["group"]))
+    assert groups == {"no/anna_2": "anna", "no/carl_1": "carl", "no/nospeaker": None, "yes/anna_1": "anna",
+                      "yes/bob_1": "bob"}
+
+
+def test_folder_files_without_class_folder_are_rejected(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    tone(root / "cat" / "a.wav")
+    loose = tone(root / "loose.wav")
+    manifest, rejected = run(root)
+    assert manifest["id"].tolist() == ["cat/a"]
+    assert reasons(rejected) == {"loose.wav": "no_class_folder"}
+    assert "directly under data.root" in rejected["detail"][0] and str(loose) in rejected["detail"][0]
+    assert rejected["id"][0] == "loose"
+
+    # a label level deeper than the file's folders
+    manifest, rejected = run(root, label_level=-2)
+    assert manifest.empty and set(rejected["reason"]) == {"no_class_folder"} and len(rejected) == 2
+    assert_details_name_files(rejected)
+
+
+def test_hidden_and_other_extensions_are_ignored_and_counted(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    tone(root / "cat" / "a.WAV")  # extensions are case-insensitive
+    (root / "cat" / "README.txt").write_text("notes")
+    (root / "cat" / "cover.jpg").write_bytes(b"\xff\xd8")
+    (root / "cat" / ".DS_Store").write_bytes(b"\0")
+    (root / "cat" / "._a.wav").write_bytes(b"\0\5\26\7")  # macOS AppleDouble twin
+    tone(root / ".hidden" / "b.wav")
+    manifest, rejected = run(root)
+    assert manifest["id"].tolist() == ["cat/a"] and rejected.empty
+    assert manifest.attrs["ignored"] == {".jpg": 1, ".txt": 1}
+
+
+def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere" / "dog"
+    tone(outside / "d.wav")
+    root = tmp_path / "data"
+    tone(root / "cat" / "c.wav")
+    (root / "dog").symlink_to(outside, target_is_directory=True)
+    (root / "cat" / "loop").symlink_to(root, target_is_directory=True)  # must not recurse forever
+    manifest, rejected = run(root)
+    assert manifest["id"].tolist() == ["cat/c", "dog/d"] and rejected.empty
+
+
+def test_unlistable_folder_is_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "data"
+    tone(root / "cat" / "a.wav")
+    locked = root / "dog"
+    tone(locked / "b.wav")
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # chmod 000 does not stop root: make the OS refuse the listing
+        if os.fspath(path) == str(locked):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    manifest, rejected = run(root)
+    assert manifest["id"].tolist() == ["cat/a"]
+    assert rejected["reason"].tolist() == ["unreadable"]
+    assert str(locked) in rejected["detail"][0] and "cannot list folder" in rejected["detail"][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Every format, rate and channel count
+
+FORMAT_CASES = [  # (format, subtype, extension, rate, channels)
+    ("WAV", "PCM_U8", "wav", 8000, 1),
+    ("WAV", "PCM_16", "wav", 16000, 2),
+    ("WAV", "PCM_24", "wav", 96000, 8),
+    ("WAV", "PCM_32", "wav", 44100, 1),
+    ("WAV", "FLOAT", "wav", 22050, 6),
+    ("WAV", "DOUBLE", "wav", 48000, 2),
+    ("FLAC", "PCM_16", "flac", 96000, 2),
+    ("FLAC", "PCM_24", "flac", 11025, 8),
+    ("OGG", "VORBIS", "ogg", 48000, 2),
+    ("OGG", "VORBIS", "ogg", 8000, 1),
+    ("MP3", "MPEG_LAYER_III", "mp3", 44100, 2),
+    ("MP3", "MPEG_LAYER_III", "mp3", 8000, 1),
+    ("AU", "PCM_16", "au", 8000, 1),
+    ("AU", "PCM_16", "snd", 32000, 4),
+    ("AIFF", "PCM_16", "aiff", 96000, 8),
+    ("AIFF", "PCM_24", "aif", 16000, 3),
+]
+
+
+def test_every_format_is_probed(tmp_path: Path) -> None:
+    root = tmp_path / "formats"
+    expected = {}
+    for fmt, subtype, ext, sr, ch in FORMAT_CASES:
+        name = f"{subtype.lower()}_{sr}_{ch}ch"
+        tone(root / fmt.lower() / f"{name}.{ext}", sr=sr, channels=ch, duration=0.25, fmt=fmt, subtype=subtype)
+        expected[f"{fmt.lower()}/{name}"] = (fmt, subtype, sr, ch)
+    manifest, rejected = run(root)
+    assert rejected.empty, rejected.to_dict("records")
+    assert set(manifest["id"]) == set(expected)
+    for row in manifest.to_dict("records"):
+        fmt, subtype, sr, ch = expected[row["id"]]
+        assert (row["format"], row["sample_rate"], row["channels"], row["label"]) == (fmt, sr, ch, fmt.lower())
+        tol = 0.06 if subtype in ("VORBIS", "MPEG_LAYER_III") else 1e-6
+        assert row["duration"] == pytest.approx(round(0.25 * sr) / sr, abs=tol), row
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad files
+
+
+@pytest.fixture
+def bad_root(tmp_path: Path) -> tuple[Path, dict]:
+    root = tmp_path / "bad data"
+    files = make_bad_files(root / "cls")
+    shutil.rmtree(root / "cls" / "_full")  # the intact originals of the truncated files
+    return root, files
+
+
+def test_bad_files_each_rejected_once(bad_root: tuple[Path, dict]) -> None:
+    root, files = bad_root
+    exts = EXTS + ["m4a"]
+    manifest, rejected = ingest(root=root, extensions=exts)
+    assert_details_name_files(rejected)
+    got = reasons(rejected)
+    for name, (path, reason) in files.items():
+        if name == "directory_named_wav":
+            assert path.name not in got  # a folder, even named x.wav, is walked into, not probed
+        elif name in PROBE_DETECTS:
+            assert got.pop(path.name) == reason, name
+        else:  # decoded (or found good) later, in process
+            assert path.name in set(manifest["path"].map(lambda p: Path(p).name)), name
+    assert got == {}
+    # unicode and spaces: the id keeps them
+    assert "cls/sous-dossier é/ünïcødé tone 音 (1)" in set(manifest["id"])
+    assert set(manifest.loc[manifest["id"].str.contains("sous"), "label"]) == {"sous-dossier é"}
+
+
+def test_unreadable_file_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # root ignores chmod 000, so make the OS refuse the read (as audio's own tests do)
+    root = tmp_path / "data"
+    good = tone(root / "cat" / "good.wav")
+    locked = tone(root / "cat" / "locked.wav")
+    real_open = open
+
+    def guarded(file, *args, **kwargs):
+        if os.fspath(file) == str(locked):
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(audio, "open", guarded, raising=False)
+    manifest, rejected = run(root)
+    assert manifest["path"].tolist() == [str(good)]
+    assert reasons(rejected) == {"locked.wav": "unreadable"}
+    assert_details_name_files(rejected)
+
+
+def test_fifo_and_dangling_link_rejected(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    tone(root / "cat" / "ok.wav")
+    os.mkfifo(root / "cat" / "pipe.wav")
+    (root / "cat" / "gone.wav").symlink_to(root / "nowhere.wav")
+    manifest, rejected = run(root)  # must not block on the FIFO
+    assert manifest["id"].tolist() == ["cat/ok"]
+    assert reasons(rejected) == {"pipe.wav": "unreadable", "gone.wav": "not_found"}
+
+
+def test_duplicate_clip_ids(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    flac = tone(root / "cat" / "a.flac", fmt="FLAC")
+    wav = tone(root / "cat" / "a.wav")
+    tone(root / "cat" / "b.wav")
+    manifest, rejected = run(root)
+    assert manifest["id"].tolist() == ["cat/a", "cat/b"]
+    assert manifest.loc[0, "path"] == str(flac)  # the first in sorted order is kept
+    assert reasons(rejected) == {"a.wav": "duplicate_id"}
+    assert str(wav) in rejected["detail"][0] and str(flac) in rejected["detail"][0]
+
+
+def test_duplicate_whose_twin_is_bad_is_kept(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    (root / "cat").mkdir(parents=True)
+    (root / "cat" / "a.flac").write_text("not audio")
+    wav = tone(root / "cat" / "a.wav")
+    manifest, rejected = run(root)
+    assert manifest["path"].tolist() == [str(wav)]
+    assert reasons(rejected) == {"a.flac": "not_audio"}
+
+
+def test_spaces_and_non_ascii_paths(tmp_path: Path) -> None:
+    root = tmp_path / "my data ü"
+    paths = [tone(root / "chant d'oiseau" / "été 01.wav"), tone(root / "鳥" / "歌 (2).flac", fmt="FLAC"),
+             tone(root / "Ελληνικά" / "ñandú #3.ogg", fmt="OGG", subtype="VORBIS")]
+    manifest, rejected = run(root)
+    assert rejected.empty
+    assert sorted(manifest["path"]) == sorted(map(str, paths))
+    assert set(manifest["label"]) == {"chant d'oiseau", "鳥", "Ελληνικά"}
+    assert "鳥/歌 (2)" in set(manifest["id"])
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV layout
+
+
+def write_meta(path: Path, rows: list[dict], *, sep: str = ",", bom: bool = False) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = pd.DataFrame(rows).to_csv(index=False, sep=sep)
+    path.write_text(("\ufeff" if bom else "") + text, encoding="utf-8")
+    return path
+
+
+def test_csv_layout_columns_relative_and_absolute(tmp_path: Path) -> None:
+    root = tmp_path / "speech"
+    a = tone(root / "wavs" / "a 1.wav")
+    b = tone(tmp_path / "other place" / "b.flac", fmt="FLAC")
+    meta = write_meta(root / "meta.csv", [
+        {"file": "wavs/a 1.wav", "emotion": "happy", "speaker": "s1", "text": "hello there"},
+        {"file": str(b), "emotion": "sad", "speaker": "", "text": "bye"},
+    ], bom=True)
+    manifest, rejected = run(root, layout="csv", csv_path=meta, path_column="file", label_column="emotion",
+                             group_column="speaker", transcript_column="text")
+    assert rejected.empty
+    assert list(manifest.columns) == MANIFEST_COLUMNS + ["transcript"]
+    rows = {r["path"]: r for r in manifest.to_dict("records")}
+    assert rows[str(a)]["id"] == "wavs/a 1" and rows[str(a)]["label"] == "happy"
+    assert rows[str(a)]["group"] == "s1" and rows[str(a)]["transcript"] == "hello there"
+    assert rows[str(b)]["label"] == "sad" and rows[str(b)]["group"] is None
+    assert rows[str(b)]["id"] == str(b.with_suffix("")).lstrip("/")
+
+
+def test_csv_bad_rows(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    for name in ("a", "b", "c", "unlisted"):
+        tone(root / "audio" / f"{name}.wav")
+    meta = write_meta(root / "meta.csv", [
+        {"path": "audio/a.wav", "label": "x"},
+        {"path": "audio/b.wav", "label": "  "},          # missing label
+        {"path": "audio/ghost.wav", "label": "x"},       # missing file
+        {"path": "", "label": "y"},                      # missing path
+        {"path": "audio/c.wav", "label": "y"},
+        {"path": "audio/a.wav", "label": "y"},           # the same file again, other label
+    ])
+    manifest, rejected = run(root, layout="csv", csv_path=meta)
+    assert manifest["id"].tolist() == ["audio/a", "audio/c"]
+    assert manifest["label"].tolist() == ["x", "y"]
+    by_reason = dict(zip(rejected["reason"], rejected["detail"]))
+    assert sorted(rejected["reason"]) == ["duplicate_id", "missing_file", "missing_label", "missing_path",
+                                          "not_in_csv"]
+    assert "b.wav" in by_reason["missing_label"] and "row 3" in by_reason["missing_label"]
+    assert "ghost.wav" in by_reason["missing_file"] and "row 4" in by_reason["missing_file"]
+    assert "row 5" in by_reason["missing_path"]
+    assert "a.wav" in by_reason["duplicate_id"] and "labels differ" in by_reason["duplicate_id"]
+    assert "unlisted.wav" in by_reason["not_in_csv"]
+    assert_details_name_files(rejected)
+
+
+def test_csv_in_meta_folder_paths_below_root_or_by_name(tmp_path: Path) -> None:
+    # ESC-50 style: meta/esc50.csv names 'x.wav', the files are in audio/
+    root = tmp_path / "esc"
+    tone(root / "audio" / "1-1-A-0.wav")
+    tone(root / "audio" / "sub" / "2-1-A-1.wav")
+    meta = write_meta(root / "meta" / "esc50.tsv",
+                      [{"filename": "audio/1-1-A-0.wav", "category": "dog"},
+                       {"filename": "2-1-A-1.wav", "category": "rain"},
+                       {"filename": "audio\\sub\\2-1-A-1.wav", "category": "rain"}], sep="\t")
+    manifest, rejected = run(root, layout="csv", csv_path=meta, path_column="filename", label_column="category")
+    assert manifest["id"].tolist() == ["audio/1-1-A-0", "audio/sub/2-1-A-1"]
+    assert manifest["label"].tolist() == ["dog", "rain"]
+    assert rejected["reason"].tolist() == ["duplicate_id"]  # the Windows path names the same file
+
+
+def test_csv_unrelated_root_is_not_flagged(tmp_path: Path) -> None:
+    tone(tmp_path / "unrelated" / "cls" / "z.wav")
+    a = tone(tmp_path / "ds" / "a.wav")
+    meta = write_meta(tmp_path / "ds" / "m.csv", [{"path": "a.wav", "label": "x"}])
+    manifest, rejected = run(tmp_path / "unrelated", layout="csv", csv_path=meta)
+    assert manifest["path"].tolist() == [str(a)] and rejected.empty
+    manifest, rejected = run(tmp_path / "missing root", layout="csv", csv_path=meta)
+    assert len(manifest) == 1 and rejected.empty
+
+
+def test_csv_missing_column_names_key(tmp_path: Path) -> None:
+    meta = write_meta(tmp_path / "m.csv", [{"path": "a.wav", "label": "x"}])
+    with pytest.raises(ValueError, match=r"data\.csv\.group_column: column 'speaker'"):
+        run(tmp_path, layout="csv", csv_path=meta, group_column="speaker")
+    with pytest.raises(FileNotFoundError, match="data.csv.path"):
+        run(tmp_path, layout="csv", csv_path=tmp_path / "nope.csv")
+
+
+# ---------------------------------------------------------------------------------------------
+# Regex layout
+
+FSDD = r"(?P<label>\d)_(?P<group>[a-z]+)_\d+\.wav"
+
+
+def test_regex_layout(tmp_path: Path) -> None:
+    root = tmp_path / "recordings"
+    for name in ("0_jackson_0.wav", "0_jackson_1.wav", "7_theo_12.wav", "9_nicolas_3.wav"):
+        tone(root / name)
+    tone(root / "readme_take.wav")
+    tone(root / "3_Lucas_1.wav")  # upper case: not [a-z]+
+    manifest, rejected = run(root, layout="regex", pattern=FSDD)
+    assert manifest["id"].tolist() == ["0_jackson_0", "0_jackson_1", "7_theo_12", "9_nicolas_3"]
+    assert manifest["label"].tolist() == ["0", "0", "7", "9"]
+    assert manifest["group"].tolist() == ["jackson", "jackson", "theo", "nicolas"]
+    assert reasons(rejected) == {"readme_take.wav": "no_match", "3_Lucas_1.wav": "no_match"}
+    assert all("data.regex.pattern" in d for d in rejected["detail"])
+    assert_details_name_files(rejected)
+
+
+def test_regex_without_extension_or_group(tmp_path: Path) -> None:
+    root = tmp_path / "flat"
+    tone(root / "dog-01.flac", fmt="FLAC")
+    tone(root / "nested" / "cat-02.wav")
+    manifest, rejected = run(root, layout="regex", pattern=r"(?P<label>[a-z]+)-\d+")
+    assert rejected.empty
+    assert dict(zip(manifest["id"], manifest["label"])) == {"dog-01": "dog", "nested/cat-02": "cat"}
+    assert manifest["group"].isna().all()
+
+
+def test_layout_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="data.root"):
+        run(tmp_path / "absent")
+    with pytest.raises(ValueError, match="data.layout"):
+        run(tmp_path, layout="tree")
+    with pytest.raises(ValueError, match="data.regex.pattern"):
+        run(tmp_path, layout="regex")
+
+
+def test_fingerprint_changes_with_files(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    a = tone(root / "cat" / "a.wav")
+    first = fingerprint_tree(root, EXTS)
+    assert fingerprint_tree(root, EXTS) == first
+    os.utime(a, ns=(1, 1))
+    second = fingerprint_tree(root, EXTS)
+    tone(root / "cat" / "deep" / "b.wav")
+    assert len({first, second, fingerprint_tree(root, EXTS)}) == 3
+
+
+def test_known_bad_reasons_are_covered() -> None:
+    # every probe-detectable fixture reason is an ingest reason the report knows how to show
+    assert {BAD_FILE_REASONS[n] for n in PROBE_DETECTS} <= audio.REASONS

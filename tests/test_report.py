@@ -1,0 +1,155 @@
+"""Tests of soundstage.report: the dataset report from the tables of a (small, hand-made) run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from soundstage.io import read_csv, write_csv
+from soundstage.report import collect_rejected, dataset_report, duration_histogram
+
+
+def rej(path: str, clip_id: str, stage: str, reason: str) -> dict:
+    return {"path": path, "id": clip_id, "stage": stage, "reason": reason, "detail": f"'{path}': {reason} | why"}
+
+
+@pytest.fixture
+def run_dirs(tmp_path: Path) -> dict[str, Path]:
+    d = {name: tmp_path / "data" / name for name in ("ingest", "process", "split", "features")}
+    rows = []
+    for k, (label, sr, ch, dur) in enumerate([("cat", 16000, 1, 1.0), ("cat", 44100, 2, 2.0), ("cat", 16000, 1, 3.0),
+                                              ("dog", 8000, 1, 1.5), ("dog", 16000, 6, 4.0), ("owl", 48000, 2, 0.5)]):
+        rows.append({"id": f"{label}/{k}", "path": f"/raw/{label}/{k}.wav", "label": label,
+                     "group": "g1" if k < 2 else None, "duration": dur, "sample_rate": sr, "channels": ch,
+                     "format": "FLAC" if ch == 2 else "WAV", "shard": k % 2})
+    manifest = pd.DataFrame(rows)
+    write_csv(d["ingest"] / "manifest.csv", manifest)
+    write_csv(d["ingest"] / "rejected.csv", pd.DataFrame([rej("/raw/x.wav", "x", "ingest", "no_class_folder"),
+                                                          rej("/raw/cat/z.wav", "cat/z", "ingest", "not_audio")]))
+    kept = manifest[manifest["id"] != "dog/4"]  # rejected in process
+    index = pd.DataFrame({"id": kept["id"], "clip_id": kept["id"], "path": "p", "label": kept["label"],
+                          "group": kept["group"].fillna(kept["id"]), "duration": kept["duration"] - 0.1,
+                          "start": 0.0, "sample_rate": 16000, "shard": kept["shard"], "key": "k"})
+    for shard in (0, 1):
+        part = index[index["shard"] == shard]
+        write_csv(d["process"] / "shards" / f"{shard:03d}.csv", part)
+        write_csv(d["process"] / "shards" / f"{shard:03d}.rejected.csv",
+                  pd.DataFrame([rej("/raw/dog/4.wav", "dog/4", "process", "silent")] if shard == 0 else [],
+                               columns=["path", "id", "stage", "reason", "detail"]))
+    # a shard table left over from an earlier run with 8 shards
+    write_csv(d["process"] / "shards" / "005.rejected.csv",
+              pd.DataFrame([rej("/raw/old.wav", "old", "process", "silent")]))
+    write_csv(d["process"] / "shards" / "005.csv", index.head(1))
+    write_csv(d["features"] / "shards" / "001.rejected.csv",
+              pd.DataFrame([rej("data/process/audio/owl/5.wav", "owl/5", "features", "unreadable")]))
+    splits = index.assign(split=["train", "train", "val", "test", "test"])
+    for s in ("train", "val", "test"):
+        write_csv(d["split"] / f"{s}.csv", splits[splits["split"] == s])
+    counts = pd.crosstab(splits["label"], splits["split"]).reindex(columns=["train", "val", "test"], fill_value=0)
+    counts.loc["total"] = counts.sum()
+    counts["total"] = counts.sum(axis=1)
+    write_csv(d["split"] / "counts.csv", counts.rename_axis("label").reset_index())
+    d["out"] = tmp_path / "reports" / "dataset"
+    return d
+
+
+def report(d: dict[str, Path], **kw) -> str:
+    path = dataset_report(ingest_dir=d["ingest"], process_dir=d["process"], split_dir=d["split"],
+                          features_dir=d["features"], out_dir=d["out"], dataset="toy", **kw)
+    assert path == d["out"] / "report.md"
+    return path.read_text(encoding="utf-8")
+
+
+def section(text: str, title: str) -> str:
+    body = text.split(f"## {title}\n", 1)[1]
+    return body.split("\n## ", 1)[0]
+
+
+def test_report_sections(run_dirs: dict[str, Path]) -> None:
+    text = report(run_dirs, n_shards=2)
+    assert text.startswith("# Dataset report: toy")
+    summary = section(text, "Summary")
+    assert "**6** usable clips of 8 files examined" in summary and "**3** classes" in summary
+    assert "**1** group(s)" in summary
+    assert "processed: **5** clips -> **5** segments" in summary
+    assert "rejected files: **4** (ingest 2, process 1, features 1)" in summary
+    assert "train **2** clips" in summary and "val **1** clips" in summary and "test **2** clips" in summary
+
+    balance = section(text, "Class balance")
+    assert "![class balance](class_balance.png)" in balance
+    assert "| label | clips | audio | groups | processed_clips | segments | rejected_later | share |" in balance
+    assert "| cat | 3 | 6.0 s |" in balance and "| dog | 2 |" in balance and "| owl | 1 |" in balance
+    dog = next(line for line in balance.splitlines() if line.startswith("| dog |")).split(" | ")
+    assert dog[4:7] == ["1", "1", "1"]  # processed clips, segments, rejected after ingest
+
+    durations = section(text, "Durations")
+    assert "![durations](durations.png)" in durations and "| from_s | to_s | clips |" in durations
+
+    formats = section(text, "Sample rates, channels and formats seen")
+    for row in ("| 8000 | 1 |", "| 16000 | 3 |", "| 44100 | 1 |", "| 48000 | 1 |",  # rates
+                "| 1 | 3 |", "| 2 | 2 |", "| 6 | 1 |", "| FLAC | 2 |", "| WAV | 4 |"):
+        assert row in formats, row
+
+    rejected = section(text, "Rejected files")
+    for stage, reason, name in [("ingest", "no_class_folder", "/raw/x.wav"), ("ingest", "not_audio", "/raw/cat/z.wav"),
+                                ("process", "silent", "/raw/dog/4.wav"),
+                                ("features", "unreadable", "data/process/audio/owl/5.wav")]:
+        assert f"| {stage} | {reason} | {name} | {reason} \\| why |" in rejected  # a | in a cell is escaped
+    assert "old.wav" not in text  # the stale shard 005 is not part of this run
+
+    splits = section(text, "Split counts")
+    assert "| label | train | val | test | total |" in splits and "| total | 2 | 1 | 2 | 5 |" in splits
+    assert "more than one split: **0**" in splits
+    assert "Classes absent from a split: cat (test)" in splits
+
+    for name in ("class_balance.png", "durations.png"):
+        assert (run_dirs["out"] / name).read_bytes()[:4] == b"\x89PNG"
+    table = read_csv(run_dirs["out"] / "rejected.csv")
+    assert list(table.columns) == ["path", "id", "stage", "reason", "detail"]
+    assert table["stage"].tolist() == ["ingest", "ingest", "process", "features"]
+
+
+def test_leak_and_stale_shards_without_n_shards(run_dirs: dict[str, Path]) -> None:
+    train = read_csv(run_dirs["split"] / "train.csv")
+    test = read_csv(run_dirs["split"] / "test.csv")
+    write_csv(run_dirs["split"] / "test.csv", pd.concat([test, train.head(1).assign(id="dup", split="test")]))
+    text = report(run_dirs)  # n_shards unknown: every shard table counts
+    assert "old.wav" in section(text, "Rejected files")
+    assert "more than one split: **1** (leakage!)" in text
+
+
+def test_long_rejected_list_is_cut(run_dirs: dict[str, Path]) -> None:
+    many = pd.DataFrame([rej(f"/raw/n{k}.wav", f"n{k}", "ingest", "not_audio") for k in range(30)])
+    write_csv(run_dirs["ingest"] / "rejected.csv", many)
+    text = report(run_dirs, n_shards=2, max_listed=10)
+    assert "... and 22 more: see `rejected.csv`." in text
+    assert len(read_csv(run_dirs["out"] / "rejected.csv")) == 32
+
+
+def test_report_before_processing_and_with_nothing_usable(tmp_path: Path) -> None:
+    d = {name: tmp_path / name for name in ("ingest", "process", "split", "features", "out")}
+    write_csv(d["ingest"] / "manifest.csv", pd.DataFrame(columns=["id", "path", "label", "group", "duration",
+                                                                   "sample_rate", "channels", "format", "shard"]))
+    write_csv(d["ingest"] / "rejected.csv", pd.DataFrame([rej("/r/a.wav", "a", "ingest", "empty_file")]))
+    text = report(d)
+    assert "**0** usable clips of 1 files examined" in text
+    assert "processed: not yet" in text and "No split yet." in text and "No usable clip." in text
+    assert "| ingest | empty_file | /r/a.wav |" in text
+
+
+def test_collect_rejected_deduplicates(run_dirs: dict[str, Path]) -> None:
+    shards = run_dirs["process"] / "shards"
+    write_csv(shards / "001.rejected.csv", read_csv(shards / "000.rejected.csv"))  # same row twice
+    table = collect_rejected(ingest_dir=run_dirs["ingest"], process_dir=run_dirs["process"],
+                             features_dir=run_dirs["features"], n_shards=2)
+    assert table["stage"].tolist() == ["ingest", "ingest", "process", "features"]
+
+
+def test_duration_histogram() -> None:
+    hist = duration_histogram(pd.Series([1.0, 1.0, 2.0, 3.0]), bins=2)
+    assert hist.to_dict("list") == {"from_s": [1.0, 2.0], "to_s": [2.0, 3.0], "clips": [2, 2]}
+    same = duration_histogram(pd.Series([5.0, 5.0]), bins=4)
+    assert same["clips"].sum() == 2
+    assert duration_histogram(pd.Series([], dtype=float)).empty
