@@ -9,9 +9,10 @@ Library functions never read params themselves: the CLI passes explicit keyword 
 from __future__ import annotations
 
 import copy
+import difflib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -50,49 +51,146 @@ def _dotted(path: Any) -> str:
     return ".".join(str(p) for p in path)
 
 
+# Plain decimal or scientific notation. PyYAML (YAML 1.1) reads ``1e-3`` (no dot) as text while
+# YAML 1.2 and every user read it as 0.001, so such text is taken as the number it spells.
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _types(schema: Mapping[str, Any]) -> set[str]:
+    t = schema.get("type", [])
+    return {t} if isinstance(t, str) else set(t)
+
+
+def _coerce(value: Any, schema: Mapping[str, Any]) -> Any:
+    """Normalize what YAML gives before validation: numeric text where only numbers are allowed
+    becomes a number, an integral float where an integer is wanted (``2048.0``) becomes an int, and a
+    single number where a list of numbers is allowed (``cutoff: 30``) becomes a one-item list."""
+    types = _types(schema)
+    if isinstance(value, dict) and "properties" in schema:
+        return {k: _coerce(v, schema["properties"][k]) if k in schema["properties"] else v
+                for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_coerce(v, schema["items"]) for v in value]
+    numeric = types & {"number", "integer"}
+    if isinstance(value, str) and numeric and "string" not in types and _NUMBER_TEXT.fullmatch(value.strip()):
+        value = float(value)
+    if isinstance(value, float) and "integer" in types and "number" not in types and value.is_integer():
+        value = int(value)
+    if "array" in types and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [_coerce(value, schema.get("items", {}))]
+    return value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"text {value!r}"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list {value!r}" if len(repr(value)) < 60 else "a list"
+    return repr(value)
+
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "text", "number": "a number",
+               "integer": "an integer", "boolean": "true or false", "null": "null"}
+
+
+def _message(err: Any) -> tuple[str, str]:
+    """``(dotted key, message)`` of one jsonschema error, phrased for a person editing YAML."""
+    path = list(err.absolute_path)
+    key = _dotted(path)
+    if err.validator == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        unknown = sorted((k for k in err.instance if k not in allowed), key=str)
+        if unknown:
+            close = difflib.get_close_matches(str(unknown[0]), allowed, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            return _dotted([*path, unknown[0]]), f"unknown key ({hint}allowed: {', '.join(allowed)})"
+    if err.validator == "required":
+        missing = [k for k in err.validator_value if k not in err.instance]
+        if missing:
+            return _dotted([*path, missing[0]]), "required key is missing"
+    if err.validator == "type":
+        wanted = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in wanted)
+        return key, f"expected {words}, got {_describe(err.instance)}"
+    if err.validator == "enum":
+        choices = ", ".join("null" if c is None else str(c) for c in err.validator_value)
+        return key, f"must be one of: {choices} (got {_describe(err.instance)})"
+    if err.validator in {"anyOf", "oneOf"}:
+        what = err.schema.get("description")
+        return key, f"invalid value {_describe(err.instance)}" + (f": {what}" if what else "")
+    return key, err.message
+
+
 def validate_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Validate ``params`` and return a deep copy with defaults filled in.
 
     Raises
     ------
     ParamsError
-        Naming the dotted key of the first problem found.
+        Naming the dotted key of the first problem found (schema problems before cross-key
+        checks; shallower keys first); further schema problems are listed after it.
     """
     import jsonschema
 
-    data = copy.deepcopy(dict(params or {}))
+    if params is not None and not isinstance(params, Mapping):
+        raise ParamsError("", f"expected a mapping of keys, got {_describe(params)}")
     schema = load_schema()
+    data = _coerce(copy.deepcopy(dict(params or {})), schema)
     validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    errors = sorted(validator.iter_errors(data),
+                    key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path)), str(e.validator)))
     if errors:
-        err = errors[0]
-        key = _dotted(err.absolute_path)
-        if err.validator == "additionalProperties":
-            unknown = sorted(set(err.instance) - set(err.schema.get("properties", {})))
-            key = _dotted([*err.absolute_path, unknown[0]]) if unknown else key
-            raise ParamsError(key, "unknown key (allowed: " + ", ".join(sorted(err.schema.get("properties", {}))) + ")")
-        raise ParamsError(key, err.message)
+        found = [_message(e) for e in errors]
+        key, message = found[0]
+        more = [f"{k}: {m}" for k, m in dict(found[1:]).items() if k != key]
+        if more:
+            message += "\n  also: " + "\n  also: ".join(more[:5]) + (" ..." if len(more) > 5 else "")
+        raise ParamsError(key, message)
+    bad = _non_finite(data, [])
+    if bad is not None:
+        raise ParamsError(_dotted(bad), "must be a finite number")
     data = _fill_defaults(data, schema)
     _semantic_checks(data)
     return data
 
 
+def _non_finite(value: Any, path: list[Any]) -> list[Any] | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    items = value.items() if isinstance(value, Mapping) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, [*path, k])
+        if found is not None:
+            return found
+    return None
+
+
 def _semantic_checks(p: dict[str, Any]) -> None:
+    """Checks across keys that the schema cannot express. Each runs whether or not its feature is
+    switched on, so that switching it on later (``dvc exp run -S process.filter.enabled=true``)
+    cannot fail halfway through a run."""
     ratios = p["split"]["ratios"]
     total = ratios["train"] + ratios["val"] + ratios["test"]
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ParamsError("split.ratios", f"train + val + test must sum to 1 (got {total:g})")
 
+    rate = p["process"]["sample_rate"]  # None: the native rate of each file, unknown here
+    nyquist = rate / 2 if rate is not None else None
     flt = p["process"]["filter"]
-    if flt["enabled"]:
-        cutoff = flt["cutoff"]
-        if flt["kind"] == "bandpass" and (len(cutoff) != 2 or cutoff[0] >= cutoff[1]):
-            raise ParamsError("process.filter.cutoff", "bandpass needs two increasing cutoffs [low, high]")
-        if flt["kind"] != "bandpass" and len(cutoff) != 1:
-            raise ParamsError("process.filter.cutoff", f"{flt['kind']} needs exactly one cutoff")
-        rate = p["process"]["sample_rate"]
-        if rate is not None and max(cutoff) >= rate / 2:
-            raise ParamsError("process.filter.cutoff", f"{max(cutoff):g} Hz is at or above Nyquist ({rate / 2:g} Hz)")
+    cutoff = flt["cutoff"]
+    if flt["kind"] == "bandpass" and (len(cutoff) != 2 or cutoff[0] >= cutoff[1]):
+        raise ParamsError("process.filter.cutoff", f"bandpass needs two increasing cutoffs [low, high] in Hz, got {cutoff}")
+    if flt["kind"] != "bandpass" and len(cutoff) != 1:
+        raise ParamsError("process.filter.cutoff", f"{flt['kind']} needs exactly one cutoff in Hz, got {cutoff}")
+    if nyquist is not None and max(cutoff) >= nyquist:
+        raise ParamsError("process.filter.cutoff", f"{max(cutoff):g} Hz is at or above Nyquist ({nyquist:g} Hz "
+                                                   f"for process.sample_rate {rate})")
 
     dur = p["process"]["duration"]
     if dur["mode"] == "segment" and dur["hop_seconds"] > dur["seconds"] * 4:
@@ -100,19 +198,31 @@ def _semantic_checks(p: dict[str, Any]) -> None:
 
     feats = p["features"]
     if feats["win_length"] is not None and feats["win_length"] > feats["n_fft"]:
-        raise ParamsError("features.win_length", "must not exceed features.n_fft")
-    rate = p["process"]["sample_rate"]
-    if feats["fmax"] is not None and rate is not None and feats["fmax"] > rate / 2:
-        raise ParamsError("features.fmax", f"{feats['fmax']:g} Hz is above Nyquist ({rate / 2:g} Hz)")
+        raise ParamsError("features.win_length", f"{feats['win_length']} must not exceed features.n_fft ({feats['n_fft']})")
+    if feats["n_mfcc"] > feats["n_mels"]:
+        raise ParamsError("features.n_mfcc", f"{feats['n_mfcc']} must not exceed features.n_mels ({feats['n_mels']})")
+    if nyquist is not None and feats["fmax"] is not None and feats["fmax"] > nyquist:
+        raise ParamsError("features.fmax", f"{feats['fmax']:g} Hz is above Nyquist ({nyquist:g} Hz "
+                                           f"for process.sample_rate {rate})")
     if feats["fmax"] is not None and feats["fmax"] <= feats["fmin"]:
-        raise ParamsError("features.fmax", "must be greater than features.fmin")
+        raise ParamsError("features.fmax", f"{feats['fmax']:g} Hz must be greater than features.fmin ({feats['fmin']:g} Hz)")
+    if nyquist is not None and feats["fmin"] >= nyquist:
+        raise ParamsError("features.fmin", f"{feats['fmin']:g} Hz is at or above Nyquist ({nyquist:g} Hz "
+                                           f"for process.sample_rate {rate})")
     if "logmel" not in feats["save"] and "keras_cnn" in p["train"]["models"]:
         raise ParamsError("features.save", "keras_cnn trains on log-mels: keep 'logmel' in features.save")
 
     data = p["data"]
     if data["layout"] == "csv" and not data["csv"]["path"]:
         raise ParamsError("data.csv.path", "required when data.layout is csv")
-    if data["layout"] == "regex":
+    if data["layout"] == "csv":
+        columns = [(k, data["csv"][k]) for k in ("path_column", "label_column", "group_column", "transcript_column")
+                   if data["csv"][k] is not None]
+        for i, (k, col) in enumerate(columns):
+            earlier = [k2 for k2, c2 in columns[:i] if c2 == col]
+            if earlier:
+                raise ParamsError(f"data.csv.{k}", f"column {col!r} is already data.csv.{earlier[0]}")
+    if data["layout"] == "regex" or data["regex"]["pattern"] is not None:
         _check_regex("data.regex.pattern", data["regex"]["pattern"], required=("label",))
     if data["folder"]["group_regex"] is not None:
         _check_regex("data.folder.group_regex", data["folder"]["group_regex"], required=("group",))
@@ -120,7 +230,8 @@ def _semantic_checks(p: dict[str, Any]) -> None:
 
 def _check_regex(key: str, pattern: str | None, *, required: tuple[str, ...]) -> None:
     if not pattern:
-        raise ParamsError(key, "required for this layout")
+        raise ParamsError(key, "required when data.layout is regex" if key == "data.regex.pattern"
+                          else "must be a non-empty regular expression or null")
     try:
         compiled = re.compile(pattern)
     except re.error as exc:
@@ -130,18 +241,46 @@ def _check_regex(key: str, pattern: str | None, *, required: tuple[str, ...]) ->
         raise ParamsError(key, "needs named group(s) " + ", ".join(f"(?P<{g}>...)" for g in missing))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):
+            continue  # let construct_mapping report it
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
-    """Read, validate and default-fill a params file."""
+    """Read, validate and default-fill a params file.
+
+    Raises
+    ------
+    ParamsError
+        For a missing or unreadable file, invalid YAML (including a key given twice), a document
+        that is not a mapping, or any problem :func:`validate_params` finds.
+    """
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh)
+            raw = yaml.load(fh, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except FileNotFoundError:
         raise ParamsError("", f"file not found: {path}") from None
     except yaml.YAMLError as exc:
         raise ParamsError("", f"{path} is not valid YAML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParamsError("", f"cannot read {path}: {exc}") from None
     if raw is not None and not isinstance(raw, dict):
-        raise ParamsError("", f"{path} must hold a mapping of keys")
+        raise ParamsError("", f"{path} must hold a mapping of keys, not {_describe(raw)}")
     return validate_params(raw)
 
 

@@ -1,0 +1,312 @@
+"""Tests of soundstage.config: params.yaml validation fails before any work, naming the key.
+
+Each bad case mutates a copy of the repository's own params.yaml and expects a ``ParamsError``
+whose ``key`` is the dotted key and whose message starts ``params.yaml: <key>:``.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from soundstage.config import SCHEMA_PATH, ParamsError, flatten, load_params, load_schema, validate_params
+
+REPO = Path(__file__).resolve().parents[1]
+DELETE = object()
+
+
+@pytest.fixture(scope="module")
+def repo_params() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+
+
+def mutated(params: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``params`` with ``{"a.b.c": value}`` set (``DELETE`` removes the key)."""
+    out = copy.deepcopy(params)
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        if value is DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return out
+
+
+def expect_error(params: dict[str, Any], key: str, *fragments: str) -> ParamsError:
+    with pytest.raises(ParamsError) as info:
+        validate_params(params)
+    err = info.value
+    assert err.key == key, str(err)
+    assert str(err).startswith(f"params.yaml: {key}: "), str(err)
+    for fragment in fragments:
+        assert fragment in str(err), str(err)
+    return err
+
+
+BAD = [
+    # unknown keys, at every depth
+    ("unknown top-level key", {"sead": 1}, "sead", "did you mean 'seed'"),
+    ("unknown section key", {"split.stabel": True}, "split.stabel", "did you mean 'stable'"),
+    ("unknown depth-3 key", {"process.filter.cutof": [30.0]}, "process.filter.cutof", "allowed:"),
+    ("unknown depth-3 ratio", {"split.ratios.dev": 0.0}, "split.ratios.dev", "unknown key"),
+    ("unknown depth-4 key", {"keras_cnn.spec_augment.freq_mask": 2}, "keras_cnn.spec_augment.freq_mask", "unknown key"),
+    # wrong types
+    ("text for an integer", {"seed": "forty-two"}, "seed", "expected an integer", "'forty-two'"),
+    ("boolean for an integer", {"seed": True}, "seed", "expected an integer"),
+    ("fraction for an integer", {"features.n_fft": 2048.5}, "features.n_fft", "expected an integer"),
+    ("text for a boolean", {"process.mono": "yes"}, "process.mono", "expected true or false"),
+    ("text for a number", {"process.trim.top_db": "60 dB"}, "process.trim.top_db", "expected a number"),
+    ("scalar for a list", {"train.models": "random_forest"}, "train.models", "expected a list"),
+    ("list for a section", {"process": [1, 2]}, "process", "expected a mapping"),
+    ("empty section", {"split": None}, "split", "expected a mapping, got null"),
+    ("text in a list", {"process.filter.cutoff": ["low"]}, "process.filter.cutoff.0", "expected a number"),
+    ("number for text", {"data.name": 7}, "data.name", "expected text"),
+    # enums and ranges
+    ("unknown layout", {"data.layout": "json"}, "data.layout", "must be one of: folder, csv, regex"),
+    ("unknown model", {"train.models": ["svm"]}, "train.models.0", "must be one of"),
+    ("unknown normalization", {"process.normalize.method": "lufs"}, "process.normalize.method", "peak"),
+    ("negative seed", {"seed": -1}, "seed", "minimum"),
+    ("seed beyond 32 bits", {"seed": 2**32}, "seed", "maximum"),
+    ("too many shards", {"sharding.n_shards": 1001}, "sharding.n_shards", "maximum"),
+    ("dropout of 1", {"keras_mlp.dropout": 1.0}, "keras_mlp.dropout", "maximum"),
+    ("zero train ratio", {"split.ratios": {"train": 0.0, "val": 0.5, "test": 0.5}}, "split.ratios.train", "0"),
+    ("dataset name with a space", {"data.name": "my data"}, "data.name", "does not match"),
+    ("bad max_features", {"random_forest.max_features": "auto"}, "random_forest.max_features", "sqrt, log2"),
+    ("max_features above 1", {"random_forest.max_features": 1.5}, "random_forest.max_features", "fraction"),
+    ("infinite number", {"process.trim.top_db": float("inf")}, "process.trim.top_db", "finite"),
+    ("NaN in a list", {"process.filter.cutoff": [float("nan")]}, "process.filter.cutoff.0", "finite"),
+    # ratios
+    ("ratios sum below 1", {"split.ratios": {"train": 0.7, "val": 0.1, "test": 0.1}}, "split.ratios",
+     "must sum to 1 (got 0.9)"),
+    ("ratios sum above 1", {"split.ratios": {"train": 0.8, "val": 0.2, "test": 0.2}}, "split.ratios", "sum to 1"),
+    ("a ratio missing", {"split.ratios": {"train": 0.8, "val": 0.2}}, "split.ratios.test", "required"),
+    # filter and Nyquist (22050 Hz in params.yaml: Nyquist 11025 Hz)
+    ("cutoff above Nyquist", {"process.filter.enabled": True, "process.filter.cutoff": [12000.0]},
+     "process.filter.cutoff", "at or above Nyquist (11025 Hz"),
+    ("cutoff at Nyquist", {"process.filter.enabled": True, "process.filter.kind": "lowpass",
+                           "process.filter.cutoff": [11025]}, "process.filter.cutoff", "Nyquist"),
+    ("cutoff above Nyquist while off", {"process.filter.cutoff": [20000.0]}, "process.filter.cutoff", "Nyquist"),
+    ("cutoff above a lower rate", {"process.sample_rate": 8000, "process.filter.cutoff": [4000.0]},
+     "process.filter.cutoff", "4000 Hz is at or above Nyquist (4000 Hz"),
+    ("bandpass high edge above Nyquist", {"process.filter.kind": "bandpass", "process.filter.cutoff": [300.0, 12000.0]},
+     "process.filter.cutoff", "12000 Hz"),
+    ("bandpass decreasing", {"process.filter.kind": "bandpass", "process.filter.cutoff": [3000.0, 300.0]},
+     "process.filter.cutoff", "increasing"),
+    ("bandpass one edge", {"process.filter.kind": "bandpass", "process.filter.cutoff": [300.0]},
+     "process.filter.cutoff", "bandpass"),
+    ("lowpass two edges", {"process.filter.kind": "lowpass", "process.filter.cutoff": [300.0, 3000.0]},
+     "process.filter.cutoff", "exactly one"),
+    ("zero cutoff", {"process.filter.cutoff": [0.0]}, "process.filter.cutoff.0", "minimum"),
+    ("three cutoffs", {"process.filter.cutoff": [1.0, 2.0, 3.0]}, "process.filter.cutoff", "too long"),
+    # features
+    ("fmax above Nyquist", {"features.fmax": 12000.0}, "features.fmax", "above Nyquist"),
+    ("fmax below fmin", {"features.fmin": 500.0, "features.fmax": 400.0}, "features.fmax", "features.fmin"),
+    ("fmin at Nyquist", {"features.fmin": 11025.0}, "features.fmin", "Nyquist"),
+    ("win_length above n_fft", {"features.win_length": 4096}, "features.win_length", "features.n_fft"),
+    ("more MFCCs than mels", {"features.n_mfcc": 40, "features.n_mels": 32}, "features.n_mfcc", "features.n_mels"),
+    ("CNN without log-mels", {"features.save": ["mfcc"], "train.models": ["keras_cnn"]}, "features.save", "logmel"),
+    ("hop of many windows", {"process.duration.mode": "segment", "process.duration.seconds": 1.0,
+                             "process.duration.hop_seconds": 5.0}, "process.duration.hop_seconds", "windows"),
+    # data layouts
+    ("csv layout without csv.path", {"data.layout": "csv"}, "data.csv.path", "required when data.layout is csv"),
+    ("csv columns clash", {"data.layout": "csv", "data.csv.path": "meta.csv", "data.csv.group_column": "label"},
+     "data.csv.group_column", "data.csv.label_column"),
+    ("regex layout without pattern", {"data.layout": "regex"}, "data.regex.pattern", "required"),
+    ("invalid regex", {"data.layout": "regex", "data.regex.pattern": "(?P<label>\\d"}, "data.regex.pattern",
+     "invalid regular expression"),
+    ("regex without label group", {"data.layout": "regex", "data.regex.pattern": "(?P<digit>\\d)_.*\\.wav"},
+     "data.regex.pattern", "(?P<label>...)"),
+    ("unused regex still checked", {"data.regex.pattern": "(\\d"}, "data.regex.pattern", "invalid regular expression"),
+    ("group_regex without group", {"data.folder.group_regex": "(?P<artist>[a-z]+)"}, "data.folder.group_regex",
+     "(?P<group>...)"),
+    ("invalid group_regex", {"data.folder.group_regex": "[a-z"}, "data.folder.group_regex", "invalid regular"),
+    ("empty group_regex", {"data.folder.group_regex": ""}, "data.folder.group_regex", "non-empty"),
+]
+
+
+@pytest.mark.parametrize("changes, key, fragments", [(c, k, f) for _, c, k, *f in BAD], ids=[b[0] for b in BAD])
+def test_bad_params_name_the_key(repo_params, changes, key, fragments):
+    expect_error(mutated(repo_params, changes), key, *fragments)
+
+
+def test_several_schema_problems_are_all_listed(repo_params):
+    err = expect_error(mutated(repo_params, {"sead": 1, "split.stabel": True, "process.mono": "yes"}), "sead")
+    assert "also: process.mono:" in str(err) and "also: split.stabel:" in str(err)
+
+
+GOOD = [
+    ("scalar cutoff", {"process.filter.cutoff": 30}, "process.filter.cutoff", [30]),
+    ("YAML 1.1 exponent text", {"keras_mlp.learning_rate": "1e-3"}, "keras_mlp.learning_rate", 0.001),
+    ("integral float for an integer", {"features.n_fft": 1024.0}, "features.n_fft", 1024),
+    ("integral float rate", {"process.sample_rate": 16000.0}, "process.sample_rate", 16000),
+    ("native rate skips Nyquist", {"process.sample_rate": None, "process.filter.cutoff": [30000.0]},
+     "process.filter.cutoff", [30000.0]),
+    ("cutoff just below Nyquist", {"process.filter.kind": "lowpass", "process.filter.cutoff": [11024.9]},
+     "process.filter.cutoff", [11024.9]),
+    ("fmax at Nyquist", {"features.fmax": 11025.0}, "features.fmax", 11025.0),
+    ("val of zero", {"split.ratios": {"train": 0.8, "val": 0.0, "test": 0.2}}, "split.ratios.val", 0.0),
+    ("ratios with rounding", {"split.ratios": {"train": 0.7, "val": 0.2, "test": 0.1}}, "split.ratios.test", 0.1),
+    ("fractional max_features", {"random_forest.max_features": 0.5}, "random_forest.max_features", 0.5),
+    ("fraction 1.0 stays a fraction", {"random_forest.max_features": 1.0}, "random_forest.max_features", 1.0),
+    ("integer max_features", {"random_forest.max_features": 10}, "random_forest.max_features", 10),
+    ("all features", {"random_forest.max_features": None}, "random_forest.max_features", None),
+    ("regex layout", {"data.layout": "regex", "data.regex.pattern": r"(?P<label>\d)_(?P<group>[a-z]+)_\d+\.wav"},
+     "data.layout", "regex"),
+    ("csv layout", {"data.layout": "csv", "data.csv.path": "meta.csv", "data.csv.group_column": "speaker"},
+     "data.csv.group_column", "speaker"),
+    ("no group regex", {"data.folder.group_regex": None}, "data.folder.group_regex", None),
+]
+
+
+@pytest.mark.parametrize("changes, key, expected", [(c, k, e) for _, c, k, e in GOOD], ids=[g[0] for g in GOOD])
+def test_good_params_are_normalized(repo_params, changes, key, expected):
+    out = validate_params(mutated(repo_params, changes))
+    node = out
+    for name in key.split("."):
+        node = node[name]
+    assert node == expected and type(node) is type(expected)
+
+
+def test_repository_params_validate():
+    p = load_params(REPO / "params.yaml")
+    assert p["split"]["ratios"] == {"train": 0.7, "val": 0.15, "test": 0.15}
+    assert validate_params(p) == p  # idempotent
+
+
+def test_validation_does_not_touch_its_input(repo_params):
+    before = copy.deepcopy(repo_params)
+    partial = {"split": {"stable": True}}
+    out = validate_params(partial)
+    assert partial == {"split": {"stable": True}} and out["split"]["ratios"]["train"] == 0.7
+    validate_params(repo_params)
+    assert repo_params == before
+
+
+def schema_defaults(schema: dict[str, Any]) -> Any:
+    if "properties" in schema:
+        return {name: schema_defaults(sub) for name, sub in schema["properties"].items()
+                if "default" in sub or "properties" in sub}
+    return schema.get("default")
+
+
+def test_defaults_fill_everything():
+    schema = load_schema()
+    for empty in (None, {}):
+        out = validate_params(empty)
+        assert set(out) == set(schema["properties"])
+        assert out == schema_defaults(schema) | {"split": out["split"]}
+        assert out["split"] == {"ratios": {"train": 0.7, "val": 0.15, "test": 0.15}, "stable": False}
+    out = validate_params({"process": {"filter": {"enabled": True}}})
+    assert out["process"]["filter"] == {"enabled": True, "kind": "highpass", "cutoff": [30.0], "order": 4}
+    assert out["process"]["trim"] == {"enabled": True, "top_db": 60.0}
+
+
+def walk(schema: dict[str, Any], path: str = ""):
+    for name, sub in schema.get("properties", {}).items():
+        yield f"{path}{name}", sub, schema
+        yield from walk(sub, f"{path}{name}.")
+
+
+def test_schema_documents_every_key():
+    """Every key has a default (but the ratios, which are required together), every section
+    refuses unknown keys, and the package copy of the schema is the workflow's."""
+    schema = load_schema()
+    assert schema.get("additionalProperties") is False
+    for dotted, sub, parent in walk(schema):
+        required = dotted.rsplit(".", 1)[-1] in parent.get("required", [])
+        assert "default" in sub or required, f"{dotted} has no default"
+        if "properties" in sub:
+            assert sub.get("additionalProperties") is False, f"{dotted} accepts unknown keys"
+    assert SCHEMA_PATH.resolve() == (REPO / "workflow" / "schemas" / "params.schema.yaml").resolve()
+
+
+def test_schema_defaults_are_valid_values():
+    """Each default passes its own sub-schema (a typo in a default would surface only in use)."""
+    import jsonschema
+
+    for dotted, sub, _ in walk(load_schema()):
+        if "default" in sub:
+            jsonschema.Draft202012Validator(sub).validate(sub["default"])
+
+
+def test_params_error_format():
+    err = ParamsError("split.ratios", "must sum to 1")
+    assert err.key == "split.ratios" and str(err) == "params.yaml: split.ratios: must sum to 1"
+    assert isinstance(err, ValueError)
+    assert str(ParamsError("", "file not found: x")) == "params.yaml: file not found: x"
+
+
+# --- load_params ---------------------------------------------------------------------------------
+
+def test_load_params_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("seed: [1, 2\n", "not valid YAML"),
+    ("split:\n  stable: true\n   ratios: {}\n", "not valid YAML"),
+    ("seed: 1\nsplit: {stable: true}\nseed: 2\n", "key 'seed' is given twice"),
+    ("- seed\n- 42\n", "must hold a mapping"),
+    ("just text\n", "must hold a mapping"),
+])
+def test_load_params_bad_files(tmp_path, text, match):
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ParamsError, match=match):
+        load_params(path)
+
+
+def test_load_params_directory_and_empty_file(tmp_path):
+    with pytest.raises(ParamsError, match="cannot read"):
+        load_params(tmp_path)
+    (tmp_path / "params.yaml").write_text("# everything default\n", encoding="utf-8")
+    assert load_params(tmp_path / "params.yaml") == validate_params({})
+
+
+def test_load_params_validates(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("split:\n  ratios: {train: 0.7, val: 0.2, test: 0.2}\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match=r"^params.yaml: split.ratios: train \+ val \+ test must sum to 1"):
+        load_params(path)
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": "1,2", "d": None}
+
+
+# --- the CLI stops before any work -----------------------------------------------------------------
+
+@pytest.mark.parametrize("changes, key", [
+    ({"split.bogus": 1}, "split.bogus"),
+    ({"split.ratios": {"train": 0.5, "val": 0.2, "test": 0.2}}, "split.ratios"),
+    ({"process.filter.enabled": True, "process.filter.cutoff": [11025.0]}, "process.filter.cutoff"),
+    ({"data.layout": "regex", "data.regex.pattern": "(?P<digit>\\d)"}, "data.regex.pattern"),
+])
+def test_cli_exits_2_naming_the_key(tmp_path, capsys, repo_params, changes, key):
+    from soundstage.cli import main
+
+    bad = tmp_path / "bad-params.yaml"
+    bad.write_text(yaml.safe_dump(mutated(repo_params, changes)), encoding="utf-8")
+    shard = tmp_path / "000.csv"
+    shard.write_text("id,clip_id,label,group\na,a,x,\n", encoding="utf-8")
+    out_dir = tmp_path / "split"
+    code = main(["--params", str(bad), "split", str(shard), "--out-dir", str(out_dir)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert f"params.yaml: {key}:" in err
+    assert not out_dir.exists()  # nothing was written
+
+
+def test_cli_missing_params_file(tmp_path, capsys):
+    from soundstage.cli import main
+
+    assert main(["--params", str(tmp_path / "absent.yaml"), "split", "x.csv"]) == 2
+    assert "file not found" in capsys.readouterr().err

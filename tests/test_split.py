@@ -1,0 +1,439 @@
+"""Tests of soundstage.split: stratification, no group leakage, determinism, stability, warnings.
+
+Pure pandas/numpy on synthetic tables (no audio). "Exact" stratification means that every label
+gets ``floor`` or ``ceil`` of ``ratio * label total`` clips in every split, which the greedy
+guarantees with one clip per group once every target is at least one clip.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from soundstage.split import (
+    SPLITS,
+    SmallClassWarning,
+    assign_splits,
+    check_ratios,
+    counts_table,
+    group_keys,
+    split_table,
+)
+
+RATIOS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def table(labels: list[str], groups: list[str] | None = None, *, prefix: str = "c") -> pd.DataFrame:
+    """Rows as the process stage writes them: ``id, clip_id, label, group`` (group "" = none)."""
+    ids = [f"{prefix}{i:05d}" for i in range(len(labels))]
+    return pd.DataFrame({"id": ids, "clip_id": ids, "label": labels,
+                         "group": groups if groups is not None else [""] * len(labels)})
+
+
+def unbalanced(sizes: dict[str, int]) -> pd.DataFrame:
+    return table([lab for lab, n in sizes.items() for _ in range(n)])
+
+
+def random_dataset(rng: np.random.Generator, *, multi_label: bool) -> pd.DataFrame:
+    """Groups of 1-12 clips; with ``multi_label`` a group's clips carry up to 4 different labels."""
+    n_labels = int(rng.integers(2, 9))
+    labels = [f"L{k}" for k in range(n_labels)]
+    rows = []
+    for g in range(int(rng.integers(4, 60))):
+        own = rng.choice(labels, size=min(n_labels, int(rng.integers(1, 5))) if multi_label else 1, replace=False)
+        for k in range(int(rng.integers(1, 13))):
+            rows.append({"id": f"g{g}_c{k}", "clip_id": f"g{g}_c{k}", "label": str(rng.choice(own)),
+                         "group": f"spk{g}"})
+    return pd.DataFrame(rows)
+
+
+def split_of_group(rows: pd.DataFrame, split: pd.Series) -> pd.Series:
+    per_group = pd.DataFrame({"group": group_keys(rows), "split": split}).groupby("group")["split"]
+    assert (per_group.nunique() == 1).all(), "a group is in two splits"
+    return per_group.first()
+
+
+def counts(rows: pd.DataFrame, split: pd.Series) -> pd.DataFrame:
+    return pd.crosstab(rows["label"], split).reindex(columns=list(SPLITS), fill_value=0)
+
+
+def assert_exact(rows: pd.DataFrame, split: pd.Series, ratios: dict[str, float] = RATIOS) -> None:
+    c = counts(rows, split)
+    for label, row in c.iterrows():
+        total = row.sum()
+        for s in SPLITS:
+            target = ratios[s] * total
+            assert math.floor(target + 1e-9) <= row[s] <= math.ceil(target - 1e-9), (label, s, row.to_dict())
+
+
+def quiet_split(rows: pd.DataFrame, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallClassWarning)
+        return split_table(rows, **kw)
+
+
+# --- stratification ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_exact_stratification_without_groups(seed):
+    rows = unbalanced({"blues": 120, "jazz": 83, "metal": 51, "pop": 29, "rock": 17})
+    split = assign_splits(rows, ratios=RATIOS, seed=seed)
+    assert split.index.equals(rows.index) and split.name == "split"
+    assert_exact(rows, split)
+
+
+@pytest.mark.parametrize("ratios", [{"train": 0.8, "val": 0.1, "test": 0.1},
+                                    {"train": 0.5, "val": 0.25, "test": 0.25},
+                                    {"train": 0.6, "val": 0.0, "test": 0.4},
+                                    {"train": 1.0, "val": 0.0, "test": 0.0}])
+def test_exact_stratification_other_ratios(ratios):
+    rows = unbalanced({"a": 97, "b": 40, "c": 23})
+    assert_exact(rows, assign_splits(rows, ratios=ratios, seed=3), ratios)
+
+
+def test_exact_on_a_large_table():
+    rng = np.random.default_rng(5)
+    rows = table([f"k{v}" for v in rng.integers(0, 30, 20_000)])
+    assert_exact(rows, assign_splits(rows, ratios=RATIOS, seed=11))
+
+
+def test_proportions_with_small_single_label_groups(rng):
+    labels, groups = [], []
+    for g in range(240):
+        lab = f"L{g % 6}"
+        for _ in range(int(rng.integers(1, 5))):
+            labels.append(lab)
+            groups.append(f"artist{g}")
+    rows = table(labels, groups)
+    split = assign_splits(rows, ratios=RATIOS, seed=2)
+    split_of_group(rows, split)
+    c = counts(rows, split)
+    frac = c.div(c.sum(axis=1), axis=0)
+    for s in SPLITS:  # a group holds at most 4 of a label's ~100 clips
+        assert (frac[s] - RATIOS[s]).abs().max() < 0.04, frac
+
+
+def test_demo_like_artists_fill_every_split():
+    """8 classes x 4 artists x 6 clips: each class must be in val and test (one artist each)."""
+    rows = table([c for c in "abcdefgh" for _ in range(24)],
+                 [f"{c}.{k // 6}" for c in "abcdefgh" for k in range(24)])
+    parts, table_ = split_table(rows, ratios=RATIOS, seed=42)
+    body = table_.set_index("label").drop(index="total")
+    assert (body[["train", "val", "test"]] == [12, 6, 6]).all().all()
+
+
+def test_multi_label_speakers_are_split_whole():
+    """Free-spoken-digit style: 6 speakers x 10 digits x 50 takes; speakers are the unit."""
+    speakers = ["jackson", "nicolas", "theo", "yweweler", "lucas", "george"]
+    rows = table([str(d) for s in speakers for d in range(10) for _ in range(50)],
+                 [s for s in speakers for _ in range(500)])
+    split = assign_splits(rows, ratios=RATIOS, seed=0)
+    per_speaker = split_of_group(rows, split)
+    assert sorted(per_speaker.value_counts().to_dict().items()) == [("test", 1), ("train", 4), ("val", 1)]
+    c = counts(rows, split)
+    assert (c["train"] == 200).all() and (c["val"] == 50).all() and (c["test"] == 50).all()
+
+
+def test_multi_label_groups_keep_labels_balanced(rng):
+    """Speakers with uneven label mixes: every label stays near its ratios."""
+    rows = []
+    for g in range(150):
+        own = rng.choice(list("abcde"), size=3, replace=False)
+        for k in range(int(rng.integers(2, 9))):
+            rows.append({"id": f"{g}_{k}", "clip_id": f"{g}_{k}", "label": str(own[k % 3]), "group": f"s{g}"})
+    rows = pd.DataFrame(rows)
+    split = assign_splits(rows, ratios=RATIOS, seed=4)
+    split_of_group(rows, split)
+    c = counts(rows, split)
+    frac = c.div(c.sum(axis=1), axis=0)
+    for s in SPLITS:
+        assert (frac[s] - RATIOS[s]).abs().max() < 0.05, frac
+
+
+def test_large_group_is_not_dumped_into_a_small_split():
+    """Groups larger than val's whole target (39 clips) go to train, not to the emptiest split."""
+    sizes = {"A": 100, "B": 60, "C": 40, "D": 30, "E": 20, "F": 10}
+    rows = table([lab for g, n in sizes.items() for lab in ["x"] * n], [g for g, n in sizes.items() for _ in range(n)])
+    for seed in range(10):
+        per_group = split_of_group(rows, assign_splits(rows, ratios=RATIOS, seed=seed))
+        assert per_group["A"] == "train" and per_group["B"] == "train", per_group.to_dict()
+        assert {"val", "test"} <= set(per_group)
+
+
+# --- groups --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_no_group_leakage_property(stable, multi_label):
+    rng = np.random.default_rng(2024 + multi_label)
+    for trial in range(40):
+        rows = random_dataset(rng, multi_label=multi_label)
+        seed = int(rng.integers(0, 2**31))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            parts, c = split_table(rows, ratios=RATIOS, seed=seed, stable=stable)
+        assigned = pd.concat(parts.values(), ignore_index=True)
+        assert len(assigned) == len(rows) and set(assigned["id"]) == set(rows["id"])
+        groups_in = {s: set(parts[s]["group"]) for s in SPLITS}
+        assert not (groups_in["train"] & groups_in["val"] or groups_in["train"] & groups_in["test"]
+                    or groups_in["val"] & groups_in["test"]), trial
+        # Every class missing from a split is warned about, by name.
+        body = c.set_index("label").drop(index="total")
+        messages = [str(w.message) for w in caught if issubclass(w.category, SmallClassWarning)]
+        for label, row in body.iterrows():
+            for s in SPLITS:
+                if row[s] == 0:
+                    assert any(f"class {label!r}" in m and s in m for m in messages), (trial, label, s, messages)
+        if not stable and not multi_label:
+            # Single-label groups: a class with >= 3 groups is in every split.
+            n_groups = rows.groupby("label")["group"].nunique()
+            for label in n_groups[n_groups >= 3].index:
+                assert (body.loc[label, list(SPLITS)] > 0).all(), (trial, label, body.loc[label])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_three_groups_cover_every_split(seed):
+    """Whatever the group sizes, a class with three groups gets one in each split."""
+    rng = np.random.default_rng(seed)
+    labels, groups = [], []
+    for lab in "abcd":
+        for g in range(3 + seed % 3):
+            n = int(rng.integers(1, 40))
+            labels += [lab] * n
+            groups += [f"{lab}{g}"] * n
+    split = assign_splits(table(labels, groups), ratios=RATIOS, seed=seed)
+    assert (counts(table(labels, groups), split) > 0).all().all()
+
+
+def test_segments_of_a_clip_stay_together():
+    """Segmented clips share clip_id; with no group column value they are grouped by clip_id."""
+    rows = []
+    for c in range(90):
+        for k in range(1 + c % 5):
+            rows.append({"id": f"clip{c}__s{k}", "clip_id": f"clip{c}", "label": f"L{c % 3}", "group": ""})
+    rows = pd.DataFrame(rows)
+    for stable in (False, True):
+        split = assign_splits(rows, ratios=RATIOS, seed=9, stable=stable)
+        assert (pd.DataFrame({"clip": rows["clip_id"], "s": split}).groupby("clip")["s"].nunique() == 1).all()
+    # The process stage writes the clip id as group: same assignment.
+    filled = rows.assign(group=rows["clip_id"])
+    assert assign_splits(filled, ratios=RATIOS, seed=9).equals(assign_splits(rows, ratios=RATIOS, seed=9))
+
+
+def test_empty_group_values_fall_back_to_clip_id():
+    rows = pd.DataFrame({"id": ["a__s0", "a__s1", "b", "c", "d", "e"],
+                         "clip_id": ["a", "a", "b", "c", "d", "e"],
+                         "label": ["x"] * 6,
+                         "group": ["", np.nan, None, "  ", "spk", "spk"]})
+    assert group_keys(rows).tolist() == ["a", "a", "b", "c", "spk", "spk"]
+    assert group_keys(rows.drop(columns="group")).tolist() == ["a", "a", "b", "c", "d", "e"]
+    assert group_keys(rows.drop(columns=["group", "clip_id"])).tolist() == ["a__s0", "a__s1", "b", "c", "d", "e"]
+    split = assign_splits(rows, ratios=RATIOS, seed=0)
+    assert split[0] == split[1] and split[4] == split[5]
+
+
+# --- determinism ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_same_seed_same_split_other_seed_other_split(stable):
+    rows = unbalanced({"a": 150, "b": 100, "c": 50})
+    first = assign_splits(rows, ratios=RATIOS, seed=123, stable=stable)
+    assert first.equals(assign_splits(rows.copy(), ratios=RATIOS, seed=123, stable=stable))
+    other = assign_splits(rows, ratios=RATIOS, seed=124, stable=stable)
+    assert (first != other).sum() > 20
+
+
+@pytest.mark.parametrize("stable", [False, True])
+def test_row_order_does_not_matter(stable, rng):
+    rows = random_dataset(rng, multi_label=True)
+    split = assign_splits(rows, ratios=RATIOS, seed=5, stable=stable)
+    shuffled = rows.sample(frac=1.0, random_state=1)
+    again = assign_splits(shuffled, ratios=RATIOS, seed=5, stable=stable)
+    assert again.index.equals(shuffled.index)
+    assert again.sort_index().equals(split.sort_index())
+
+
+def test_split_table_parts_and_counts_agree():
+    rows = random_dataset(np.random.default_rng(8), multi_label=True)
+    parts, c = quiet_split(rows, ratios=RATIOS, seed=1)
+    assert set(parts) == set(SPLITS)
+    for s, part in parts.items():
+        assert (part["split"] == s).all()
+        assert list(part.columns) == [*rows.columns, "split"]
+    assigned = pd.concat(parts.values(), ignore_index=True)
+    expected = counts(assigned, assigned["split"])
+    body = c.set_index("label").drop(index="total")
+    assert (body[list(SPLITS)].sort_index() == expected.sort_index()).all().all()
+
+
+# --- stable mode ---------------------------------------------------------------------------------
+
+def grown(rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A dataset and the same dataset with 20 % more clips: new groups and new clips of old groups."""
+    base = random_dataset(rng, multi_label=True)
+    extra = []
+    n_new = max(1, len(base) // 5)
+    old_groups = base["group"].unique()
+    for k in range(n_new):
+        group = str(rng.choice(old_groups)) if k % 2 else f"new{k // 3}"
+        extra.append({"id": f"new_c{k}", "clip_id": f"new_c{k}", "label": str(rng.choice(base["label"].unique())),
+                      "group": group})
+    more = pd.concat([base, pd.DataFrame(extra)], ignore_index=True).sample(frac=1.0, random_state=0)
+    return base, more
+
+
+def test_stable_mode_never_moves_an_existing_clip():
+    rng = np.random.default_rng(77)
+    for _ in range(20):
+        base, more = grown(rng)
+        before = dict(zip(base["id"], assign_splits(base, ratios=RATIOS, seed=3, stable=True)))
+        after = dict(zip(more["id"], assign_splits(more, ratios=RATIOS, seed=3, stable=True)))
+        assert all(after[i] == s for i, s in before.items())
+
+
+def test_stable_mode_test_set_fixed_when_train_and_val_trade():
+    rows = table([f"L{i % 4}" for i in range(2000)])
+    a = assign_splits(rows, ratios={"train": 0.7, "val": 0.15, "test": 0.15}, seed=0, stable=True)
+    b = assign_splits(rows, ratios={"train": 0.85, "val": 0.0, "test": 0.15}, seed=0, stable=True)
+    assert ((a == "test") == (b == "test")).all()
+    assert set(b) == {"train", "test"}
+
+
+def test_stable_mode_is_statistically_stratified():
+    rows = table([f"L{i % 4}" for i in range(8000)])
+    c = counts(rows, assign_splits(rows, ratios=RATIOS, seed=1, stable=True))
+    frac = c.div(c.sum(axis=1), axis=0)
+    for s in SPLITS:  # 2000 clips per label: sd of a fraction ~0.008
+        assert (frac[s] - RATIOS[s]).abs().max() < 0.035
+
+
+def test_default_mode_may_move_clips_but_stays_exact():
+    """The documented trade-off: the greedy re-balances on growth (exact again), stable does not."""
+    base, more = grown(np.random.default_rng(3))
+    more = more.assign(group="")  # one clip per group: exactness applies
+    assert_exact(more, assign_splits(more, ratios=RATIOS, seed=3))
+
+
+# --- warnings and edge cases ---------------------------------------------------------------------
+
+def test_small_class_warning_names_the_class():
+    rows = table(["big"] * 50 + ["tiny"] * 2 + ["solo"])
+    with pytest.warns(SmallClassWarning) as record:
+        parts, c = split_table(rows, ratios=RATIOS, seed=0)
+    messages = [str(w.message) for w in record]
+    assert any("'tiny'" in m and "2 group(s)" in m for m in messages)
+    assert any("'solo'" in m and "1 group(s)" in m for m in messages)
+    assert not any("'big'" in m for m in messages)
+    assert all(w.filename == __file__ for w in record)  # points at the caller
+    body = c.set_index("label")
+    assert body.loc["tiny", "train"] >= 1 and body.loc["solo", "train"] == 1  # tiny classes train first
+
+
+def test_small_class_warning_counts_only_active_splits():
+    rows = table(["big"] * 50 + ["pair"] * 2)
+    ratios = {"train": 0.8, "val": 0.0, "test": 0.2}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        parts, c = split_table(rows, ratios=ratios, seed=0)  # two groups suffice for two splits
+    assert parts["val"].empty and list(parts["val"].columns) == [*rows.columns, "split"]
+    body = c.set_index("label")
+    assert (body.loc[["big", "pair"], "val"] == 0).all()
+    assert (body.loc[["big", "pair"], ["train", "test"]] > 0).all().all()
+    with pytest.warns(SmallClassWarning, match="'one'.*2 splits"):
+        split_table(table(["big"] * 50 + ["one"]), ratios=ratios, seed=0)
+
+
+def test_no_warning_for_a_healthy_dataset():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        split_table(unbalanced({"a": 40, "b": 30, "c": 20}), ratios=RATIOS, seed=0)
+
+
+def test_stable_mode_warns_when_a_class_misses_a_split():
+    rows = table(["a"] * 4 + ["b"] * 200)
+    for seed in range(50):  # a 4-clip class misses val or test under most seeds
+        split = assign_splits(rows, ratios=RATIOS, seed=seed, stable=True)
+        if not (split[:4] == "val").any():
+            break
+    with pytest.warns(SmallClassWarning, match="class 'a' has no clip in .*stable mode"):
+        split_table(rows, ratios=RATIOS, seed=seed, stable=True)
+
+
+def test_counts_table():
+    labels = pd.Series(["b", "a", "a", "total", "b", "a"])
+    split = pd.Series(["train", "train", "test", "val", "train", "train"])
+    c = counts_table(labels, split)
+    assert list(c.columns) == ["label", "train", "val", "test", "total"]
+    assert c["label"].tolist() == ["a", "b", "total", "total"]  # a class named "total" survives
+    assert c.iloc[0, 1:].tolist() == [2, 0, 1, 3]
+    assert c.iloc[1, 1:].tolist() == [2, 0, 0, 2]
+    assert c.iloc[2, 1:].tolist() == [0, 1, 0, 1]
+    assert c.iloc[3, 1:].tolist() == [4, 1, 1, 6]
+    with pytest.raises(ValueError, match="unknown split"):
+        counts_table(labels, split.replace("val", "dev"))
+
+
+def test_empty_input():
+    rows = table([])
+    assert assign_splits(rows, ratios=RATIOS, seed=0).empty
+    parts, c = split_table(rows, ratios=RATIOS, seed=0)
+    assert all(p.empty for p in parts.values())
+    assert c.to_dict("records") == [{"label": "total", "train": 0, "val": 0, "test": 0, "total": 0}]
+
+
+def test_numeric_looking_labels_and_groups():
+    rows = pd.DataFrame({"id": [str(i) for i in range(30)], "clip_id": [str(i) for i in range(30)],
+                         "label": [i % 3 for i in range(30)], "group": [i // 2 for i in range(30)]})
+    split = assign_splits(rows, ratios=RATIOS, seed=0)
+    split_of_group(rows, split)
+    parts, c = quiet_split(rows, ratios=RATIOS, seed=0)
+    assert c["label"].tolist() == ["0", "1", "2", "total"]
+
+
+@pytest.mark.parametrize("ratios, match", [
+    ({"train": 0.7, "val": 0.2, "test": 0.2}, "sum to 1"),
+    ({"train": 0.7, "val": 0.3}, "missing"),
+    ({"train": 0.7, "val": 0.15, "test": 0.15, "dev": 0.0}, "unknown"),
+    ({"train": 1.2, "val": -0.1, "test": -0.1}, ">= 0"),
+    ({"train": 0.0, "val": 0.5, "test": 0.5}, "train must be > 0"),
+    ({"train": float("nan"), "val": 0.5, "test": 0.5}, "finite"),
+])
+def test_bad_ratios(ratios, match):
+    with pytest.raises(ValueError, match=match):
+        check_ratios(ratios)
+    with pytest.raises(ValueError, match=match):
+        assign_splits(table(["a"] * 5), ratios=ratios, seed=0)
+
+
+def test_rows_without_label_are_refused():
+    with pytest.raises(ValueError, match="without a label"):
+        assign_splits(table(["a", "", "b"]), ratios=RATIOS, seed=0)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+
+def test_cli_split_writes_tables_and_prints_warnings(tmp_path, capsys):
+    from soundstage.cli import main
+    from soundstage.io import read_csv, write_csv
+
+    rows = table(["a"] * 30 + ["b"] * 20 + ["tiny"] * 2)
+    write_csv(tmp_path / "000.csv", rows.iloc[::2])
+    write_csv(tmp_path / "001.csv", rows.iloc[1::2])
+    (tmp_path / "params.yaml").write_text("seed: 3\nsplit: {ratios: {train: 0.6, val: 0.2, test: 0.2}}\n")
+    code = main(["--params", str(tmp_path / "params.yaml"), "split", str(tmp_path / "000.csv"),
+                 str(tmp_path / "001.csv"), "--out-dir", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert "'tiny'" in err and "WARNING" in err
+    assert "total" in out
+    parts = {s: read_csv(tmp_path / "out" / f"{s}.csv") for s in SPLITS}
+    assert sum(len(p) for p in parts.values()) == len(rows)
+    expected = assign_splits(rows, ratios={"train": 0.6, "val": 0.2, "test": 0.2}, seed=3)
+    got = pd.concat(parts.values()).set_index("id")["split"]
+    assert (got.loc[rows["id"]].to_numpy() == expected.to_numpy()).all()
+    c = read_csv(tmp_path / "out" / "counts.csv")
+    assert c["label"].tolist() == ["a", "b", "tiny", "total"] and c["total"].iloc[-1] == len(rows)
