@@ -50,3 +50,27 @@ def test_exp_run_reruns_only_the_changed_model(project: Path, first_repro: str):
     values = json.dumps(shown)
     assert '"n_estimators": 20' in values
     assert "reports/metrics.json" in values
+
+
+def test_queued_experiment_logs_into_the_repository_database(project: Path, first_repro: str):
+    """`dvc exp run --queue` runs in a temporary copy under .dvc/tmp/exps; its MLflow run must still
+    land in <repo>/mlflow.db, with artifacts beside it."""
+    import time
+
+    import mlflow
+
+    run(["dvc", "exp", "run", "--queue", "-S", "random_forest.n_estimators=15"], project)
+    run(["dvc", "queue", "start", "-j", "1"], project)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            break
+        time.sleep(5)
+    assert "Success" in status, status
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("demo")
+    runs = [r for r in client.search_runs([exp.experiment_id])
+            if r.data.params.get("random_forest.n_estimators") == "15"]
+    assert len(runs) == 1 and "test_accuracy" in runs[0].data.metrics
+    assert runs[0].info.artifact_uri.startswith((project / "mlartifacts").as_uri())

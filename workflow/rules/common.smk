@@ -4,15 +4,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from soundstage.config import validate_params
+from soundstage.config import load_params
 from soundstage.ingest import fingerprint_tree
 
 
-# Validate params.yaml against workflow/schemas/params.schema.yaml (+ cross-key checks) and fill
-# defaults; a bad file stops here, before any job, with a message naming the key.
-config.update(validate_params(config))
-
 PARAMS = workflow.configfiles[-1] if workflow.configfiles else "params.yaml"
+
+# Validate params.yaml against workflow/schemas/params.schema.yaml (+ cross-key checks) and fill
+# defaults; a bad file stops here, before any job, with a message naming the key. The file is read
+# again (not Snakemake's `config`) because every job's CLI reads that same file.
+config.update(load_params(PARAMS))
 # --use-conda builds this environment for every rule (the same one `make run` installs with pip).
 ENV = "../../environment.yml"
 SHARDS = [f"{i:03d}" for i in range(config["sharding"]["n_shards"])]
