@@ -58,8 +58,9 @@ def make_project(dest: Path, params: dict) -> Path:
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (dest / "dvc.lock").unlink(missing_ok=True)
     env = project_env()
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fresh clone"]):
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.name", "soundstage tests"],
+                ["git", "config", "user.email", "tests@soundstage.invalid"], ["git", "add", "-A"],
+                ["git", "commit", "-qm", "fresh clone"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
     return dest
 
