@@ -16,7 +16,9 @@ from soundstage import models as M
 N_CLASSES = 3
 
 # Keras' JAX backend calls np.array(x) on objects without a `copy` keyword (not our code).
-pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+# One worker runs this module: its fitted models are built once (xdist --dist loadgroup).
+pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+              pytest.mark.xdist_group("models")]
 
 
 @pytest.fixture
@@ -245,6 +247,37 @@ def test_build_cnn_shapes():
     model = M.build_cnn(n_mels=16, crop_frames=24, n_classes=N_CLASSES, filters=(4, 8, 8))
     assert model.input_shape == (None, 16, 24, 1)
     assert model.output_shape == (None, N_CLASSES)
+
+
+def test_build_cnn_first_stride():
+    plain = M.build_cnn(n_mels=16, crop_frames=24, n_classes=N_CLASSES, filters=(4, 8))
+    strided = M.build_cnn(n_mels=16, crop_frames=24, n_classes=N_CLASSES, filters=(4, 8), first_stride=2)
+    assert plain.get_layer("conv_0").output.shape[1:3] == (16, 24)
+    assert strided.get_layer("conv_0").output.shape[1:3] == (8, 12)
+    assert strided.count_params() == plain.count_params()  # same weights, a quarter of the positions
+    assert strided.output_shape == (None, N_CLASSES)
+    with pytest.raises(ValueError, match="first_stride"):
+        M.build_cnn(n_mels=16, crop_frames=24, n_classes=N_CLASSES, first_stride=0)
+
+
+def test_callbacks_follow_params():
+    stop, plateau = M._callbacks(monitor="val_loss", patience=6, lr_factor=0.2, lr_patience=3)
+    assert (stop.monitor, stop.patience, stop.restore_best_weights) == ("val_loss", 6, True)
+    assert (plateau.monitor, plateau.factor, plateau.patience) == ("val_loss", 0.2, 3)
+    assert M._callbacks(monitor="loss", patience=9)[1].patience == 3  # default: patience // 3
+    assert M._callbacks(monitor="loss", patience=1)[1].patience == 2
+    for bad in ({"lr_factor": 1.0}, {"lr_factor": 0.0}, {"lr_patience": 0}, {"patience": 0}):
+        with pytest.raises(ValueError):
+            M._callbacks(monitor="loss", **{"patience": 5, **bad})
+
+
+def test_normalize_logmel():
+    spec = np.array([[-10.0, -20.0, -30.0], [5.0, 5.0, 5.0]], dtype=np.float32)
+    out = M.normalize_logmel(spec, mean=[-20.0, 5.0], std=[10.0, 0.0])
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, [[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])  # zero std: floored, no inf
+    with pytest.raises(ValueError, match="mel bins"):
+        M.normalize_logmel(spec, mean=[0.0], std=[1.0])
 
 
 def test_cnn_trains_and_predicts_whole_clips(cnn_fit):

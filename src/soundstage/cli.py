@@ -171,30 +171,39 @@ def _model_params(p: dict[str, Any], model: str) -> dict[str, Any]:
     from soundstage.config import flatten
 
     sections = {"seed": p["seed"], "data": {"name": p["data"]["name"], "root": p["data"]["root"]},
-                "process": p["process"], "features": p["features"], "split": p["split"], model: p[model]}
+                "process": p["process"], "features": p["features"], "split": p["split"], model: p[model],
+                "augment": _augment_params(p, model) or {"enabled": False}}
     return flatten(sections)
+
+
+def _augment_params(p: dict[str, Any], model: str) -> dict[str, Any] | None:
+    """``params.yaml: augment`` when waveform augmentation applies to ``model``, else ``None``."""
+    aug = p["augment"]
+    return dict(aug) if aug["enabled"] and model in aug["models"] else None
 
 
 def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage import tracking
     from soundstage.train import train
 
-    tags = {**tracking.git_info(), **tracking.data_versions({"table": args.table})}
+    inputs = {"table": args.table, **({"stats": args.stats} if args.model == "keras_cnn" else {})}
+    tags = {**tracking.git_info(), **tracking.data_versions(inputs)}
     raw = tracking.dvc_raw_version()
     if raw:
         tags["data.raw"] = raw
     tags["data.name"] = p["data"]["name"]
-    model_params = dict(p[args.model])
-    if args.model == "random_forest":
-        model_params["n_jobs"] = args.threads
-    bundle = train(model=args.model, table_path=args.table, out_dir=args.out_dir,
-                   params={k: v for k, v in model_params.items() if k != "n_jobs"}, seed=p["seed"],
-                   process_params=p["process"], feature_params={k: v for k, v in p["features"].items() if k != "save"},
+    augment = _augment_params(p, args.model)
+    bundle = train(model=args.model, table_path=args.table, out_dir=args.out_dir, params=dict(p[args.model]),
+                   seed=p["seed"], process_params=p["process"],
+                   feature_params={k: v for k, v in p["features"].items() if k != "save"},
                    experiment=p["data"]["name"], tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"]),
                    tags=tags, flat_params=_model_params(p, args.model), n_jobs=args.threads,
                    logmel_dir=args.logmel_dir if args.model == "keras_cnn" else None,
-                   stats_path=args.stats if args.model == "keras_cnn" else None)
-    print(f"train[{args.model}]: bundle -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
+                   stats_path=args.stats if args.model == "keras_cnn" else None,
+                   augment=augment, audio_dir=getattr(args, "audio_dir", None) or "data/process/audio")
+    t = bundle.meta["training"]
+    print(f"train[{args.model}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), {t['n_val']} val"
+          f" -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
 
 
 def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
@@ -243,7 +252,7 @@ def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:
         with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.3f}".format):
             print(table.to_string(index=False) if len(table) else "(no file predicted)")
     for e in errors:
-        print(f"predict: error: [{e.reason}] {e.message}", file=sys.stderr)
+        print(f"predict: error: {e.message}", file=sys.stderr)
     if errors and table.empty:
         raise SystemExit(1)
 

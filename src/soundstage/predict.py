@@ -1,9 +1,13 @@
 """``soundstage predict BUNDLE FILE...``: label and class probabilities for new audio files.
 
-Applies exactly the training-time chain stored in the bundle: decode → ``process`` parameters →
-features from one STFT → the bundle's own normalization → model; segments of a file (when the
-bundle was trained on segmented audio) are averaged, as in evaluation. A file that cannot be
-decoded gets a per-file error; the others are still predicted.
+Applies exactly the training-time chain stored in the bundle, as the pipeline does:
+decode (:func:`~soundstage.audio.load_audio`) → the bundle's ``process`` parameters
+(:func:`~soundstage.audio.preprocess`, float32 segments, as written by the ``process`` stage) →
+features from one STFT (:func:`~soundstage.features.clip_features` with the bundle's ``features``
+parameters; log-mels as float32, as the ``features`` stage stores them) → the bundle's own
+normalization → model. Segments of a file (when the bundle was trained on segmented audio) are
+averaged, as ``evaluate`` averages a clip's segments. A file that cannot be used (missing,
+undecodable, silent, too short...) gets a per-file error; the others are still predicted.
 """
 
 from __future__ import annotations
@@ -14,39 +18,81 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
+from soundstage.audio import AudioError, load_audio, preprocess
 from soundstage.bundle import Bundle, load_bundle
 from soundstage.features import clip_features
-from soundstage.features_core import FeatureConfig
 
 
 @dataclass
 class PredictError:
+    """Why one file was not predicted: ``reason`` is the code of :class:`~soundstage.audio.AudioError`
+    (``not_found``, ``unreadable``, ``not_audio``, ``truncated``, ``silent``, ``too_short``,
+    ``cannot_process``...); ``message`` names the file."""
+
     file: str
     reason: str
     message: str
 
 
-def predict_file(bundle: Bundle, path: str | Path) -> np.ndarray:
-    """Class probabilities ``(n_labels,)`` of one file (mean over its segments)."""
-    pconf = ProcessConfig.from_dict(bundle.meta["process"])
-    fconf = FeatureConfig.from_dict(bundle.meta["features"])
-    y, sr = load_audio(path)
-    segments, out_sr = preprocess(y, sr=sr, config=pconf)
+def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Training-time features of every segment of one file.
+
+    Returns
+    -------
+    summary : np.ndarray [shape=(n_segments, n_features)], float32
+        Columns in the bundle's ``feature_columns`` order.
+    logmels : list of np.ndarray [shape=(n_mels, n_frames)], float32, dB
+
+    Raises
+    ------
+    AudioError
+        Naming ``path``, for any file that cannot be decoded or preprocessed.
+    """
+    pconf, fconf = bundle.process_config, bundle.feature_config
+    try:
+        y, sr = load_audio(path)
+        segments, out_sr = preprocess(y, sr=sr, config=pconf)
+    except AudioError as exc:
+        raise (exc.with_path(path) if exc.path is None else exc) from None
+    except (ValueError, MemoryError) as exc:
+        raise AudioError(path, "cannot_process", f"{type(exc).__name__}: {exc}") from None
+    if not segments:
+        raise AudioError(path, "too_short", "no segment left after preprocessing")
+    columns = bundle.meta["feature_columns"]
     summaries, logmels = [], []
     for seg in segments:
-        feats, summary = clip_features(seg.audio, sr=out_sr, config=fconf)
-        summaries.append([summary[c] for c in bundle.meta["feature_columns"]])
-        logmels.append(feats["logmel"])
+        # The process stage stores float32 WAV frames (n, channels) and the features stage averages
+        # channels of a multichannel file: do the same here.
+        audio = np.asarray(seg.audio, dtype=np.float32)
+        if audio.ndim > 1:
+            audio = np.ascontiguousarray(audio.T).mean(axis=1)
+        feats, summary = clip_features(audio, sr=out_sr, config=fconf)
+        missing = [c for c in columns if c not in summary]
+        if missing:
+            raise ValueError(f"bundle expects features {missing[:3]}... that its feature params do not produce")
+        summaries.append([summary[c] for c in columns])
+        if "logmel" in feats:
+            logmels.append(np.ascontiguousarray(feats["logmel"], dtype=np.float32))
+    return np.asarray(summaries, dtype=np.float32), logmels
+
+
+def predict_file(bundle: Bundle, path: str | Path) -> np.ndarray:
+    """Class probabilities ``[shape=(n_labels,)]`` of one file (mean over its segments)."""
+    summary, logmels = file_features(bundle, path)
     if bundle.kind == "keras_cnn":
         probs = bundle.predict(logmels=logmels)
     else:
-        probs = bundle.predict(summary=np.asarray(summaries, dtype=np.float32))
+        probs = bundle.predict(summary=summary)
     return probs.mean(axis=0)
 
 
 def predict(*, bundle_dir: str | Path, files: list[str | Path]) -> tuple[pd.DataFrame, list[PredictError]]:
-    """Predict every file; returns ``(table, errors)`` with table columns ``file, label, p_<label>...``."""
+    """Predict every file; returns ``(table, errors)``.
+
+    ``table`` has one row per predicted file, in input order: ``file, label, p_<label>...``
+    (probabilities in the bundle's label order); ``errors`` one :class:`PredictError` per file
+    that could not be predicted.
+    """
     bundle = load_bundle(bundle_dir)
     rows, errors = [], []
     for f in files:
@@ -55,8 +101,8 @@ def predict(*, bundle_dir: str | Path, files: list[str | Path]) -> tuple[pd.Data
         except AudioError as exc:
             errors.append(PredictError(str(f), exc.reason, str(exc)))
             continue
-        except FileNotFoundError as exc:
-            errors.append(PredictError(str(f), "missing_file", f"{f}: {exc}"))
+        except OSError as exc:  # a folder, a permission problem...
+            errors.append(PredictError(str(f), "unreadable", f"{f}: {exc}"))
             continue
         rows.append({"file": str(f), "label": bundle.labels[int(np.argmax(probs))],
                      **{f"p_{lab}": float(p) for lab, p in zip(bundle.labels, probs, strict=True)}})

@@ -3,11 +3,23 @@
 Models (``params.yaml: train.models``): ``random_forest`` and ``keras_mlp`` on the summary table,
 ``keras_cnn`` on log-mels normalized with the train statistics of the ``stats`` stage. Validation
 data drives early stopping of the Keras models; the test split is never read here.
+
+Waveform augmentation (``params.yaml: augment``, off by default) runs here, for training only: each
+train clip's processed audio (``data/process/audio/<id>.wav``) gets ``copies`` perturbed versions
+(noise at a random SNR, time stretch, pitch shift, gain; see :func:`soundstage.models.augment_waveform`),
+whose features are computed with the same :class:`~soundstage.features_core.FeatureConfig` and
+:func:`~soundstage.features.clip_features` as the real clips. The CNN gets their log-mels as extra
+training clips, the forest and the dense net their summary rows. Each copy draws from
+``np.random.default_rng([seed, crc32(id), k])``: the same params give the same copies, in any order.
+Normalization statistics (log-mel mean/std, the dense net's standardizer) stay those of the real
+train clips.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +30,98 @@ from soundstage import models
 from soundstage.bundle import Bundle, save_bundle
 from soundstage.features import feature_columns
 
+#: Keys of ``params.yaml: augment`` passed to :func:`soundstage.models.augment_waveform`.
+AUGMENT_TRANSFORMS = ("noise_snr_db", "time_stretch", "pitch_shift", "gain_db")
+
+
+@dataclass
+class Augmented:
+    """Augmented copies of training clips.
+
+    Attributes
+    ----------
+    rows : DataFrame
+        ``id, clip_id, label, group, split`` (``"train"``) + the summary feature columns; a copy's
+        id is ``<id>__aug<k>``.
+    logmels : list of np.ndarray [shape=(n_mels, n_frames)], float32, dB
+        Raw (un-normalized) log-mels in ``rows`` order; empty when not requested.
+    """
+
+    rows: pd.DataFrame
+    logmels: list[np.ndarray] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
 
 def load_logmels(ids: list[str], logmel_dir: str | Path) -> list[np.ndarray]:
     """Memory-mapped log-mels: the OS pages in only the crops a batch touches."""
     return [np.load(Path(logmel_dir) / f"{i}.npy", mmap_mode="r") for i in ids]
 
 
+def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: Any, seed: int, copies: int = 1,
+                  noise_snr_db: tuple[float, float] | None = None, time_stretch: tuple[float, float] | None = None,
+                  pitch_shift: tuple[float, float] | None = None, gain_db: tuple[float, float] | None = None,
+                  logmels: bool = True) -> Augmented:
+    """Features of ``copies`` randomly perturbed versions of each clip in ``rows``.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        Rows of the features table (``id, clip_id, label, group``); the processed audio of row ``id``
+        is ``audio_dir/<id>.wav`` (a float32 WAV written by ``process``).
+    feature_config : soundstage.features_core.FeatureConfig
+        The training features' configuration (the bundle's ``features``).
+    seed : int
+        Copy ``k`` of clip ``id`` draws from ``np.random.default_rng([seed, crc32(id), k])``.
+    noise_snr_db, time_stretch, pitch_shift, gain_db : (low, high) or None
+        Ranges of :func:`soundstage.models.augment_waveform` (dB, rate, semitones, dB); ``None``
+        disables a transform.
+    logmels : bool
+        Keep each copy's log-mel (the CNN trains on them).
+    """
+    import soundfile as sf
+
+    from soundstage.features import clip_features
+
+    if copies < 1:
+        raise ValueError(f"augment.copies must be >= 1, got {copies}")
+    ranges = {"noise_snr_db": noise_snr_db, "time_stretch": time_stretch, "pitch_shift": pitch_shift,
+              "gain_db": gain_db}
+    ranges = {k: (None if v is None else tuple(float(x) for x in v)) for k, v in ranges.items()}
+    out_rows: list[dict[str, Any]] = []
+    specs: list[np.ndarray] = []
+    for row in rows.to_dict("records"):
+        clip = str(row["id"])
+        path = Path(audio_dir) / f"{clip}.wav"
+        if not path.is_file():
+            raise FileNotFoundError(f"augment: no processed audio for {clip!r} at {path}")
+        y, sr = sf.read(path, dtype="float32", always_2d=False)
+        if y.ndim > 1:  # as the features stage does with process.mono: false
+            y = y.mean(axis=1)
+        for k in range(copies):
+            rng = np.random.default_rng([seed, zlib.crc32(clip.encode("utf-8")), k])
+            y_aug = models.augment_waveform(y, sr=int(sr), rng=rng, **ranges)
+            feats, summary = clip_features(y_aug, sr=int(sr), config=feature_config)
+            out_rows.append({"id": f"{clip}__aug{k}", "clip_id": row["clip_id"], "label": row["label"],
+                             "group": row["group"], "split": "train", **summary})
+            if logmels:
+                specs.append(np.ascontiguousarray(feats["logmel"], dtype=np.float32))
+    table = pd.DataFrame(out_rows) if out_rows else pd.DataFrame(columns=["id", "clip_id", "label", "group", "split"])
+    return Augmented(rows=table, logmels=specs)
+
+
 def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n_jobs: int = 1,
-        logmel_dir: str | Path | None = None, logmel_stats: dict[str, np.ndarray] | None = None
-        ) -> tuple[Any, dict[str, Any], dict[str, list[float]]]:
+        logmel_dir: str | Path | None = None, logmel_stats: dict[str, np.ndarray] | None = None,
+        augmented: Augmented | None = None) -> tuple[Any, dict[str, Any], dict[str, list[float]]]:
     """Fit ``model`` on ``table`` rows with ``split == "train"`` (val for early stopping).
+
+    Parameters
+    ----------
+    params : dict
+        The model's section of ``params.yaml`` (keyword arguments of its ``models.fit_*``).
+    augmented : Augmented, optional
+        Extra training examples (:func:`augment_clips`); never used for validation or statistics.
 
     Returns
     -------
@@ -43,36 +137,55 @@ def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n
     val = table[table["split"] == "val"]
     if train.empty:
         raise ValueError("train: the train split is empty")
-    y_train = train["label"].map(index).to_numpy(np.int64)
-    y_val = val["label"].map(index).to_numpy(np.int64)
+    if len(labels) < 2:
+        raise ValueError(f"train: need at least 2 labels, got {labels}")
+    extra = augmented.rows if augmented is not None and len(augmented) else None
+    if extra is not None and not set(extra["label"].astype(str)) <= set(labels):
+        raise ValueError("train: augmented rows carry labels that are not in the table")
+    y_train = train["label"].astype(str).map(index).to_numpy(np.int64)
+    y_val = val["label"].astype(str).map(index).to_numpy(np.int64)
+    y_extra = extra["label"].astype(str).map(index).to_numpy(np.int64) if extra is not None else np.zeros(0, np.int64)
     cols = feature_columns(table)
-    meta: dict[str, Any] = {"model": model, "kind": model, "labels": labels, "feature_columns": cols}
+    meta: dict[str, Any] = {"model": model, "kind": model, "labels": labels, "feature_columns": cols,
+                            "training": {"n_train": int(len(train)), "n_val": int(len(val)),
+                                         "n_augmented": int(len(y_extra))}}
     history: dict[str, list[float]] = {}
 
+    def summary_x(rows: pd.DataFrame) -> np.ndarray:
+        return rows[cols].to_numpy(np.float32)
+
+    X_train = summary_x(train)
+    X_all = np.concatenate([X_train, summary_x(extra)]) if extra is not None else X_train
+    y_all = np.concatenate([y_train, y_extra])
     if model == "random_forest":
-        fitted = models.fit_random_forest(train[cols].to_numpy(np.float32), y_train, seed=seed, n_jobs=n_jobs, **params)
+        fitted = models.fit_random_forest(X_all, y_all, seed=seed, n_jobs=n_jobs, **params)
     elif model == "keras_mlp":
-        scaler = models.Standardizer.fit(train[cols].to_numpy(np.float64))
+        # Statistics of the real clips only: augmented copies must not move the reference.
+        scaler = models.Standardizer.fit(X_train.astype(np.float64))
         meta["standardizer"] = scaler.to_dict()
-        X_val = scaler.transform(val[cols].to_numpy(np.float64)) if len(val) else None
-        fitted, history = models.fit_keras_mlp(scaler.transform(train[cols].to_numpy(np.float64)), y_train,
-                                               X_val, y_val if len(val) else None, n_classes=len(labels),
-                                               seed=seed, **params)
+        X_val = scaler.transform(summary_x(val)) if len(val) else None
+        fitted, history = models.fit_keras_mlp(scaler.transform(X_all), y_all, X_val, y_val if len(val) else None,
+                                               n_classes=len(labels), seed=seed, **params)
     elif model == "keras_cnn":
         if logmel_dir is None or logmel_stats is None:
             raise ValueError("keras_cnn needs the log-mel folder and the train log-mel statistics")
-        mean = np.asarray(logmel_stats["mean"], np.float64)[:, None]
-        std = np.maximum(np.asarray(logmel_stats["std"], np.float64), 1e-8)[:, None]
-        def norm(ids: list[str]) -> list[np.ndarray]:
-            return [((s - mean) / std).astype(np.float32) for s in load_logmels(ids, logmel_dir)]
+        def norm(spec: np.ndarray) -> np.ndarray:
+            return models.normalize_logmel(spec, mean=logmel_stats["mean"], std=logmel_stats["std"])
+
         p = dict(params)
-        fitted, history = models.fit_keras_cnn(norm(train["id"].tolist()), y_train,
-                                               norm(val["id"].tolist()) if len(val) else None,
-                                               y_val if len(val) else None, n_classes=len(labels), seed=seed,
-                                               spec_augment_params=p.pop("spec_augment"), **p)
+        spec_augment = p.pop("spec_augment", None)
+        train_specs = [norm(s) for s in load_logmels(train["id"].astype(str).tolist(), logmel_dir)]
+        if extra is not None:
+            if len(augmented.logmels) != len(extra):
+                raise ValueError("train: augmented rows come without their log-mels")
+            train_specs += [norm(s) for s in augmented.logmels]
+        val_specs = [norm(s) for s in load_logmels(val["id"].astype(str).tolist(), logmel_dir)] if len(val) else None
+        fitted, history = models.fit_keras_cnn(train_specs, y_all, val_specs, y_val if len(val) else None,
+                                               n_classes=len(labels), seed=seed, spec_augment_params=spec_augment, **p)
         meta["logmel_stats"] = {"mean": np.asarray(logmel_stats["mean"]).tolist(),
                                 "std": np.asarray(logmel_stats["std"]).tolist()}
-        meta["cnn"] = {"crop_frames": params["crop_frames"], "hop_frames": params["crop_frames"] // 2}
+        meta["cnn"] = {"crop_frames": int(p["crop_frames"]),
+                       "hop_frames": int(p.get("hop_frames") or max(1, p["crop_frames"] // 2))}
     else:
         raise ValueError(f"train.models: unknown model {model!r}")
     return fitted, meta, history
@@ -81,40 +194,107 @@ def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n
 def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: dict[str, Any], seed: int,
           process_params: dict[str, Any], feature_params: dict[str, Any], experiment: str,
           tracking_uri: str, tags: dict[str, str], flat_params: dict[str, Any], n_jobs: int = 1,
-          logmel_dir: str | Path | None = None, stats_path: str | Path | None = None) -> Bundle:
-    """Fit, bundle and log one model; the MLflow run id is stored in the bundle for ``evaluate``."""
+          logmel_dir: str | Path | None = None, stats_path: str | Path | None = None,
+          augment: dict[str, Any] | None = None, audio_dir: str | Path | None = None) -> Bundle:
+    """Fit, bundle and log one model; the MLflow run id is stored in the bundle for ``evaluate``.
+
+    ``augment`` (``copies`` + the ranges of :func:`augment_clips`), when given, adds augmented copies
+    of the train clips, read from ``audio_dir``. The MLflow run gets ``flat_params`` as params,
+    ``tags`` (git commit, data versions...), the training curves, the bundle (as artifacts under
+    ``bundle/``) and the model with its MLflow flavor (``sklearn`` in skops format, or ``keras``).
+    """
     import mlflow
 
+    from soundstage.features_core import FeatureConfig
     from soundstage.tracking import start_run
 
     table = pd.read_parquet(table_path)
     stats = dict(np.load(stats_path)) if stats_path is not None else None
     with start_run(experiment=experiment, run_name=model, uri=tracking_uri, tags={"model": model, **tags}) as run:
         mlflow.log_params({k: ("None" if v is None else v) for k, v in flat_params.items()})
+        augmented = None
+        if augment:
+            if audio_dir is None:
+                raise ValueError("augment: needs the processed audio folder")
+            t0 = time.perf_counter()
+            augmented = augment_clips(rows=table[table["split"] == "train"], audio_dir=audio_dir,
+                                      feature_config=FeatureConfig.from_dict(feature_params), seed=seed,
+                                      copies=int(augment.get("copies", 1)), logmels=model == "keras_cnn",
+                                      **{k: augment.get(k) for k in AUGMENT_TRANSFORMS})
+            mlflow.log_metric("augment_seconds", time.perf_counter() - t0)
         t0 = time.perf_counter()
         fitted, meta, history = fit(model=model, table=table, params=params, seed=seed, n_jobs=n_jobs,
-                                    logmel_dir=logmel_dir, logmel_stats=stats)
+                                    logmel_dir=logmel_dir, logmel_stats=stats, augmented=augmented)
         mlflow.log_metric("fit_seconds", time.perf_counter() - t0)
+        mlflow.log_metrics({f"{k}_clips": v for k, v in meta["training"].items()})
         for name, values in history.items():
             for step, value in enumerate(values):
                 mlflow.log_metric(f"history_{name}", float(value), step=step)
         if history.get("loss"):
             mlflow.log_metric("epochs_trained", len(history["loss"]))
+            if history.get("val_loss"):
+                mlflow.log_metric("best_val_loss", float(np.min(history["val_loss"])))
+        meta["training"]["augment"] = dict(augment) if augment else None
         meta.update({"params": params, "seed": seed, "process": process_params, "features": feature_params,
                      "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run.info.run_id},
                      "tags": tags})
         bundle = save_bundle(out_dir, model=fitted, meta=meta)
-        mlflow.log_artifact(str(Path(out_dir) / "bundle.json"), artifact_path="bundle")
-        _log_model(fitted, model)
+        # The whole bundle: `soundstage predict` works on a copy downloaded from MLflow.
+        mlflow.log_artifacts(str(out_dir), artifact_path="bundle")
+        _log_model(fitted, model, example=_example_input(fitted, model, table, meta))
     return bundle
 
 
-def _log_model(fitted: Any, model: str) -> None:
-    """Log the model with its MLflow flavor (sklearn or keras)."""
+def _example_input(fitted: Any, model: str, table: pd.DataFrame, meta: dict[str, Any]) -> np.ndarray:
+    """A two-row input in the layout the bare model takes (for the MLflow signature)."""
+    if model == "keras_cnn":
+        shape = tuple(int(d) for d in fitted.input_shape[1:])
+        return np.zeros((2, *shape), dtype=np.float32)
+    X = table[meta["feature_columns"]].head(2).to_numpy(np.float32)
+    if model == "keras_mlp":
+        X = models.Standardizer.from_dict(meta["standardizer"]).transform(X)
+    return X
+
+
+def _log_model(fitted: Any, model: str, *, example: np.ndarray | None = None) -> Any:
+    """Log the bare model with its MLflow flavor: ``sklearn`` (skops format, no pickle) or ``keras``.
+
+    The signature maps the model's direct input (summary rows for the forest, *standardized* rows
+    for the dense net, normalized ``(n_mels, crop_frames, 1)`` crops for the CNN) to class
+    probabilities (the forest's pyfunc predicts with ``predict_proba``). Requirements are pinned
+    from the installed versions instead of MLflow's slow inference in a subprocess. Returns the
+    ``ModelInfo``.
+    """
+    import importlib.metadata as md
+
     import mlflow
+    from mlflow.models import infer_signature
+
+    def pins(*dists: str) -> list[str]:
+        out = []
+        for d in dists:
+            try:
+                out.append(f"{d}=={md.version(d)}")
+            except md.PackageNotFoundError:
+                out.append(d)
+        return out
 
     if model == "random_forest":
-        mlflow.sklearn.log_model(fitted, name="model", serialization_format="skops",
-                                 skops_trusted_types=None)
-    else:
-        mlflow.keras.log_model(fitted, name="model")
+        import skops.io as sio
+
+        signature = None
+        if example is not None:
+            signature = infer_signature(example, fitted.predict_proba(example))
+        untrusted = sio.get_untrusted_types(data=sio.dumps(fitted))
+        rejected = [t for t in untrusted if not t.startswith(models.TRUSTED_SKOPS_PREFIXES)]
+        if rejected:
+            raise ValueError(f"random forest holds types skops must not trust: {rejected}")
+        return mlflow.sklearn.log_model(fitted, name="model", serialization_format="skops",
+                                        skops_trusted_types=untrusted or None, signature=signature,
+                                        pyfunc_predict_fn="predict_proba",
+                                        pip_requirements=pins("scikit-learn", "skops", "numpy"))
+    signature = None
+    if example is not None:
+        signature = infer_signature(example, np.asarray(fitted.predict(example, verbose=0)))
+    return mlflow.keras.log_model(fitted, name="model", signature=signature,
+                                  pip_requirements=pins("keras", "jax", "jaxlib", "numpy"))

@@ -6,6 +6,7 @@ rule train:
     params:
         cfg=PARAMS,
         model=get_model_params,
+        augment=config["augment"],
         seed=config["seed"],
         experiment=config["data"]["name"],
     threads: 2

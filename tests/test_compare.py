@@ -1,0 +1,142 @@
+"""Tests for soundstage.compare and ``soundstage compare``, against a temporary SQLite MLflow store
+holding a few fake runs."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import math
+
+import pandas as pd
+import pytest
+
+from soundstage import cli
+from soundstage.compare import METRICS, runs_table
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+COMMON = {"seed": "42", "features.n_mels": "128"}
+RUNS = [  # experiment, model, params, metrics, tags, status
+    ("demo", "random_forest", {"random_forest.n_estimators": "100", "random_forest.max_depth": "None"},
+     {"val_accuracy": 0.50, "val_macro_f1": 0.48, "test_accuracy": 0.60, "test_macro_f1": 0.58, "fit_seconds": 1.0},
+     {"git.commit": "abcdef0123456789", "git.dirty": "false"}, "FINISHED"),
+    ("demo", "random_forest", {"random_forest.n_estimators": "300", "random_forest.max_depth": "None"},
+     {"val_accuracy": 0.70, "val_macro_f1": 0.69, "test_accuracy": 0.65, "test_macro_f1": 0.64, "fit_seconds": 3.0},
+     {"git.commit": "abcdef0123456789", "git.dirty": "true"}, "FINISHED"),
+    ("demo", "keras_mlp", {"keras_mlp.hidden": "256,128,64"},
+     {"val_accuracy": 0.60, "val_macro_f1": 0.59, "test_accuracy": 0.70, "test_macro_f1": 0.69,
+      "test_balanced_accuracy": 0.71}, {"git.commit": "1234567890abcdef", "git.dirty": "false"}, "FINISHED"),
+    ("demo", "keras_cnn", {"keras_cnn.filters": "16,32"}, {}, {"git.commit": "unknown"}, "FINISHED"),  # not evaluated
+    ("demo", "keras_cnn", {"keras_cnn.filters": "8"}, {"val_macro_f1": 0.99}, {}, "FAILED"),  # crashed: hidden
+    ("gtzan", "random_forest", {"random_forest.n_estimators": "300", "random_forest.max_depth": "None"},
+     {"val_accuracy": 0.55, "val_macro_f1": 0.52, "test_accuracy": 0.50, "test_macro_f1": 0.49}, {}, "FINISHED"),
+]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('compare') / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiments: dict[str, str] = {}
+    for i, (exp, model, params, metrics, tags, status) in enumerate(RUNS):
+        if exp not in experiments:
+            experiments[exp] = client.create_experiment(exp)
+        run = client.create_run(experiments[exp], start_time=1_700_000_000_000 + 1000 * i,
+                                tags={"model": model, **tags}, run_name=model)
+        for k, v in {**COMMON, **params}.items():
+            client.log_param(run.info.run_id, k, v)
+        for k, v in metrics.items():
+            client.log_metric(run.info.run_id, k, v)
+        client.set_terminated(run.info.run_id, status=status)
+    return uri
+
+
+def test_all_finished_runs_sorted_by_val_f1(store):
+    t = runs_table(tracking_uri=store)
+    assert len(t) == 5  # the failed run is not listed
+    assert list(t.columns[:5]) == ["run_id", "experiment", "model", "start", "git"]
+    assert list(t.columns[5:9]) == list(METRICS)
+    assert t["val_macro_f1"].tolist()[:4] == [0.69, 0.59, 0.52, 0.48]
+    assert math.isnan(t["val_macro_f1"].iloc[-1])  # runs without the metric come last
+    assert t["model"].iloc[-1] == "keras_cnn"
+    assert t["run_id"].str.len().eq(8).all()
+    assert t["git"].tolist()[:2] == ["abcdef01*", "12345678"]
+    assert t["git"].iloc[-1] == "?"
+    assert t["start"].iloc[0].startswith("2023-11-14")
+
+
+def test_filter_by_model_and_experiment(store):
+    t = runs_table(tracking_uri=store, model="random_forest")
+    assert set(t["model"]) == {"random_forest"} and len(t) == 3
+    t = runs_table(tracking_uri=store, experiment="demo", model="random_forest")
+    assert t["experiment"].tolist() == ["demo", "demo"]
+    assert runs_table(tracking_uri=store, model="svm").empty
+    with pytest.raises(ValueError, match="no MLflow experiment named 'nope'"):
+        runs_table(tracking_uri=store, experiment="nope")
+
+
+def test_param_differences(store):
+    t = runs_table(tracking_uri=store, experiment="demo", model="random_forest")
+    params = [c for c in t.columns if c not in ("run_id", "experiment", "model", "start", "git", *METRICS)]
+    assert params == ["random_forest.n_estimators"]  # the only param that differs
+    assert t["random_forest.n_estimators"].tolist() == ["300", "100"]
+    full = runs_table(tracking_uri=store, experiment="demo", model="random_forest", diff_only=False)
+    assert {"seed", "features.n_mels", "random_forest.max_depth", "random_forest.n_estimators"} <= set(full.columns)
+    # Across models, a param only one model has is no difference by itself (the model column says it).
+    mixed = runs_table(tracking_uri=store, experiment="demo")
+    assert list(mixed.columns[9:]) == ["random_forest.n_estimators"]
+    everything = runs_table(tracking_uri=store)  # + gtzan's forest: n_estimators 300 there too
+    assert list(everything.columns[9:]) == ["random_forest.n_estimators"]
+
+
+def test_sort_by_any_metric_ascending_and_limit(store):
+    t = runs_table(tracking_uri=store, sort_by="test_accuracy", ascending=True, limit=2)
+    assert t["test_accuracy"].tolist() == [0.50, 0.60]
+    t = runs_table(tracking_uri=store, sort_by="fit_seconds")  # not a default column: added
+    assert "fit_seconds" in t.columns and t["fit_seconds"].tolist()[:2] == [3.0, 1.0]
+    t = runs_table(tracking_uri=store, sort_by="test_balanced_accuracy")
+    assert t["model"].iloc[0] == "keras_mlp"
+    with pytest.raises(ValueError, match="no run has this metric.*val_accuracy"):
+        runs_table(tracking_uri=store, sort_by="speed")
+
+
+def test_empty_store(tmp_path):
+    t = runs_table(tracking_uri=f"sqlite:///{tmp_path / 'empty.db'}")
+    assert t.empty and list(t.columns) == ["run_id", "experiment", "model", "start", "git", *METRICS]
+
+
+def test_compare_cli(store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: compare still works
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    assert cli.main(["compare", "--model", "random_forest", "--sort", "test_accuracy"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:5] == ["run_id", "experiment", "model", "start", "git"]
+    assert "random_forest.n_estimators" in out[0]
+    rows = [line.split() for line in out[1:]]
+    assert [r[1] for r in rows] == ["demo", "demo", "gtzan"]
+    assert "0.650" in out[1] and "0.500" in out[3]  # test accuracies, 3 decimals
+    assert cli.main(["compare", "--sort", "speed"]) == 1
+    assert "no run has this metric" in capsys.readouterr().err
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert cli.main(["compare"]) == 0
+    assert "no runs recorded yet" in capsys.readouterr().out
+
+
+def test_differing_params_rules():
+    from soundstage.compare import _differing
+
+    params = pd.DataFrame({
+        "seed": ["1", "1", "2"],                 # differs across models: shown
+        "features.n_mels": ["128", "128", "128"],  # same everywhere: hidden
+        "random_forest.n_estimators": ["300", "300", None],  # only the forests have it, same value: hidden
+        "keras_mlp.hidden": [None, None, "64"],  # one MLP run: hidden
+        "augment.copies": ["1", None, None],     # set in one forest run, not in the other: shown
+    })
+    model = pd.Series(["random_forest", "random_forest", "keras_mlp"])
+    assert _differing(params, model).to_dict() == {
+        "seed": True, "features.n_mels": False, "random_forest.n_estimators": False, "keras_mlp.hidden": False,
+        "augment.copies": True}

@@ -1,0 +1,248 @@
+"""Tests for soundstage.train: model switch, waveform augmentation, MLflow runs (temporary SQLite
+store) with their tags, params and model flavors, and reproducibility of train + evaluate.
+
+The dataset is built like the pipeline builds it (processed WAVs → ``clip_features`` → table,
+log-mels and train statistics) but tiny: three tone-like classes, half-second clips at 8 kHz.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from soundstage import models as M
+from soundstage.bundle import load_bundle
+from soundstage.evaluate import evaluate
+from soundstage.features import clip_features, feature_columns
+from soundstage.features_core import FeatureConfig
+from soundstage.train import Augmented, augment_clips, fit, train
+
+# One worker runs this module: its dataset and MLflow store are built once (xdist --dist loadgroup).
+pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"),
+              pytest.mark.xdist_group("train")]
+
+SR = 8000
+LABELS = ["high", "low", "mid"]
+FREQS = {"low": 220.0, "mid": 700.0, "high": 2000.0}
+FEATURES = {"n_fft": 256, "hop_length": 64, "n_mels": 16, "n_mfcc": 8, "chroma": False,
+            "spectral": ["centroid", "rolloff"], "summary": ["mean", "std"]}
+PARAMS = {
+    "random_forest": {"n_estimators": 20, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt",
+                      "class_weight": "balanced"},
+    "keras_mlp": {"hidden": [16], "dropout": 0.1, "l2": 0.0, "learning_rate": 0.01, "batch_size": 8,
+                  "epochs": 6, "patience": 3, "lr_factor": 0.5, "lr_patience": 2},
+    "keras_cnn": {"crop_frames": 16, "crops_per_clip": 2, "hop_frames": None, "filters": [4, 8], "first_stride": 2,
+                  "dropout": 0.1, "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "patience": 2,
+                  "lr_factor": 0.5, "lr_patience": 1,
+                  "spec_augment": {"freq_masks": 1, "freq_width": 2, "time_masks": 1, "time_width": 3}},
+}
+AUGMENT = {"copies": 1, "noise_snr_db": [10.0, 30.0], "time_stretch": [0.9, 1.1], "pitch_shift": [-1.0, 1.0],
+           "gain_db": [-6.0, 6.0]}
+
+
+def clip_audio(label: str, i: int, seed: int) -> np.ndarray:
+    r = np.random.default_rng([seed, i, LABELS.index(label)])
+    t = np.arange(SR // 2) / SR
+    f = FREQS[label] * r.uniform(0.9, 1.1)
+    y = 0.5 * np.sin(2 * np.pi * f * t) + 0.2 * np.sin(2 * np.pi * 2.01 * f * t) + 0.05 * r.normal(size=t.size)
+    return (y / np.abs(y).max() * 0.9).astype(np.float32)
+
+
+def build_dataset(root, *, per_split=(("train", 5), ("val", 2), ("test", 2)), seed: int = 0) -> dict:
+    """Processed audio, log-mels, features table and train statistics, as the pipeline writes them."""
+    config = FeatureConfig.from_dict(FEATURES)
+    rows = []
+    for split, n in per_split:
+        for label in LABELS:
+            for i in range(n):
+                clip = f"{label}.{split}{i}"
+                y = clip_audio(label, hash(split) % 97 + i, seed)
+                (root / "audio").mkdir(parents=True, exist_ok=True)
+                sf.write(root / "audio" / f"{clip}.wav", y, SR, subtype="FLOAT")
+                y, sr = sf.read(root / "audio" / f"{clip}.wav", dtype="float32")
+                feats, summary = clip_features(y, sr=sr, config=config)
+                (root / "logmel").mkdir(exist_ok=True)
+                np.save(root / "logmel" / f"{clip}.npy", feats["logmel"].astype(np.float32))
+                rows.append({"id": clip, "clip_id": clip, "label": label, "group": clip, "split": split, **summary})
+    table = pd.DataFrame(rows)
+    cols = [c for c in table.columns if c not in ("id", "clip_id", "label", "group", "split")]
+    table[cols] = table[cols].astype(np.float32)
+    table.to_parquet(root / "table.parquet")
+    frames = np.concatenate([np.load(root / "logmel" / f"{i}.npy") for i in table.loc[table["split"] == "train", "id"]],
+                            axis=1).astype(np.float64)
+    np.savez(root / "logmel.npz", mean=frames.mean(axis=1), std=frames.std(axis=1), count=frames.shape[1])
+    return {"root": root, "table": table, "config": config}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return build_dataset(tmp_path_factory.mktemp("train"))
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory):
+    """One temporary MLflow store for the module (creating its tables takes seconds)."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None):
+    root = ds["root"]
+    return train(model=model, table_path=root / "table.parquet", out_dir=out, params=PARAMS[model], seed=7,
+                 process_params={"sample_rate": SR}, feature_params=FEATURES, experiment="toyset", tracking_uri=uri,
+                 tags=tags or {"git.commit": "c0ffee", "git.dirty": "true", "data.table": "abc123"},
+                 flat_params={f"{model}.{k}": v for k, v in PARAMS[model].items() if not isinstance(v, dict)},
+                 logmel_dir=root / "logmel" if model == "keras_cnn" else None,
+                 stats_path=root / "logmel.npz" if model == "keras_cnn" else None,
+                 augment=augment, audio_dir=root / "audio")
+
+
+# ------------------------------------------------------------------ augmentation
+
+
+def test_augment_clips_is_seeded_per_clip_and_copy(dataset):
+    train_rows = dataset["table"][dataset["table"]["split"] == "train"].head(3)
+    kw = dict(audio_dir=dataset["root"] / "audio", feature_config=dataset["config"], seed=3,
+              **{k: v for k, v in AUGMENT.items() if k != "copies"})
+    a = augment_clips(rows=train_rows, copies=2, **kw)
+    b = augment_clips(rows=train_rows.iloc[::-1], copies=2, **kw)  # order does not matter
+    assert isinstance(a, Augmented) and len(a) == 6 and len(a.logmels) == 6
+    assert a.rows["id"].tolist() == [f"{i}__aug{k}" for i in train_rows["id"] for k in range(2)]
+    assert set(a.rows["split"]) == {"train"}
+    assert a.rows["label"].tolist() == np.repeat(train_rows["label"].to_numpy(), 2).tolist()
+    cols = feature_columns(dataset["table"])
+    assert set(cols) <= set(a.rows.columns)
+    b_rows = b.rows.set_index("id").loc[a.rows["id"]]
+    np.testing.assert_array_equal(a.rows[cols].to_numpy(), b_rows[cols].to_numpy())
+    # Copies differ from each other and from the original clip.
+    first = a.rows[cols].to_numpy(np.float64)
+    original = train_rows[cols].to_numpy(np.float64)
+    assert not np.allclose(first[0], first[1])
+    assert not np.allclose(first[0], original[0])
+    assert a.logmels[0].dtype == np.float32 and a.logmels[0].shape[0] == FEATURES["n_mels"]
+    other_seed = augment_clips(rows=train_rows, copies=1, **{**kw, "seed": 4})
+    assert not np.allclose(other_seed.rows[cols].to_numpy(np.float64)[0], first[0])
+    # Without transforms a copy is the clip itself.
+    plain = augment_clips(rows=train_rows.head(1), audio_dir=kw["audio_dir"], feature_config=dataset["config"], seed=0)
+    np.testing.assert_allclose(plain.rows[cols].to_numpy(np.float64)[0], original[0], rtol=1e-5, atol=1e-5)
+
+
+def test_augment_clips_errors(dataset, tmp_path):
+    rows = dataset["table"].head(1)
+    with pytest.raises(FileNotFoundError, match="processed audio"):
+        augment_clips(rows=rows, audio_dir=tmp_path, feature_config=dataset["config"], seed=0)
+    with pytest.raises(ValueError, match="copies"):
+        augment_clips(rows=rows, audio_dir=dataset["root"] / "audio", feature_config=dataset["config"], seed=0,
+                      copies=0)
+
+
+def test_fit_uses_augmented_rows_but_real_statistics(dataset):
+    table = dataset["table"]
+    aug = augment_clips(rows=table[table["split"] == "train"], audio_dir=dataset["root"] / "audio",
+                        feature_config=dataset["config"], seed=1, copies=1, gain_db=(-6.0, 6.0), logmels=False)
+    rf, meta, history = fit(model="random_forest", table=table, params=PARAMS["random_forest"], seed=0, augmented=aug)
+    assert meta["training"] == {"n_train": 15, "n_val": 6, "n_augmented": 15}
+    assert history == {}
+    assert rf.n_features_in_ == len(meta["feature_columns"])
+    mlp, meta, history = fit(model="keras_mlp", table=table, params=PARAMS["keras_mlp"], seed=0, augmented=aug)
+    real = M.Standardizer.fit(table.loc[table["split"] == "train", meta["feature_columns"]].to_numpy(np.float64))
+    np.testing.assert_array_equal(meta["standardizer"]["mean"], real.mean)
+    assert 1 <= len(history["val_loss"]) <= PARAMS["keras_mlp"]["epochs"]
+    with pytest.raises(ValueError, match="log-mels"):
+        fit(model="keras_cnn", table=table, params=PARAMS["keras_cnn"], seed=0,
+            logmel_dir=dataset["root"] / "logmel", logmel_stats=dict(np.load(dataset["root"] / "logmel.npz")),
+            augmented=aug)
+    with pytest.raises(ValueError, match="unknown model"):
+        fit(model="svm", table=table, params={}, seed=0)
+    with pytest.raises(ValueError, match="train split is empty"):
+        fit(model="random_forest", table=table[table["split"] != "train"], params=PARAMS["random_forest"], seed=0)
+
+
+# ------------------------------------------------------------------ MLflow runs
+
+
+@pytest.mark.parametrize("model", ["random_forest", "keras_mlp", "keras_cnn"])
+def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
+    import mlflow
+
+    bundle = run_train(dataset, model, tmp_path / "models" / model, uri,
+                       augment=AUGMENT if model == "keras_cnn" else None)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(bundle.meta["mlflow"]["run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "toyset"
+    assert run.info.run_name == model and run.info.status == "FINISHED"
+    tags = run.data.tags
+    assert tags["model"] == model and tags["git.commit"] == "c0ffee" and tags["git.dirty"] == "true"
+    assert tags["data.table"] == "abc123"
+    assert run.data.params[f"{model}.learning_rate" if model != "random_forest" else "random_forest.n_estimators"]
+    metrics = run.data.metrics
+    assert metrics["fit_seconds"] > 0 and metrics["n_train_clips"] == 15 and metrics["n_val_clips"] == 6
+    if model == "keras_cnn":
+        assert metrics["n_augmented_clips"] == 15 and "augment_seconds" in metrics
+        assert bundle.meta["training"]["augment"]["copies"] == 1
+    if model != "random_forest":
+        assert 1 <= metrics["epochs_trained"] <= PARAMS[model]["epochs"]
+        assert len(client.get_metric_history(run.info.run_id, "history_val_loss")) == metrics["epochs_trained"]
+    bundle_files = {f.path for f in client.list_artifacts(run.info.run_id, "bundle")}
+    assert {"bundle/bundle.json", f"bundle/{M.MODEL_FILENAMES[model]}"} <= bundle_files
+
+    # The model is logged with its flavor and loads back to the same predictions.
+    (output,) = run.outputs.model_outputs
+    uri_model = f"models:/{output.model_id}"
+    table = dataset["table"]
+    rows = table[table["split"] == "test"]
+    if model == "keras_cnn":
+        from soundstage.train import load_logmels
+
+        stats = bundle.meta["logmel_stats"]
+        mean, std = np.asarray(stats["mean"])[:, None], np.asarray(stats["std"])[:, None]
+        x = np.stack([M.sliding_crops(((s - mean) / std).astype(np.float32), crop_frames=16)[0]
+                      for s in load_logmels(rows["id"].tolist(), dataset["root"] / "logmel")])[..., None]
+    else:
+        x = rows[bundle.meta["feature_columns"]].to_numpy(np.float32)
+        if model == "keras_mlp":
+            x = M.Standardizer.from_dict(bundle.meta["standardizer"]).transform(x)
+    if model == "random_forest":
+        flavored = mlflow.sklearn.load_model(uri_model)
+        expected = bundle.model.predict_proba(x)
+        np.testing.assert_array_equal(flavored.predict_proba(x), expected)
+    else:
+        flavored = mlflow.keras.load_model(uri_model)
+        expected = bundle.model.predict(x, verbose=0)
+        np.testing.assert_allclose(flavored.predict(x, verbose=0), expected, rtol=1e-6, atol=1e-7)
+    pyfunc = mlflow.pyfunc.load_model(uri_model)
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(x)), expected, rtol=1e-6, atol=1e-7)
+    assert pyfunc.metadata.get_input_schema() is not None
+
+
+# ------------------------------------------------------------------ reproducibility
+
+
+def test_same_params_and_data_give_the_same_metrics(dataset, tmp_path, uri):
+    """Train + evaluate every model twice from scratch: identical metrics and predictions."""
+    outputs = {}
+    for attempt in ("a", "b"):
+        for model in ("random_forest", "keras_mlp", "keras_cnn"):
+            bundle = run_train(dataset, model, tmp_path / attempt / "models" / model, uri,
+                               augment=AUGMENT if model == "keras_mlp" else None)
+            out = tmp_path / attempt / "reports" / model
+            evaluate(bundle_dir=bundle.directory, table_path=dataset["root"] / "table.parquet", out_dir=out,
+                     logmel_dir=dataset["root"] / "logmel", log_to_mlflow=False)
+            outputs[attempt, model] = out
+    for model in ("random_forest", "keras_mlp", "keras_cnn"):
+        a, b = outputs["a", model], outputs["b", model]
+        assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text(), model
+        for split in ("val", "test"):
+            assert (a / f"predictions_{split}.csv").read_bytes() == (b / f"predictions_{split}.csv").read_bytes()
+        m = json.loads((a / "metrics.json").read_text())
+        assert m["test"]["n"] == 6 and m["test"]["accuracy"] >= 0.0
+    # The forest separates these tones.
+    assert json.loads((outputs["a", "random_forest"] / "metrics.json").read_text())["test"]["accuracy"] > 0.6
+    bundles = [load_bundle(tmp_path / attempt / "models" / "keras_mlp") for attempt in ("a", "b")]
+    assert bundles[0].meta["mlflow"]["run_id"] != bundles[1].meta["mlflow"]["run_id"]  # two runs, same numbers
