@@ -73,3 +73,10 @@ def test_keep_mirrors_output_and_survives_its_deletion(tmp_path: Path):
     out.unlink()  # what Snakemake does to a job's outputs before re-running it
     assert (tmp_path / "cache" / "000.csv").read_text() == "id\na\n"
     os.utime(tmp_path / "cache" / "000.csv")
+
+
+def test_read_csv_keeps_hash_keys_as_text(tmp_path: Path):
+    """A SHA-1 such as '4e49...' parses as a huge float (and crashes pandas' C parser, pandas#63089)."""
+    keys = ["4e492493924924924924924924924924924924", "1e10", "0123"]
+    io.write_csv(tmp_path / "k.csv", pd.DataFrame({"id": ["a", "b", "c"], "key": keys}))
+    assert io.read_csv(tmp_path / "k.csv")["key"].tolist() == keys

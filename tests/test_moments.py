@@ -199,3 +199,46 @@ def test_npz_round_trip_is_exact_and_atomic(tmp_path, rng: np.random.Generator) 
     np.testing.assert_array_equal(back.m2, m.m2)
     Moments.empty(N_BINS).to_npz(path)  # overwrite in place
     assert Moments.from_npz(path).count == 0
+
+
+# -- from_parts: the vectorised k-way merge (what the stats stage uses per shard) --------------
+
+
+def stacked(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ms = [Moments.from_frames(p) for p in parts]
+    return (np.array([m.count for m in ms]), np.stack([m.mean for m in ms]), np.stack([m.m2 for m in ms]))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+@pytest.mark.parametrize("n_parts", [1, 3, 40])
+def test_from_parts_matches_numpy_and_pairwise_merge(offset: float, n_parts: int, rng: np.random.Generator) -> None:
+    x = offset + rng.normal(0.0, 1.0, size=(N_BINS, 600)) * np.array([1.0, 3.0, 10.0, 0.5])[:, np.newaxis]
+    parts = random_partition(x, n_parts, rng)  # includes empty parts
+    m = Moments.from_parts(*stacked(parts))
+    assert_matches(m, x, rtol=1e-12 if offset == 0 else 1e-10)
+    pairwise = Moments.merge_all(Moments.from_frames(p) for p in parts)
+    np.testing.assert_allclose(m.mean, pairwise.mean, rtol=1e-13)
+    np.testing.assert_allclose(m.m2, pairwise.m2, rtol=1e-12 if offset == 0 else 1e-10)
+
+
+def test_from_parts_ignores_placeholders_of_empty_parts(rng: np.random.Generator) -> None:
+    x = rng.normal(size=(N_BINS, 50))
+    counts, means, m2s = stacked([x[:, :0], x[:, :20], x[:, 20:]])
+    means[0] = 1e300  # an empty part's mean is a placeholder: whatever it holds, it has no weight
+    m2s[0] = np.nan
+    assert_matches(Moments.from_parts(counts, means, m2s), x, rtol=1e-12)
+    empty = Moments.from_parts(np.zeros(2, int), np.zeros((2, N_BINS)), np.zeros((2, N_BINS)))
+    assert empty.count == 0 and empty.n_bins == N_BINS
+
+
+@pytest.mark.parametrize(
+    "counts, means, m2s, match",
+    [
+        ([1, 2], np.zeros((3, 2)), np.zeros((3, 2)), "counts"),
+        ([1], np.zeros((1, 2)), np.zeros((1, 3)), "m2s"),
+        ([-1], np.zeros((1, 2)), np.zeros((1, 2)), ">= 0"),
+    ],
+)
+def test_from_parts_bad_input(counts, means, m2s, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        Moments.from_parts(np.asarray(counts), means, m2s)

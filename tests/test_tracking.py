@@ -82,3 +82,12 @@ def test_parallel_first_runs_share_a_new_sqlite_store(tmp_path: Path):
     exp = client.get_experiment_by_name("race")
     assert exp.artifact_location == (tmp_path / "mlartifacts").as_uri()
     assert {r.info.run_id for r in client.search_runs([exp.experiment_id])} == set(ids)
+
+
+def test_a_rewritten_dvc_lock_does_not_make_the_run_dirty(tmp_path: Path):
+    root = _repo(tmp_path)
+    (root / "dvc.lock").write_text("schema: '2.0'\n")
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], cwd=root, check=True)
+    (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
+    assert tracking.git_info(root)["git.dirty"] == "false"

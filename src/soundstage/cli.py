@@ -14,7 +14,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 os.environ.setdefault("KERAS_BACKEND", "jax")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
@@ -120,14 +120,14 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
     from soundstage import cache
-    from soundstage.features import build_table, features_shard
+    from soundstage.features import build_table, features_shard, read_index, write_table
     from soundstage.features_core import FeatureConfig
-    from soundstage.io import read_csv, write_csv, write_parquet
+    from soundstage.io import write_csv, write_parquet
 
     out = Path(args.out_dir)
     if args.table:
         shard_tables = [pd.read_parquet(f) for f in args.inputs]
-        splits = pd.concat([read_csv(f) for f in args.splits], ignore_index=True)
+        splits = pd.concat([read_index(f) for f in args.splits], ignore_index=True)
         table = build_table(shard_tables=shard_tables, splits=splits)
         write_parquet(out / "table.parquet", table)
         print(f"features: table of {len(table)} clips x {table.shape[1] - 5} features -> {out / 'table.parquet'}")
@@ -137,10 +137,12 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     shard_name = Path(args.index).stem
     cache_file = out / "cache" / f"{shard_name}.parquet"
     previous = pd.read_parquet(cache_file) if cache_file.is_file() else None
-    table, rejected = features_shard(index=read_csv(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
-                                     save=save, previous=previous, relative_to=Path.cwd(), progress=_progress())
+    table, rejected = features_shard(index=read_index(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
+                                     save=save, previous=previous, relative_to=Path.cwd(),
+                                     shard=int(shard_name) if shard_name.isdigit() else None,
+                                     n_shards=p["sharding"]["n_shards"], progress=_progress())
     write_csv(out / "shards" / f"{shard_name}.rejected.csv", rejected)
-    write_parquet(out / "shards" / f"{shard_name}.parquet", table)
+    write_table(out / "shards" / f"{shard_name}.parquet", table)
     cache.keep(out / "shards" / f"{shard_name}.parquet", cache_file)
     _print_rejected(rejected, f"features[{shard_name}]")
     print(f"features[{shard_name}]: {len(table)} clips, {len(rejected)} rejected")
@@ -151,16 +153,18 @@ def cmd_stats(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
     from soundstage import stats
-    from soundstage.io import read_csv, save_npz, write_json
+    from soundstage.features import read_index
+    from soundstage.io import save_npz, write_json
 
-    train_ids = set(read_csv(args.train)["id"].astype(str))
-    tables = [pd.read_parquet(f, columns=["id", "count", "logmel_mean", "logmel_m2"]) for f in args.inputs]
+    train_ids = set(read_index(args.train)["id"].astype(str))
+    # One shard table in memory at a time: memory stays flat in dataset size.
+    tables = (pd.read_parquet(f, columns=stats.MOMENT_COLUMNS) for f in args.inputs)
     m = stats.train_moments(shard_tables=tables, train_ids=train_ids)
     out = Path(args.out_dir)
     save_npz(out / "logmel.npz", mean=m.mean, std=m.std, count=np.asarray(m.count))
     write_json(out / "logmel.json", {"count": m.count, "n_clips": len(train_ids), "mean": m.mean, "std": m.std})
     if p["stats"]["export_normalized"]:
-        ids = sorted(set().union(*(set(t["id"].astype(str)) for t in tables)))
+        ids = sorted(set().union(*(set(pd.read_parquet(f, columns=["id"])["id"].astype(str)) for f in args.inputs)))
         n = stats.export_normalized(ids=ids, logmel_dir=args.logmel_dir, out_dir=out / "normalized",
                                     mean=m.mean, std=m.std)
         print(f"stats: wrote {n} normalized log-mels to {out / 'normalized'}")
@@ -184,13 +188,17 @@ def _augment_params(p: dict[str, Any], model: str) -> dict[str, Any] | None:
 
 def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage import tracking
+    from soundstage.ingest import fingerprint_tree
     from soundstage.train import train
 
     inputs = {"table": args.table, **({"stats": args.stats} if args.model == "keras_cnn" else {})}
     tags = {**tracking.git_info(), **tracking.data_versions(inputs)}
-    raw = tracking.dvc_raw_version()
+    # The raw data's DVC hash is current in dvc.lock only while DVC itself runs the pipeline (a plain
+    # Snakemake run commits dvc.lock after training); the file-listing fingerprint always is.
+    raw = tracking.dvc_raw_version() if os.environ.get("SOUNDSTAGE_UNDER_DVC") == "1" else None
     if raw:
         tags["data.raw"] = raw
+    tags["data.raw_fingerprint"] = fingerprint_tree(p["data"]["root"], p["data"]["extensions"])
     tags["data.name"] = p["data"]["name"]
     augment = _augment_params(p, args.model)
     bundle = train(model=args.model, table_path=args.table, out_dir=args.out_dir, params=dict(p[args.model]),
@@ -200,7 +208,7 @@ def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
                    tags=tags, flat_params=_model_params(p, args.model), n_jobs=args.threads,
                    logmel_dir=args.logmel_dir if args.model == "keras_cnn" else None,
                    stats_path=args.stats if args.model == "keras_cnn" else None,
-                   augment=augment, audio_dir=getattr(args, "audio_dir", None) or "data/process/audio")
+                   augment=augment, audio_dir=args.audio_dir)
     t = bundle.meta["training"]
     print(f"train[{args.model}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), {t['n_val']} val"
           f" -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
@@ -311,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--table", default="data/features/table.parquet")
     s.add_argument("--stats", default="data/stats/logmel.npz")
     s.add_argument("--logmel-dir", default="data/features/logmel")
+    s.add_argument("--audio-dir", default="data/process/audio", help="processed audio (waveform augmentation)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train)

@@ -80,8 +80,14 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 
 
 def read_csv(path: str | Path) -> "pd.DataFrame":  # noqa: F821
-    """Read one of our CSV tables with every id-like column kept as text."""
+    """Read one of our CSV tables with every id-like column kept as text.
+
+    ``key`` must be text: a SHA-1 such as ``4e4924939249...`` looks like a float with a huge exponent,
+    on which pandas' C parser (2.x, pandas-dev/pandas#63089) overflows and crashes, about once per
+    thousand clips.
+    """
     import pandas as pd
 
-    return pd.read_csv(path, dtype={"id": str, "clip_id": str, "label": str, "group": str, "path": str},
+    return pd.read_csv(path, dtype={"id": str, "clip_id": str, "label": str, "group": str, "path": str,
+                                     "key": str, "split": str},
                        keep_default_na=False, na_values=[""])

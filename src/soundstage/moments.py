@@ -129,6 +129,49 @@ class Moments:
             raise ValueError("merge_all of no parts: pass n_bins to get an empty result")
         return total
 
+    @classmethod
+    def from_parts(cls, counts: np.ndarray, means: np.ndarray, m2s: np.ndarray) -> Moments:
+        """Merge ``k`` partial moments given as stacked arrays, in one vectorised step.
+
+        Parameters
+        ----------
+        counts : np.ndarray [shape=(k,)]
+            Frame counts (>= 0).
+        means, m2s : np.ndarray [shape=(k, n_bins)]
+            Per-part means and ``M2``.
+
+        Notes
+        -----
+        The k-way form of the pairwise update: with ``n = Σ n_i`` and the merged mean
+        ``μ = Σ n_i μ_i / n``, ``M2 = Σ M2_i + Σ n_i (μ_i - μ)²``, exact in real arithmetic. It
+        sums deviations from the merged mean, never large squares, so it keeps the stability of
+        :meth:`merge`; an error ε in ``μ`` changes ``M2`` only by ``n ε²`` (the first-order term
+        ``2 ε Σ n_i (μ_i - μ)`` vanishes). The means are averaged relative to the first
+        part's, so a large common offset does not cost precision either.
+        """
+        counts = np.asarray(counts, dtype=np.int64).reshape(-1)
+        means = np.asarray(means, dtype=np.float64)
+        m2s = np.asarray(m2s, dtype=np.float64)
+        k = counts.shape[0]
+        if means.ndim != 2 or means.shape[0] != k or m2s.shape != means.shape:
+            raise ValueError(
+                f"from_parts needs counts (k,), means and m2s (k, n_bins); got {counts.shape}, "
+                f"{means.shape}, {m2s.shape}"
+            )
+        if (counts < 0).any():
+            raise ValueError("counts must be >= 0")
+        live = counts > 0  # an empty part's mean and M2 are placeholders: drop them
+        counts, means, m2s = counts[live], means[live], m2s[live]
+        n = int(counts.sum())
+        if n == 0:
+            return cls.empty(means.shape[1])
+        w = counts.astype(np.float64)[:, np.newaxis]
+        shift = means[0]
+        mean = shift + (w * (means - shift)).sum(axis=0) / n
+        dev = means - mean
+        m2 = m2s.sum(axis=0) + (w * (dev * dev)).sum(axis=0)
+        return cls(n, mean, m2)
+
     def copy(self) -> Moments:
         return Moments(self.count, self.mean.copy(), self.m2.copy())
 

@@ -2,12 +2,15 @@
 
 The ``features`` shards already hold each clip's log-mel moments (frame count, mean, M2); this
 stage merges those of the train clips with the parallel-variance formula (Chan et al.), in float64,
-without opening a single matrix, so memory is flat in dataset size and adding clips costs only
-their own moments. ``export_normalized`` optionally writes normalized log-mel copies.
+without opening a single matrix. Shard tables may be passed one at a time (any iterable), so
+memory holds one shard's moments at most: it is flat in dataset size, and adding clips costs only
+their own moments. Consumers apply the statistics themselves (:func:`normalize`);
+``export_normalized`` optionally writes normalized log-mel copies.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +19,73 @@ import pandas as pd
 from soundstage.io import save_npy
 from soundstage.moments import Moments
 
+#: The shard-table columns :func:`train_moments` reads.
+MOMENT_COLUMNS = ["id", "count", "logmel_mean", "logmel_m2"]
 
-def train_moments(*, shard_tables: list[pd.DataFrame], train_ids: set[str]) -> Moments:
-    """Merge the per-clip log-mel moments of the clips in ``train_ids``."""
-    parts = []
+
+def shard_moments(table: pd.DataFrame, *, ids: set[str]) -> Moments | None:
+    """Merged log-mel moments of the rows of one shard table whose ``id`` is in ``ids``.
+
+    Returns ``None`` when no row is selected.
+    """
+    if table.empty:
+        return None
+    sel = table[table["id"].astype(str).isin(ids)]
+    if sel.empty:
+        return None
+    counts = sel["count"].to_numpy(dtype=np.int64)
+    means = np.stack([np.asarray(v, dtype=np.float64) for v in sel["logmel_mean"]])
+    m2s = np.stack([np.asarray(v, dtype=np.float64) for v in sel["logmel_m2"]])
+    return Moments.from_parts(counts, means, m2s)
+
+
+def train_moments(*, shard_tables: Iterable[pd.DataFrame], train_ids: set[str]) -> Moments:
+    """Merge the per-clip log-mel moments of the clips in ``train_ids``.
+
+    Parameters
+    ----------
+    shard_tables : iterable of DataFrame
+        Feature shard tables (at least :data:`MOMENT_COLUMNS`); a generator that reads one
+        shard at a time keeps memory flat.
+    train_ids : set of str
+        Clip ids of the train split; other rows are ignored.
+
+    Returns
+    -------
+    Moments
+        ``count`` frames, per-bin ``mean`` and ``std`` (population) in float64 over every train
+        frame: the same numbers as ``np.mean`` / ``np.std`` over the concatenated train log-mels.
+
+    Raises
+    ------
+    ValueError
+        When no train clip has features.
+    """
+    ids = {str(i) for i in train_ids}
+    total: Moments | None = None
     for table in shard_tables:
-        if table.empty:
-            continue
-        sel = table[table["id"].astype(str).isin(train_ids)]
-        for count, mean, m2 in zip(sel["count"], sel["logmel_mean"], sel["logmel_m2"], strict=True):
-            parts.append(Moments(count=int(count), mean=np.asarray(mean, dtype=np.float64),
-                                 m2=np.asarray(m2, dtype=np.float64)))
-    if not parts:
+        part = shard_moments(table, ids=ids)
+        if part is not None:
+            total = part if total is None else total.merge(part)
+    if total is None:
         raise ValueError("stats: no train clip has features; is the train split empty?")
-    return Moments.merge_all(parts)
+    return total
 
 
 def normalize(logmel: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Apply per-bin statistics to a ``(n_mels, t)`` log-mel; returns float32."""
+    """Apply per-bin statistics to a ``(n_mels, t)`` log-mel; returns float32.
+
+    ``(logmel - mean) / std`` per bin, with ``std`` floored at 1e-8 (a constant bin maps to 0).
+    """
     return ((logmel - mean[:, None]) / np.maximum(std[:, None], 1e-8)).astype(np.float32)
 
 
-def export_normalized(*, ids: list[str], logmel_dir: str | Path, out_dir: str | Path, mean: np.ndarray,
+def export_normalized(*, ids: Iterable[str], logmel_dir: str | Path, out_dir: str | Path, mean: np.ndarray,
                       std: np.ndarray) -> int:
-    """Write normalized copies ``out_dir/<id>.npy`` of every clip's log-mel; returns how many."""
+    """Write normalized copies ``out_dir/<id>.npy`` (float32 ``(n_mels, t)``) of every clip's log-mel.
+
+    One clip in memory at a time; returns how many were written.
+    """
     n = 0
     for clip_id in ids:
         src = Path(logmel_dir) / f"{clip_id}.npy"

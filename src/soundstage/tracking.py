@@ -51,7 +51,9 @@ def git_info(root: str | Path | None = None) -> dict[str, str]:
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True,
                              check=True, timeout=20).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        # dvc.lock records pipeline state (rewritten by every run), not code: it does not make a run dirty.
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 ":(exclude)dvc.lock"], cwd=cwd,
                                 capture_output=True, text=True, check=True, timeout=60).stdout
         return {"git.commit": sha, "git.dirty": str(bool(status.strip())).lower()}
     except (OSError, subprocess.SubprocessError):

@@ -1,0 +1,341 @@
+"""Tests for the ``features`` stage (soundstage.features): matrices, shard table, cache, table join.
+
+Fixtures are processed clips written as the ``process`` stage writes them (float32 WAV, 16 kHz,
+a fraction of a second) plus the index rows that point at them; everything runs in a temporary
+folder in well under a second per test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+import soundstage.features as features
+from soundstage.features import (
+    INTERNAL_COLUMNS,
+    META_COLUMNS,
+    SAVEABLE,
+    build_table,
+    clip_features,
+    enabled_features,
+    feature_columns,
+    features_shard,
+    read_index,
+    write_table,
+)
+from soundstage.features_core import FeatureConfig, extract
+from soundstage.ingest import REJECTED_COLUMNS
+
+SR = 16000
+HOP = 512
+CFG = FeatureConfig()  # the params.yaml defaults: 128 mels, 20 MFCC + Δ + ΔΔ, chroma, spectral, rms, zcr
+
+
+def write_clip(path, y: np.ndarray, sr: int = SR) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y, sr, subtype="FLOAT", format="WAV")
+
+
+def make_index(root, rng: np.random.Generator, n: int = 4, prefix: str = "c") -> pd.DataFrame:
+    """``n`` processed clips (tone + noise, 0.3-0.7 s) under ``root/process/audio`` and their index."""
+    rows = []
+    for i in range(n):
+        n_samples = int(SR * (0.3 + 0.1 * (i % 5)))
+        t = np.arange(n_samples) / SR
+        y = (0.4 * np.sin(2 * np.pi * (220 + 110 * i) * t) + 0.05 * rng.standard_normal(n_samples)).astype(np.float32)
+        clip_id = f"{prefix}{i:02d}"
+        rel = f"process/audio/{clip_id}.wav"
+        write_clip(root / rel, y)
+        rows.append({"id": clip_id, "clip_id": clip_id, "path": rel, "label": "ab"[i % 2], "group": f"g{i // 2}",
+                     "duration": n_samples / SR, "start": 0.0, "sample_rate": SR, "shard": 0, "key": f"pk-{clip_id}"})
+    return pd.DataFrame(rows)
+
+
+def run(index: pd.DataFrame, root, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    kw.setdefault("config", CFG)
+    return features_shard(index=index, out_dir=root / "features", relative_to=root, **kw)
+
+
+def roundtrip(table: pd.DataFrame, tmp_path) -> pd.DataFrame:
+    """What the next run gets as ``previous``: the table written (as the CLI does) and read back."""
+    path = tmp_path / "cache.parquet"
+    write_table(path, table)
+    return pd.read_parquet(path)
+
+
+def frames(n_samples: int) -> int:
+    return 1 + n_samples // HOP
+
+
+# -- outputs ------------------------------------------------------------------------------------
+
+
+def test_writes_float32_matrices_of_documented_shapes(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=3)
+    table, rejected = run(index, tmp_path)
+    assert rejected.empty and list(rejected.columns) == REJECTED_COLUMNS
+    for row in index.itertuples():
+        t = frames(sf.info(tmp_path / row.path).frames)
+        logmel = np.load(tmp_path / "features" / "logmel" / f"{row.id}.npy")
+        mfcc = np.load(tmp_path / "features" / "mfcc" / f"{row.id}.npy")
+        assert logmel.dtype == np.float32 and logmel.shape == (128, t) and logmel.flags.c_contiguous
+        assert mfcc.dtype == np.float32 and mfcc.shape == (3 * 20, t)  # MFCC, Δ, ΔΔ stacked
+    assert not (tmp_path / "features" / "chroma").exists()  # only what `save` names
+
+
+def test_table_holds_meta_moments_and_summaries(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=3)
+    table, _ = run(index, tmp_path)
+    assert list(table.columns[:8]) == META_COLUMNS + INTERNAL_COLUMNS
+    assert list(table["id"]) == list(index["id"]) and list(table["label"]) == list(index["label"])
+    cols = feature_columns(table)
+    # mean and std of every row of every feature but the log-mel (which the moments cover)
+    expected = {"mfcc": 60, "chroma": 12, "centroid": 1, "bandwidth": 1, "rolloff": 1, "contrast": 7,
+                "flatness": 1, "rms": 1, "zcr": 1}
+    assert len(cols) == 2 * sum(expected.values())
+    assert cols[:2] == ["mfcc_mean_00", "mfcc_mean_01"] and "mfcc_std_59" in cols and "zcr_std_00" in cols
+
+    row = table.iloc[0]
+    logmel = np.load(tmp_path / "features" / "logmel" / f"{row['id']}.npy").astype(np.float64)
+    assert row["count"] == logmel.shape[1]
+    np.testing.assert_allclose(row["logmel_mean"], logmel.mean(axis=1), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(row["logmel_m2"]) / row["count"], logmel.var(axis=1), rtol=1e-10)
+    y, _ = sf.read(tmp_path / index["path"][0], dtype="float32")
+    _, summary = clip_features(y, sr=SR, config=CFG)
+    assert list(summary) == cols
+    np.testing.assert_allclose(row[cols].to_numpy(float), list(summary.values()), rtol=1e-12)
+
+
+def test_write_table_reads_back_like_to_parquet(tmp_path, rng) -> None:
+    table, _ = run(make_index(tmp_path, rng, n=3), tmp_path)
+    write_table(tmp_path / "fast.parquet", table)
+    table.to_parquet(tmp_path / "pandas.parquet", index=False)
+    fast, slow = pd.read_parquet(tmp_path / "fast.parquet"), pd.read_parquet(tmp_path / "pandas.parquet")
+    pd.testing.assert_frame_equal(fast, slow)
+    assert isinstance(fast["logmel_mean"][0], np.ndarray) and fast["logmel_mean"][0].dtype == np.float64
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    empty = pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
+    write_table(tmp_path / "empty.parquet", empty)
+    assert list(pd.read_parquet(tmp_path / "empty.parquet").columns) == META_COLUMNS + INTERNAL_COLUMNS
+
+
+def test_clip_features_stacks_mfcc_deltas(rng) -> None:
+    y = (0.3 * rng.standard_normal(SR // 2)).astype(np.float32)
+    feats, summary = clip_features(y, sr=SR, config=CFG)
+    raw = extract(y, sr=SR, config=CFG)
+    np.testing.assert_array_equal(feats["mfcc"], np.concatenate([raw["mfcc"], raw["mfcc_delta"], raw["mfcc_delta2"]]))
+    assert "mfcc_delta" not in feats and "mfcc_delta2" not in feats
+    assert summary["mfcc_mean_20"] == pytest.approx(float(raw["mfcc_delta"][0].astype(np.float64).mean()), rel=1e-12)
+    plain, _ = clip_features(y, sr=SR, config=FeatureConfig(mfcc_deltas=False))
+    assert plain["mfcc"].shape == (20, frames(SR // 2))
+
+
+def test_save_any_enabled_feature(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=2)
+    cfg = FeatureConfig(mfcc_deltas=False, spectral=("contrast", "rolloff"))
+    run(index, tmp_path, config=cfg, save=("logmel", "mfcc", "chroma", "contrast", "rolloff"))
+    t = frames(sf.info(tmp_path / index["path"][0]).frames)
+    shapes = {"logmel": (128, t), "mfcc": (20, t), "chroma": (12, t), "contrast": (7, t), "rolloff": (1, t)}
+    for name, shape in shapes.items():
+        a = np.load(tmp_path / "features" / name / "c00.npy")
+        assert a.shape == shape and a.dtype == np.float32, name
+
+
+@pytest.mark.parametrize(
+    "cfg, save, match",
+    [
+        (FeatureConfig(mfcc=False), ("logmel", "mfcc"), "'mfcc'"),
+        (FeatureConfig(chroma=False), ("chroma",), "'chroma'"),
+        (FeatureConfig(), ("logmel", "mfcc_delta"), "'mfcc_delta'"),
+        (FeatureConfig(), ("spectrogram",), "'spectrogram'"),
+    ],
+)
+def test_save_of_a_feature_not_computed_fails_early(tmp_path, rng, cfg, save, match) -> None:
+    index = make_index(tmp_path, rng, n=1)
+    with pytest.raises(ValueError, match=match):
+        run(index, tmp_path, config=cfg, save=save)
+
+
+def test_each_feature_can_be_switched_off(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=1)
+    cfg = FeatureConfig(mfcc=False, chroma=False, spectral=("centroid",), rms=False, zcr=False)
+    assert enabled_features(cfg) == ("logmel", "centroid")
+    table, _ = run(index, tmp_path, config=cfg, save=("logmel",))
+    assert feature_columns(table) == ["centroid_mean_00", "centroid_std_00"]
+    assert enabled_features(FeatureConfig()) == SAVEABLE
+
+
+def test_multichannel_processed_audio_is_averaged(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=1)
+    y, _ = sf.read(tmp_path / index["path"][0], dtype="float32")
+    stereo = np.stack([y, 0.5 * y], axis=1)
+    write_clip(tmp_path / index["path"][0], stereo)
+    run(index, tmp_path)
+    mono = stereo.mean(axis=1, dtype=np.float32)
+    np.testing.assert_array_equal(np.load(tmp_path / "features" / "logmel" / "c00.npy"),
+                                  extract(mono, sr=SR, config=CFG)["logmel"])
+
+
+# -- cache --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def count_extract(monkeypatch):
+    """Counts (by clip length) the clips whose features are actually computed."""
+    calls: list[int] = []
+
+    def counting(y, *, sr, config=None):
+        calls.append(len(y))
+        return extract(y, sr=sr, config=config)
+
+    monkeypatch.setattr(features, "extract", counting)
+    return calls
+
+
+def test_cache_reuses_unchanged_clips(tmp_path, rng, count_extract) -> None:
+    index = make_index(tmp_path, rng, n=4)
+    first, _ = run(index, tmp_path)
+    assert len(count_extract) == 4
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "features" / "logmel").iterdir()}
+    # New labels/groups (a relabelled dataset) do not invalidate features but are picked up.
+    relabelled = index.assign(label=["z"] * 4)
+    again, rejected = run(relabelled, tmp_path, previous=roundtrip(first, tmp_path))
+    assert len(count_extract) == 4 and rejected.empty
+    assert list(again["label"]) == ["z"] * 4
+    pd.testing.assert_frame_equal(again.drop(columns="label"), first.drop(columns="label"), check_dtype=False)
+    assert mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "features" / "logmel").iterdir()}
+    # The reused table writes and reads back like a fresh one.
+    back = roundtrip(again, tmp_path)
+    pd.testing.assert_frame_equal(back.drop(columns="label"), roundtrip(first, tmp_path).drop(columns="label"))
+
+
+def test_cache_recomputes_changed_missing_and_new_clips(tmp_path, rng, count_extract) -> None:
+    index = make_index(tmp_path, rng, n=4)
+    first, _ = run(index, tmp_path)
+    count_extract.clear()
+    changed = index.copy()
+    changed.loc[1, "key"] = "pk-c01-reprocessed"  # process re-made this clip's audio
+    (tmp_path / "features" / "mfcc" / "c02.npy").unlink()  # a matrix went missing
+    extra = make_index(tmp_path, np.random.default_rng(7), n=1, prefix="new")
+    table, _ = run(pd.concat([changed, extra], ignore_index=True), tmp_path, previous=roundtrip(first, tmp_path))
+    lengths = {int(sf.info(tmp_path / p).frames) for p in ("process/audio/c01.wav", "process/audio/c02.wav",
+                                                          "process/audio/new00.wav")}
+    assert len(count_extract) == 3 and set(count_extract) == lengths
+    assert list(table["id"]) == ["c00", "c01", "c02", "c03", "new00"]
+    assert table.loc[1, "key"] != first.loc[1, "key"] and table.loc[0, "key"] == first.loc[0, "key"]
+    assert (tmp_path / "features" / "mfcc" / "c02.npy").is_file()
+
+
+def test_cache_recomputes_everything_when_params_change(tmp_path, rng, count_extract) -> None:
+    index = make_index(tmp_path, rng, n=3)
+    first, _ = run(index, tmp_path)
+    run(index, tmp_path, previous=roundtrip(first, tmp_path), config=FeatureConfig(n_mels=64))
+    assert len(count_extract) == 6
+    assert np.load(tmp_path / "features" / "logmel" / "c00.npy").shape[0] == 64
+
+
+def test_clips_that_left_the_shard_lose_their_matrices(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=4)
+    first, _ = run(index, tmp_path, save=("logmel", "mfcc", "chroma"),
+                   config=FeatureConfig(spectral=()))
+    table, _ = run(index[index["id"] != "c03"], tmp_path, previous=roundtrip(first, tmp_path),
+                   save=("logmel", "mfcc", "chroma"), config=FeatureConfig(spectral=()))
+    assert list(table["id"]) == ["c00", "c01", "c02"]
+    for name in ("logmel", "mfcc", "chroma"):
+        assert not (tmp_path / "features" / name / "c03.npy").exists()
+        assert (tmp_path / "features" / name / "c00.npy").is_file()
+
+
+def test_clips_moved_to_another_shard_keep_their_matrices(tmp_path, rng) -> None:
+    """n_shards changed: the clip's new shard owns its matrices (and may have rewritten them)."""
+    from soundstage.ingest import shard_of
+
+    index = make_index(tmp_path, rng, n=6)
+    first, _ = run(index, tmp_path)
+    shards = [shard_of(c, 2) for c in index["clip_id"]]
+    assert len(set(shards)) == 2
+    mine = index[[s == 0 for s in shards]]
+    table, _ = run(mine, tmp_path, previous=roundtrip(first, tmp_path), shard=0, n_shards=2)
+    assert list(table["id"]) == list(mine["id"])
+    for clip_id in index["id"]:
+        assert (tmp_path / "features" / "logmel" / f"{clip_id}.npy").is_file(), clip_id
+    gone = mine.iloc[1:]  # mine.iloc[0] left the dataset: its matrices go
+    run(gone, tmp_path, previous=roundtrip(table, tmp_path), shard=0, n_shards=2)
+    assert not (tmp_path / "features" / "logmel" / f"{mine['id'].iloc[0]}.npy").exists()
+
+
+def test_ids_with_folders(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=2)
+    index["id"] = ["blues/blues.00000", "jazz/jazz.00001"]
+    table, rejected = run(index, tmp_path)
+    assert rejected.empty and list(table["id"]) == list(index["id"])
+    assert (tmp_path / "features" / "mfcc" / "jazz" / "jazz.00001.npy").is_file()
+    run(index.iloc[:1], tmp_path, previous=roundtrip(table, tmp_path))
+    assert not (tmp_path / "features" / "mfcc" / "jazz" / "jazz.00001.npy").exists()
+
+
+def test_no_temporary_files_are_left_behind(tmp_path, rng) -> None:
+    run(make_index(tmp_path, rng, n=2), tmp_path)
+    assert not [p for p in (tmp_path / "features").rglob("*") if p.name.startswith(".")]
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_unreadable_audio_is_rejected_and_the_others_continue(tmp_path, rng) -> None:
+    index = make_index(tmp_path, rng, n=5)
+    (tmp_path / index["path"][1]).write_bytes(b"this is not a wav file")
+    (tmp_path / index["path"][2]).unlink()
+    write_clip(tmp_path / index["path"][3], np.array([0.0, np.nan, 0.1], np.float32))
+    write_clip(tmp_path / index["path"][4], np.zeros(0, np.float32))
+    table, rejected = run(index, tmp_path)
+    assert list(table["id"]) == ["c00"]
+    assert list(rejected.columns) == REJECTED_COLUMNS
+    assert list(rejected["id"]) == ["c01", "c02", "c03", "c04"]
+    assert set(rejected["stage"]) == {"features"}
+    assert list(rejected["reason"]) == ["unreadable", "unreadable", "nonfinite", "empty_file"]
+    assert all("c0" in d for d in rejected["detail"])
+    assert not (tmp_path / "features" / "logmel" / "c01.npy").exists()
+
+
+def test_read_index_keeps_keys_as_text(tmp_path, rng) -> None:
+    """SHA-1 keys like 4e4924939249... crash pandas' float parser (pandas#63089) unless read as text."""
+    index = make_index(tmp_path, rng, n=2).assign(key=["4e492493924924", "0123"], id=["001", "2e5"])
+    index.to_csv(tmp_path / "000.csv", index=False)
+    back = read_index(tmp_path / "000.csv")
+    assert list(back["key"]) == ["4e492493924924", "0123"] and list(back["id"]) == ["001", "2e5"]
+    table, _ = run(back, tmp_path)
+    assert list(table["id"]) == ["001", "2e5"]
+
+
+def test_empty_index_gives_an_empty_table(tmp_path) -> None:
+    table, rejected = run(pd.DataFrame(columns=["id", "clip_id", "path", "label", "group", "key"]), tmp_path)
+    assert table.empty and list(table.columns) == META_COLUMNS + INTERNAL_COLUMNS and rejected.empty
+
+
+# -- build_table --------------------------------------------------------------------------------
+
+
+def test_build_table_joins_splits(tmp_path, rng) -> None:
+    a, _ = run(make_index(tmp_path, rng, n=3, prefix="a"), tmp_path)
+    b, _ = run(make_index(tmp_path, rng, n=2, prefix="b"), tmp_path)
+    splits = pd.DataFrame({"id": ["b01", "a00", "a01", "a02", "zz"], "split": ["test", "train", "train", "val", "val"],
+                           "label": "ignored"})
+    table = build_table(shard_tables=[roundtrip(a, tmp_path), b], splits=splits)
+    cols = feature_columns(a)
+    assert list(table.columns) == META_COLUMNS + ["split"] + cols
+    assert list(table["id"]) == ["a00", "a01", "a02", "b01"]  # b00 has no split, zz no features
+    assert list(table["split"]) == ["train", "train", "val", "test"]
+    assert not set(INTERNAL_COLUMNS) & set(table.columns)
+    assert all(table[c].dtype == np.float32 for c in cols)
+    np.testing.assert_allclose(table.loc[3, cols].to_numpy(float), b.loc[1, cols].to_numpy(float), rtol=1e-6)
+    # Shard order does not change rows or columns.
+    pd.testing.assert_frame_equal(build_table(shard_tables=[b, a], splits=splits), table)
+
+
+def test_build_table_of_nothing(tmp_path) -> None:
+    empty = pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
+    table = build_table(shard_tables=[empty], splits=pd.DataFrame({"id": ["x"], "split": ["train"]}))
+    assert table.empty and list(table.columns) == META_COLUMNS + ["split"]
