@@ -22,7 +22,8 @@ def test_repo_root_found_from_subfolder(tmp_path: Path):
     assert tracking.repo_root(root / "data" / "x") == root
 
 
-def test_repo_root_of_a_dvc_temp_experiment_is_the_original_repo(tmp_path: Path):
+def test_repo_root_of_a_dvc_temp_experiment_is_the_original_repo(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
     root = _repo(tmp_path)
     exp = root / ".dvc" / "tmp" / "exps" / "tmpab12cd" / "sub"
     exp.mkdir(parents=True)
