@@ -80,3 +80,17 @@ def test_read_csv_keeps_hash_keys_as_text(tmp_path: Path):
     keys = ["4e492493924924924924924924924924924924", "1e10", "0123"]
     io.write_csv(tmp_path / "k.csv", pd.DataFrame({"id": ["a", "b", "c"], "key": keys}))
     assert io.read_csv(tmp_path / "k.csv")["key"].tolist() == keys
+
+
+@pytest.mark.parametrize("channels", [1, 2, 6])
+def test_float_wav_reads_back_bit_exact(tmp_path: Path, rng, channels: int):
+    import soundfile as sf
+
+    audio = rng.standard_normal((1001, channels)).astype(np.float32) * 0.3
+    if channels == 1:
+        audio = audio[:, 0]
+    io.write_wav_float32(tmp_path / "x.wav", audio, 22050)
+    info = sf.info(tmp_path / "x.wav")
+    assert (info.samplerate, info.channels, info.frames, info.subtype) == (22050, channels, 1001, "FLOAT")
+    back, sr = sf.read(tmp_path / "x.wav", dtype="float32")
+    assert sr == 22050 and np.array_equal(back, audio)

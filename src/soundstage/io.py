@@ -91,3 +91,25 @@ def read_csv(path: str | Path) -> "pd.DataFrame":  # noqa: F821
     return pd.read_csv(path, dtype={"id": str, "clip_id": str, "label": str, "group": str, "path": str,
                                      "key": str, "split": str},
                        keep_default_na=False, na_values=[""])
+
+
+def write_wav_float32(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
+    """Atomically write a 32-bit float WAV (``audio`` shaped ``(n,)`` or ``(n, channels)``).
+
+    A plain RIFF header plus one ``tofile`` of the samples: libsndfile reads it back bit-exactly, and
+    it costs a third of ``soundfile.write`` (which also syncs every file it opens by path).
+    """
+    import struct
+
+    data = np.ascontiguousarray(audio, dtype="<f4")
+    channels = 1 if data.ndim == 1 else data.shape[1]
+    n_bytes = data.size * 4
+    header = b"".join([
+        b"RIFF", struct.pack("<I", 36 + 12 + n_bytes), b"WAVE",
+        b"fmt ", struct.pack("<IHHIIHH", 16, 3, channels, sample_rate, sample_rate * channels * 4, channels * 4, 32),
+        b"fact", struct.pack("<II", 4, data.shape[0]),
+        b"data", struct.pack("<I", n_bytes),
+    ])
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(header)
+        data.tofile(fh)

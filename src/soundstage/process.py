@@ -20,12 +20,11 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import soundfile as sf
 
 from soundstage import cache
 from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
 from soundstage.ingest import REJECTED_COLUMNS, rejection
-from soundstage.io import atomic_path
+from soundstage.io import write_wav_float32
 
 _CODE = cache.code_version("soundstage.audio", "soundstage.process")
 INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
@@ -139,9 +138,8 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         for seg in segments:
             seg_id = _segment_id(clip_id, seg.index, segmented=segmented)
             dest = out_dir / "audio" / f"{seg_id}.wav"
-            with atomic_path(dest) as tmp:
-                # soundfile wants (frames, channels); multichannel segments are (channels, n).
-                sf.write(tmp, seg.audio.T, out_sr, subtype="FLOAT", format="WAV")
+            # WAV wants (frames, channels); multichannel segments are (channels, n).
+            write_wav_float32(dest, seg.audio.T, out_sr)
             kept_files.add(dest.resolve())
             out_rows.append({"id": seg_id, "clip_id": clip_id, "path": _rel(dest, base), "label": row["label"],
                              "group": group, "duration": seg.audio.shape[-1] / out_sr, "start": float(seg.start),
