@@ -77,7 +77,9 @@ def normalize(logmel: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.nd
 
     ``(logmel - mean) / std`` per bin, with ``std`` floored at 1e-8 (a constant bin maps to 0).
     """
-    return ((logmel - mean[:, None]) / np.maximum(std[:, None], 1e-8)).astype(np.float32)
+    from soundstage.models import normalize_logmel  # the one implementation the CNN and bundles use
+
+    return normalize_logmel(logmel, mean=mean, std=std)
 
 
 def export_normalized(*, ids: Iterable[str], logmel_dir: str | Path, out_dir: str | Path, mean: np.ndarray,
