@@ -220,7 +220,8 @@ def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
     if args.summary:
         summary = summarize(metrics_files=args.inputs)
-        write_json(args.out, summary)
+        if args.out:
+            write_json(args.out, summary)
         print(format_table(summary))
         return
     m = evaluate(bundle_dir=args.bundle, table_path=args.table, out_dir=args.out_dir, logmel_dir=args.logmel_dir,
@@ -332,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-mlflow", action="store_true")
     s.add_argument("--summary", action="store_true")
     s.add_argument("--inputs", nargs="*", default=[])
-    s.add_argument("--out", default="reports/metrics.json")
+    s.add_argument("--out", help="with --summary: write the combined metrics here (else only print the table)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("report", help="dataset report (class balance, durations, rejects, splits)")
