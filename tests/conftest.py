@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# One numba cache per pytest-xdist worker (inherited by the pipelines the tests start): two workers
+# JIT-compiling the same librosa function at once can leave a cache entry that crashes the loader.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+    tempfile.gettempdir(), f"soundstage-numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getuid()}"))
 
 
 @pytest.fixture
