@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
@@ -17,11 +18,12 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-# One numba cache per pytest-xdist worker (inherited by the pipelines the tests start): two workers
-# JIT-compiling the same librosa function at once can leave a cache entry that crashes the loader.
-os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
-    tempfile.gettempdir(), f"soundstage-numba-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getuid()}"))
-
+# A private, fresh numba cache per test process (inherited by the pipelines the tests start).
+# numba's on-disk cache is not safe under concurrent writers: two xdist workers JIT-compiling the
+# same librosa function into one cache left an entry that segfaults every later load (seen in CI,
+# reproduced with that cache directory). A fresh directory per process also keeps runs independent.
+os.environ["NUMBA_CACHE_DIR"] = tempfile.mkdtemp(prefix="soundstage-numba-")
+atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True)
 
 @pytest.fixture
 def rng() -> np.random.Generator:

@@ -340,32 +340,14 @@ def test_logmel_power_and_top_db(power: float, top_db: float | None, rng: np.ran
     np.testing.assert_allclose(feats["logmel"], ref, **TOL["logmel"])
 
 
-_TUNING_CHECK = """
-import numpy as np, librosa
-from soundstage.features_core import FeatureConfig, extract
-sr = 22050
-y = librosa.tone(452.0, sr=sr, duration=1.0).astype(np.float32)  # ~ +0.47 semitone off A4
-feats = extract(y, sr=sr, config=FeatureConfig(tuning=None))
-ref = librosa.feature.chroma_stft(y=y, sr=sr)  # tuning=None: estimated
-np.testing.assert_allclose(feats["chroma"], ref, rtol={rtol}, atol={atol})
-fixed = extract(y, sr=sr, config=FeatureConfig(tuning=0.0))
-assert not np.allclose(fixed["chroma"], feats["chroma"])
-"""
-
-
 def test_estimated_tuning_matches_librosa_default() -> None:
-    """Run in a fresh process: librosa's numba-jitted piptrack has been seen to segfault (rarely,
-    on its first compilation in a long-lived pytest worker); a crash, unlike an assertion, is retried
-    once in a new process so that it cannot take the worker down, and fails if it happens again."""
-    import subprocess
-    import sys
-
-    code = _TUNING_CHECK.format(**TOL["chroma"])
-    for attempt in range(2):
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-        if proc.returncode >= 0:
-            break
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    sr = 22050
+    y = librosa.tone(452.0, sr=sr, duration=1.0).astype(np.float32)  # ~ +0.47 semitone off A4
+    feats = extract(y, sr=sr, config=FeatureConfig(tuning=None))
+    ref = librosa.feature.chroma_stft(y=y, sr=sr)  # tuning=None: estimated
+    np.testing.assert_allclose(feats["chroma"], ref, **TOL["chroma"])
+    fixed = extract(y, sr=sr, config=FeatureConfig(tuning=0.0))
+    assert not np.allclose(fixed["chroma"], feats["chroma"])
 
 
 def test_feature_selection() -> None:
