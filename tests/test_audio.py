@@ -113,6 +113,44 @@ def test_probe_and_load_every_format(tmp_path: Path, fmt: str, subtype: str, ext
         if subtype == "VORBIS" and channels == 6 and c == 5:
             continue  # Vorbis 5.1: the 6th channel is LFE, which libvorbis band-limits at 44.1/48 kHz
         assert dominant_freq(y[c], sr) == pytest.approx(channel_freq(c), abs=10.0)
+    mono, mono_sr = load_audio(path, mono=True)  # downmixed while decoding: the same numbers
+    assert mono_sr == sr and mono.dtype == np.float32 and mono.shape == (1, y.shape[1])
+    np.testing.assert_array_equal(mono[0], to_mono(y))
+
+
+@pytest.mark.parametrize("channels", [2, 3, 7])
+@pytest.mark.parametrize(("fmt", "subtype", "ext"), [("WAV", "PCM_16", "wav"), ("FLAC", "PCM_16", "flac"),
+                                                     ("WAV", "PCM_U8", "wav"), ("AIFF", "PCM_S8", "aiff"),
+                                                     ("WAV", "PCM_24", "wav"), ("WAV", "FLOAT", "wav")])
+def test_load_mono_is_bit_identical_at_full_scale(tmp_path: Path, rng: np.random.Generator, fmt: str,
+                                                  subtype: str, ext: str, channels: int) -> None:
+    # Integer PCM is summed as integers: full-scale values (-32768, 32767) and every channel count
+    # must still give exactly to_mono of the float decode, and librosa's mean over channels.
+    x = rng.integers(-32768, 32768, size=(4000, channels)).astype(np.float32) / 32768
+    x[:3] = [[-1.0] * channels, [32767 / 32768] * channels, [0.0] * channels]
+    path = tmp_path / f"full.{ext}"
+    sf.write(path, x, 16000, format=fmt, subtype=subtype)
+    y, _ = load_audio(path)
+    mono, _ = load_audio(path, mono=True)
+    np.testing.assert_array_equal(mono[0], to_mono(y))
+    if channels == 2:  # two channels: (a + b) * 0.5 is the mean exactly, whatever the order
+        np.testing.assert_array_equal(mono[0], y.mean(axis=0, dtype=np.float32))
+
+
+def test_load_mono_still_rejects_nonfinite_and_truncated(tmp_path: Path) -> None:
+    x = np.zeros((1000, 2), np.float32)
+    x[10, 1] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 8000, subtype="FLOAT")
+    with pytest.raises(AudioError, match=r"nan\.wav.*1 NaN") as err:
+        load_audio(path, mono=True)
+    assert err.value.reason == "nonfinite"
+    good = write_tone(tmp_path / "cut.wav", sr=8000, channels=2, duration=0.5, subtype="PCM_16")
+    data = good.read_bytes()
+    good.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError) as err:
+        load_audio(good, mono=True)
+    assert err.value.reason == "truncated"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,6 +271,8 @@ def test_audioread_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     y, sr = load_audio(path)
     assert sr == 16000 and y.dtype == np.float32 and y.shape == (2, 4000)
     np.testing.assert_allclose(y, tone(sr=16000, channels=2, duration=0.25).T, atol=1e-4)
+    mono, _ = load_audio(path, mono=True)
+    np.testing.assert_array_equal(mono, to_mono(y)[np.newaxis])
 
 
 def test_no_audioread_gives_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

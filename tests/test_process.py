@@ -157,9 +157,9 @@ def counted_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real = process_mod.load_audio
 
-    def load(path):
+    def load(path, **kwargs):
         calls.append(str(path))
-        return real(path)
+        return real(path, **kwargs)
 
     monkeypatch.setattr(process_mod, "load_audio", load)
     return calls

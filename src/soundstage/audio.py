@@ -175,20 +175,24 @@ def probe_audio(path: PathLike) -> AudioInfo:
     return info
 
 
-def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
+def load_audio(path: PathLike, *, mono: bool = False) -> tuple[np.ndarray, int]:
     """Decode a whole file at its native rate.
 
     Parameters
     ----------
     path : str or path-like
         Any path; spaces and non-ASCII characters are fine.
+    mono : bool
+        Downmix while decoding: the result is bit for bit ``to_mono`` of the multichannel
+        decode, as ``(1, n)``, at a fraction of the cost (no de-interleaving copy; 8- and
+        16-bit PCM is summed as integers, exactly, before the one scaling).
 
     Returns
     -------
     y : np.ndarray [shape=(channels, n_samples), dtype=float32]
         Samples in [-1, 1] for integer formats (float files are returned as stored). Mono files
         give a ``(1, n)`` view of the decode buffer; multichannel files cost one copy to
-        de-interleave.
+        de-interleave (``(1, n)`` with ``mono``).
     sr : int
         Sample rate in Hz.
 
@@ -212,7 +216,8 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
     except (RuntimeError, OSError) as exc:
         _, decoded = _fallback(p, kind, exc, decode=True)
         assert decoded is not None
-        return decoded
+        y, sr = decoded
+        return (to_mono(y)[np.newaxis] if mono else y), sr
     with f:
         frames, channels, sr = int(f.frames), int(f.channels), int(f.samplerate)
         fmt, subtype = str(f.format), str(f.subtype)
@@ -221,9 +226,12 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
         if frames * channels * 4 > _MAX_DECODE_BYTES:
             raise AudioError(p, "undecodable",
                              f"header announces {frames} frames x {channels} channels: implausibly large")
-        buf = np.empty((frames, channels), dtype=np.float32)
+        downmix = mono and channels > 1
+        # libsndfile turns 8/16-bit PCM into float as int16 / 32768: integers are exact to sum.
+        dtype = "int16" if downmix and subtype in _SHORT_PCM and channels <= 256 else "float32"
+        buf = np.empty((frames, channels), dtype=dtype)
         try:
-            data = f.read(frames, dtype="float32", always_2d=True, out=buf)
+            data = f.read(frames, dtype=dtype, always_2d=True, out=buf)
         except (RuntimeError, OSError) as exc:
             raise AudioError(p, "truncated", f"{fmt} stream fails while decoding: {_sf_message(exc)}") from None
     n = data.shape[0]
@@ -231,14 +239,37 @@ def load_audio(path: PathLike) -> tuple[np.ndarray, int]:
     if frames - n > tolerance:
         raise AudioError(p, "truncated",
                          f"{fmt} header announces {frames} frames but only {n} could be decoded")
-    y = data.reshape(1, n) if channels == 1 else np.ascontiguousarray(data.T)
-    if subtype in _FLOAT_SUBTYPES and not np.isfinite(y).all():
-        bad = int(np.count_nonzero(~np.isfinite(y)))
+    if subtype in _FLOAT_SUBTYPES and not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
         raise AudioError(p, "nonfinite", f"{bad} NaN or infinite sample(s) in a {subtype} {fmt} file")
-    return y, sr
+    if downmix:
+        return _downmix_frames(data)[np.newaxis], sr
+    return (data.reshape(1, n) if channels == 1 else np.ascontiguousarray(data.T)), sr
 
 
 _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+_SHORT_PCM = frozenset({"PCM_16", "PCM_S8", "PCM_U8"})
+
+
+def _downmix_frames(frames: np.ndarray) -> np.ndarray:
+    """``to_mono`` of interleaved ``(n, channels)`` samples, float32 ``(n,)``, bit for bit.
+
+    The same float32 operations in the same order as :func:`to_mono` on the de-interleaved
+    array (first two channels added, the rest accumulated, then one multiplication by
+    ``1 / channels``), column by column without the transposing copy. int16 samples (8/16-bit
+    PCM, at most 256 channels) are summed exactly and scaled by ``2 ** -15`` with the
+    ``1 / channels`` factor: each ``x / 32768`` and every partial sum of them is exact in
+    float32, so the result is the same number.
+    """
+    channels = frames.shape[1]
+    out = np.add(frames[:, 0], frames[:, 1], dtype=np.float32)
+    for c in range(2, channels):
+        out += frames[:, c]
+    scale = np.float32(1.0 / channels)
+    if frames.dtype == np.int16:
+        scale *= np.float32(1 / 32768)  # a power of two: exact
+    out *= scale
+    return out
 _MAX_DECODE_BYTES = 1 << 34  # 16 GiB of float32: beyond that a header is lying, not describing
 
 

@@ -50,7 +50,7 @@ def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np
     """
     pconf, fconf = bundle.process_config, bundle.feature_config
     try:
-        y, sr = load_audio(path)
+        y, sr = load_audio(path, mono=pconf.mono)
         segments, out_sr = preprocess(y, sr=sr, config=pconf)
     except AudioError as exc:
         raise (exc.with_path(path) if exc.path is None else exc) from None

@@ -54,7 +54,7 @@ def _group_of(row: dict, clip_id: str) -> str:
 def _process_clip(path: str, config: ProcessConfig):
     """Decode and preprocess one file; every failure becomes an AudioError naming the file."""
     try:
-        y, sr = load_audio(path)
+        y, sr = load_audio(path, mono=config.mono)
         return preprocess(y, sr=sr, config=config)
     except AudioError as exc:
         raise (exc.with_path(path) if exc.path is None else exc) from None
