@@ -137,6 +137,18 @@ def test_load_mono_is_bit_identical_at_full_scale(tmp_path: Path, rng: np.random
         np.testing.assert_array_equal(mono[0], y.mean(axis=0, dtype=np.float32))
 
 
+@pytest.mark.parametrize("channels", [1, 2, 3, 7, 300])
+def test_downmix_frames_equals_to_mono(rng: np.random.Generator, channels: int) -> None:
+    pcm = rng.integers(-32768, 32768, size=(257, channels)).astype(np.int16)
+    as_float = pcm.astype(np.float32) / np.float32(32768)  # what libsndfile's float decode gives
+    want = to_mono(np.ascontiguousarray(as_float.T))
+    np.testing.assert_array_equal(audio.downmix_frames(as_float), want)
+    np.testing.assert_array_equal(audio.downmix_frames(pcm), want)  # > 256 channels: via float
+    assert audio.downmix_frames(pcm).dtype == np.float32
+    with pytest.raises(ValueError, match="frames"):
+        audio.downmix_frames(as_float[:, 0])
+
+
 def test_load_mono_still_rejects_nonfinite_and_truncated(tmp_path: Path) -> None:
     x = np.zeros((1000, 2), np.float32)
     x[10, 1] = np.nan

@@ -94,3 +94,51 @@ def test_float_wav_reads_back_bit_exact(tmp_path: Path, rng, channels: int):
     assert (info.samplerate, info.channels, info.frames, info.subtype) == (22050, channels, 1001, "FLOAT")
     back, sr = sf.read(tmp_path / "x.wav", dtype="float32")
     assert sr == 22050 and np.array_equal(back, audio)
+    fast, fast_sr = io.read_wav_float32(tmp_path / "x.wav")  # our own header: one np.fromfile
+    assert fast_sr == 22050 and fast.dtype == np.float32 and np.array_equal(fast, audio)
+
+
+@pytest.mark.parametrize("subtype", ["PCM_16", "FLOAT"])
+def test_read_wav_float32_falls_back_to_soundfile(tmp_path: Path, rng, subtype: str):
+    import soundfile as sf
+
+    audio = (rng.standard_normal((500, 2)) * 0.2).astype(np.float32)
+    sf.write(tmp_path / "other.wav", audio, 16000, subtype=subtype)  # soundfile's header, not ours
+    got, sr = io.read_wav_float32(tmp_path / "other.wav")
+    want, _ = sf.read(tmp_path / "other.wav", dtype="float32")
+    assert sr == 16000 and np.array_equal(got, want)
+    # Our header with a size that does not match the file (cut short): never the raw fast path.
+    io.write_wav_float32(tmp_path / "cut.wav", audio, 16000)
+    data = (tmp_path / "cut.wav").read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[:-40])
+    got, _ = io.read_wav_float32(tmp_path / "cut.wav")
+    assert np.array_equal(got, sf.read(tmp_path / "cut.wav", dtype="float32")[0])
+    (tmp_path / "junk.wav").write_bytes(b"not audio at all")
+    with pytest.raises(RuntimeError):  # soundfile.LibsndfileError names the file
+        io.read_wav_float32(tmp_path / "junk.wav")
+
+
+def test_write_atomic_creates_folders_leaves_no_temp_and_keeps_old_on_failure(tmp_path: Path):
+    dest = tmp_path / "new" / "deep" / "a.npy"
+    io.save_npy(dest, np.arange(6, dtype=np.float32).reshape(2, 3).T)  # non-contiguous input
+    assert np.load(dest).tolist() == [[0, 3], [1, 4], [2, 5]]
+    assert dest.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.npy"]
+
+    class Boom:  # a chunk that fails mid-write, as a killed writer would
+        def __buffer__(self, flags):
+            raise RuntimeError("killed")
+
+    with pytest.raises((RuntimeError, TypeError)):
+        io.write_atomic(dest, b"partial", Boom())
+    assert np.load(dest).tolist() == [[0, 3], [1, 4], [2, 5]]  # the old file is intact
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["a.npy"]  # and no temp file is left
+    with pytest.raises(ValueError, match="object"):
+        io.save_npy(tmp_path / "o.npy", np.array([object()]))
+    assert not (tmp_path / "o.npy").exists()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

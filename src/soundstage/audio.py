@@ -51,6 +51,7 @@ __all__ = [
     "Segment",
     "TrimConfig",
     "butter_filter",
+    "downmix_frames",
     "fix_duration",
     "integrated_loudness",
     "load_audio",
@@ -243,7 +244,7 @@ def load_audio(path: PathLike, *, mono: bool = False) -> tuple[np.ndarray, int]:
         bad = int(np.count_nonzero(~np.isfinite(data)))
         raise AudioError(p, "nonfinite", f"{bad} NaN or infinite sample(s) in a {subtype} {fmt} file")
     if downmix:
-        return _downmix_frames(data)[np.newaxis], sr
+        return downmix_frames(data)[np.newaxis], sr
     return (data.reshape(1, n) if channels == 1 else np.ascontiguousarray(data.T)), sr
 
 
@@ -251,24 +252,35 @@ _FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
 _SHORT_PCM = frozenset({"PCM_16", "PCM_S8", "PCM_U8"})
 
 
-def _downmix_frames(frames: np.ndarray) -> np.ndarray:
-    """``to_mono`` of interleaved ``(n, channels)`` samples, float32 ``(n,)``, bit for bit.
+def downmix_frames(frames: np.ndarray) -> np.ndarray:
+    """Mono float32 ``(n,)`` of interleaved ``(n, channels)`` samples (a WAV's frame layout).
 
-    The same float32 operations in the same order as :func:`to_mono` on the de-interleaved
-    array (first two channels added, the rest accumulated, then one multiplication by
-    ``1 / channels``), column by column without the transposing copy. int16 samples (8/16-bit
-    PCM, at most 256 channels) are summed exactly and scaled by ``2 ** -15`` with the
-    ``1 / channels`` factor: each ``x / 32768`` and every partial sum of them is exact in
-    float32, so the result is the same number.
+    Bit for bit :func:`to_mono` of the de-interleaved ``(channels, n)`` array, without the
+    transposing copy: the same float32 operations in the same order (first two channels
+    added, the rest accumulated, then one multiplication by ``1 / channels``), column by
+    column. ``int16`` samples (8/16-bit PCM as libsndfile decodes them, at most 256 channels)
+    are summed exactly and scaled by ``2 ** -15`` together with ``1 / channels``: each
+    ``x / 32768`` and every partial sum of them is exact in float32, so the result is the
+    same number as downmixing the float decode. The one downmix of processed multichannel
+    audio (features, augmentation) and of decoding with ``load_audio(mono=True)``.
     """
+    frames = np.asarray(frames)
+    if frames.ndim != 2 or frames.shape[1] < 1:
+        raise ValueError(f"frames: expected shape (n, channels), got {frames.shape}")
     channels = frames.shape[1]
-    out = np.add(frames[:, 0], frames[:, 1], dtype=np.float32)
-    for c in range(2, channels):
-        out += frames[:, c]
+    if frames.dtype == np.int16 and channels > 256:
+        frames = frames.astype(np.float32) * np.float32(1 / 32768)
+    if channels == 1:
+        out = frames[:, 0].astype(np.float32)
+    else:
+        out = np.add(frames[:, 0], frames[:, 1], dtype=np.float32)
+        for c in range(2, channels):
+            out += frames[:, c]
     scale = np.float32(1.0 / channels)
     if frames.dtype == np.int16:
         scale *= np.float32(1 / 32768)  # a power of two: exact
-    out *= scale
+    if scale != 1:
+        out *= scale
     return out
 _MAX_DECODE_BYTES = 1 << 34  # 16 GiB of float32: beyond that a header is lying, not describing
 

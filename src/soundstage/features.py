@@ -35,18 +35,18 @@ decoded and computed, and the matrices of clips that left the shard are deleted.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from soundstage import cache
+from soundstage.audio import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summarize
 from soundstage.ingest import REJECTED_COLUMNS, rejection, shard_of
 from soundstage.io import read_csv as read_index  # ids, paths and cache keys kept as text
+from soundstage.io import read_wav_float32, save_npy
 from soundstage.moments import Moments
 
 _CODE = cache.code_version("soundstage.features", "soundstage.features_core", "soundstage.moments")
@@ -141,7 +141,6 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         raise ValueError(f"features.save: {', '.join(map(repr, bad))} not computed with these params "
                          f"(choose from {', '.join(enabled)})")
     out_dir = Path(out_dir)
-    made: set[Path] = set()  # folders known to exist (ids may hold '/': blues/blues.00000)
     base = Path(relative_to) if relative_to is not None else None
     # Everything but the clip's own identity is hashed once per shard, not once per clip.
     params_key = cache.key_of(_CODE, config.to_dict(), sorted(save))
@@ -161,12 +160,12 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
             continue
         path = Path(row["path"]) if base is None or Path(row["path"]).is_absolute() else base / row["path"]
         try:
-            y, sr = sf.read(path, dtype="float32", always_2d=False)
-        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+            y, sr = read_wav_float32(path)
+        except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
             rejected.append(rejection(path, clip_id, "features", "unreadable", f"{path}: {exc}"))
             continue
         if y.ndim > 1:
-            y = _downmix(y)
+            y = downmix_frames(y)
         if y.size == 0:
             rejected.append(rejection(path, clip_id, "features", "empty_file", f"{path}: no samples"))
             continue
@@ -175,11 +174,7 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
             continue
         feats, summary = clip_features(y, sr=sr, config=config)
         for name in save:
-            dest = out_dir / name / f"{clip_id}.npy"
-            if dest.parent not in made:
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                made.add(dest.parent)
-            _save_npy(dest, feats[name])
+            save_npy(out_dir / name / f"{clip_id}.npy", feats[name])  # float32 already
         m = Moments.from_frames(feats["logmel"])
         rows.append({"id": clip_id, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
                      "key": key, "count": m.count, "logmel_mean": m.mean.tolist(), "logmel_m2": m.m2.tolist(),
@@ -199,38 +194,9 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     return table, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 
-def _downmix(y: np.ndarray) -> np.ndarray:
-    """Mean over channels of ``(n, channels)`` audio, float32, channel by channel (numpy's
-    2-wide inner reduction of ``y.mean(axis=1)`` is ~10x slower); the same numbers up to
-    7 channels, float32 rounding beyond."""
-    acc = y[:, 0].astype(np.float32)  # a copy
-    for c in range(1, y.shape[1]):
-        acc += y[:, c]
-    acc /= np.float32(y.shape[1])
-    return acc
-
-
 def _as_list(values: object) -> list[float]:
     # Parquet gives numpy arrays back; keep the column homogeneous (lists) for the next write.
     return values.tolist() if isinstance(values, np.ndarray) else list(values)  # type: ignore[call-overload]
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """Write ``array`` as float32 ``.npy`` atomically (temporary file in the folder, then rename).
-
-    Leaner than :func:`soundstage.io.save_npy` for thousands of small files: the temporary name
-    is unique per process (one shard job owns a clip), so no ``mkstemp`` round trip.
-    """
-    array = np.ascontiguousarray(array, dtype=np.float32)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.lib.format.write_array(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
 
 
 def write_table(path: str | Path, table: pd.DataFrame) -> None:
@@ -259,7 +225,10 @@ def write_table(path: str | Path, table: pd.DataFrame) -> None:
         else:
             arrays.append(pa.array(table[col].to_numpy(), from_pandas=True))
     with atomic_path(path) as tmp:
-        pq.write_table(pa.Table.from_arrays(arrays, names=[str(c) for c in table.columns]), tmp)
+        # No dictionary pages or column statistics: float features gain nothing from either,
+        # and they are a third of the write for ~180 columns.
+        pq.write_table(pa.Table.from_arrays(arrays, names=[str(c) for c in table.columns]), tmp,
+                       use_dictionary=False, write_statistics=False)
 
 
 def build_table(*, shard_tables: list[pd.DataFrame], splits: pd.DataFrame) -> pd.DataFrame:

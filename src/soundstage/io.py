@@ -69,9 +69,49 @@ def write_parquet(path: str | Path, frame: "pd.DataFrame") -> None:  # noqa: F82
         frame.to_parquet(tmp, index=False)
 
 
+def write_atomic(path: str | Path, *chunks: Any) -> None:
+    """Write bytes-like ``chunks`` (bytes, C-contiguous arrays) to ``path`` atomically, leanly.
+
+    For the thousands of per-clip files of a shard: the temporary file beside ``path`` is named
+    for this process (``.<name>.tmp-<pid>``; one job owns each output, and a leftover of a killed
+    run is simply overwritten), written with ``os.write`` and renamed; the folder is created only
+    when the first attempt finds it missing. About a third of :func:`atomic_path` plus a Python
+    file object. The file gets the usual ``0o666 & ~umask`` permissions.
+    """
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except FileNotFoundError:
+        os.makedirs(folder or ".", exist_ok=True)
+        fd = os.open(tmp, flags, 0o666)
+    try:
+        try:
+            for chunk in chunks:
+                view = memoryview(chunk).cast("B")
+                while view:
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def save_npy(path: str | Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array)
+    """``np.save`` to ``path`` atomically (:func:`write_atomic`); ``np.load`` reads it back."""
+    import io
+
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise ValueError(f"{path}: object arrays are not saved")
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
+    write_atomic(path, header.getvalue(), array)
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
@@ -99,17 +139,46 @@ def write_wav_float32(path: str | Path, audio: np.ndarray, sample_rate: int) -> 
     A plain RIFF header plus one ``tofile`` of the samples: libsndfile reads it back bit-exactly, and
     it costs a third of ``soundfile.write`` (which also syncs every file it opens by path).
     """
-    import struct
-
     data = np.ascontiguousarray(audio, dtype="<f4")
     channels = 1 if data.ndim == 1 else data.shape[1]
-    n_bytes = data.size * 4
-    header = b"".join([
+    write_atomic(path, _wav_float32_header(data.shape[0], channels, sample_rate), data)
+
+
+def _wav_float32_header(frames: int, channels: int, sample_rate: int) -> bytes:
+    """The 56-byte RIFF header (fmt: IEEE float, fact chunk) of :func:`write_wav_float32`."""
+    import struct
+
+    n_bytes = frames * channels * 4
+    return b"".join([
         b"RIFF", struct.pack("<I", 36 + 12 + n_bytes), b"WAVE",
         b"fmt ", struct.pack("<IHHIIHH", 16, 3, channels, sample_rate, sample_rate * channels * 4, channels * 4, 32),
-        b"fact", struct.pack("<II", 4, data.shape[0]),
+        b"fact", struct.pack("<II", 4, frames),
         b"data", struct.pack("<I", n_bytes),
     ])
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        fh.write(header)
-        data.tofile(fh)
+
+
+def read_wav_float32(path: str | Path) -> tuple[np.ndarray, int]:
+    """Read a WAV as float32, ``(n,)`` mono or ``(n, channels)``, and its rate: ``soundfile.read``.
+
+    A file with exactly the header :func:`write_wav_float32` writes and the size it announces
+    (every processed clip) is read with one ``np.fromfile`` (a fifth of soundfile's cost on a
+    short clip); anything else goes through ``soundfile.read(dtype="float32")``, whose errors
+    (``soundfile.LibsndfileError``, ``OSError``) propagate.
+    """
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(56)
+        if len(head) == 56 and head[:4] == b"RIFF" and head[8:16] == b"WAVEfmt ":
+            channels, sample_rate = struct.unpack_from("<HI", head, 22)
+            n_bytes = struct.unpack_from("<I", head, 52)[0]
+            size = os.fstat(fh.fileno()).st_size
+            if (channels and n_bytes % (4 * channels) == 0 and size == 56 + n_bytes
+                    and head == _wav_float32_header(n_bytes // (4 * channels), channels, sample_rate)):
+                data = np.fromfile(fh, dtype="<f4", count=n_bytes // 4)
+                return (data if channels == 1 else data.reshape(-1, channels)), sample_rate
+    import soundfile as sf
+
+    y, sr = sf.read(path, dtype="float32", always_2d=False)
+    return y, int(sr)
+

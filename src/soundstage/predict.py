@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundstage.audio import AudioError, load_audio, preprocess
+from soundstage.audio import AudioError, load_audio, preprocess, to_mono
 from soundstage.bundle import Bundle, load_bundle
 from soundstage.features import clip_features
 
@@ -63,9 +63,7 @@ def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np
     for seg in segments:
         # The process stage stores float32 WAV frames (n, channels) and the features stage averages
         # channels of a multichannel file: do the same here.
-        audio = np.asarray(seg.audio, dtype=np.float32)
-        if audio.ndim > 1:
-            audio = np.ascontiguousarray(audio.T).mean(axis=1)
+        audio = to_mono(seg.audio)  # (channels, n): the same numbers as downmix_frames of the stored frames
         feats, summary = clip_features(audio, sr=out_sr, config=fconf)
         missing = [c for c in columns if c not in summary]
         if missing:

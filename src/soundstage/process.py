@@ -30,14 +30,15 @@ _CODE = cache.code_version("soundstage.audio", "soundstage.process")
 INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
 
 
-def _clip_key(row: dict, config: ProcessConfig) -> str:
-    """What a clip's outputs depend on: the file (path, size, mtime), the params and the code."""
+def _clip_key(row: dict, params_key: str) -> str:
+    """What a clip's outputs depend on: the file (path, size, mtime) and ``params_key`` (the
+    params and the code, hashed once per shard)."""
     try:
         st = os.stat(row["path"])
         identity = [row["path"], st.st_size, st.st_mtime_ns]
     except OSError:
         identity = [row["path"], None, None]
-    return cache.key_of(_CODE, identity, config.to_dict())
+    return cache.key_of(params_key, identity)
 
 
 def _segment_id(clip_id: str, index: int, *, segmented: bool) -> str:
@@ -118,17 +119,21 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
             reuse[str(clip_id)] = rows.to_dict("records")
 
     segmented = config.duration.mode == "segment"
+    params_key = cache.key_of(_CODE, config.to_dict())
+    # Resolved once: a segment's file is this folder plus its id, with no per-clip realpath.
+    audio_dir = (out_dir / "audio").resolve()
+    audio_rel = _rel(audio_dir, base)
     out_rows: list[dict] = []
     rejected: list[dict] = []
     kept_files: set[Path] = set()
     for row in tqdm(manifest.to_dict("records"), desc=f"process[{shard:03d}]", unit="clip", disable=not progress):
         clip_id = str(row["id"])
         group = _group_of(row, clip_id)
-        key = _clip_key(row, config)
+        key = _clip_key(row, params_key)
         old = reuse.get(clip_id)
         if old and all(r["key"] == key for r in old) and all(_resolve(r["path"], base).is_file() for r in old):
             out_rows.extend({**r, "label": row["label"], "group": group, "shard": shard} for r in old)
-            kept_files.update(_resolve(r["path"], base).resolve() for r in old)
+            kept_files.update(_resolve(r["path"], base) for r in old)
             continue
         try:
             segments, out_sr = _process_clip(str(row["path"]), config)
@@ -137,22 +142,23 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
             continue
         for seg in segments:
             seg_id = _segment_id(clip_id, seg.index, segmented=segmented)
-            dest = out_dir / "audio" / f"{seg_id}.wav"
+            dest = audio_dir / f"{seg_id}.wav"
             # WAV wants (frames, channels); multichannel segments are (channels, n).
             write_wav_float32(dest, seg.audio.T, out_sr)
-            kept_files.add(dest.resolve())
-            out_rows.append({"id": seg_id, "clip_id": clip_id, "path": _rel(dest, base), "label": row["label"],
-                             "group": group, "duration": seg.audio.shape[-1] / out_sr, "start": float(seg.start),
-                             "sample_rate": out_sr, "shard": shard, "key": key})
+            kept_files.add(dest)
+            out_rows.append({"id": seg_id, "clip_id": clip_id, "path": f"{audio_rel}/{seg_id}.wav",
+                             "label": row["label"], "group": group, "duration": seg.audio.shape[-1] / out_sr,
+                             "start": float(seg.start), "sample_rate": out_sr, "shard": shard, "key": key})
 
     # Clips that left the manifest (or changed their segmentation) leave no stale files behind;
-    # a clip that moved to another shard (n_shards changed) is that shard's business.
-    for clip_id, rows in reuse.items():
-        if clip_id in elsewhere:
-            continue
-        for r in rows:
-            stale = _resolve(r["path"], base)
-            if stale.resolve() not in kept_files:
+    # a clip that moved to another shard (n_shards changed) is that shard's business. Candidates
+    # are compared with the kept files by real path (symlinks), computed only when there are any.
+    candidates = [path for clip_id, rows in reuse.items() if clip_id not in elsewhere
+                  for path in (_resolve(r["path"], base) for r in rows) if path not in kept_files]
+    if candidates:
+        kept_real = {path.resolve() for path in kept_files}
+        for stale in candidates:
+            if stale.resolve() not in kept_real:
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
 

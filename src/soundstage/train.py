@@ -80,9 +80,9 @@ def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: 
     logmels : bool
         Keep each copy's log-mel (the CNN trains on them).
     """
-    import soundfile as sf
-
+    from soundstage.audio import downmix_frames
     from soundstage.features import clip_features
+    from soundstage.io import read_wav_float32
 
     if copies < 1:
         raise ValueError(f"augment.copies must be >= 1, got {copies}")
@@ -96,9 +96,9 @@ def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: 
         path = Path(audio_dir) / f"{clip}.wav"
         if not path.is_file():
             raise FileNotFoundError(f"augment: no processed audio for {clip!r} at {path}")
-        y, sr = sf.read(path, dtype="float32", always_2d=False)
+        y, sr = read_wav_float32(path)
         if y.ndim > 1:  # as the features stage does with process.mono: false
-            y = y.mean(axis=1)
+            y = downmix_frames(y)
         for k in range(copies):
             rng = np.random.default_rng([seed, zlib.crc32(clip.encode("utf-8")), k])
             y_aug = models.augment_waveform(y, sr=int(sr), rng=rng, **ranges)
