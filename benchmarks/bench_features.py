@@ -4,7 +4,9 @@
 Both sides get the same dataset, built here: 44.1 kHz stereo 16-bit WAV files (tones, harmonics,
 noise), so decoding and resampling to 22.05 kHz are part of both paths; ``--n-long`` clips of
 ``--long-seconds`` (30 s) and ``--n-short`` sub-second clips (0.25-0.95 s), each set timed on its
-own. For every set, in one run:
+own. For every set, in one run, ``--repeat`` pairs of runs (reference, then soundstage; 3 by
+default), each side in a fresh process after ``sync``; the run with the median wall time of each
+side is reported, and every run's wall time is listed:
 
 reference
     The seeds' way, serial in one process: ``librosa.load(sr=22050)``, then one librosa call per
@@ -14,8 +16,11 @@ reference
     CMVN statistics of the train clips from ``np.concatenate`` of their log-mels (float64).
 soundstage
     The real stage functions over ``--shards`` shards in a pool of ``--workers`` processes
-    (spawn; BLAS/OpenMP/numba pinned to one thread before numpy loads; imports and JIT paid once
-    per worker, before the clock starts): ``process_shard`` (decode, soxr HQ resample, mono;
+    (spawn; each set up as ``soundstage <stage>`` sets itself up, ``soundstage.worker.setup``:
+    BLAS/OpenMP/numba pinned to one thread, glibc keeping freed memory instead of faulting it
+    in again per clip; imports and JIT paid once per worker, before the clock starts; the
+    reference process has the same one-thread pinning and glibc's default memory behaviour,
+    as the seed code runs): ``process_shard`` (decode, soxr HQ resample, mono;
     trim and normalization off, as ``librosa.load`` does neither) writing float32 WAVs and the
     shard index, then ``features_shard`` writing ``logmel``/``mfcc`` ``.npy`` files and the
     shard Parquet table, then ``train_moments`` merging the train clips' moments (one shard table
@@ -35,7 +40,7 @@ its memory does not grow with the dataset.
 Run from the repository root; wall-clock figures need the cores to be otherwise idle (the CPU
 figures do not)::
 
-    nice .venv/bin/python benchmarks/bench_features.py            # defaults: a few minutes on 2 cores
+    nice .venv/bin/python benchmarks/bench_features.py            # defaults: ~6 minutes on 2 cores
     nice .venv/bin/python benchmarks/bench_features.py --quick    # smoke run, ~20 s
 
 The dataset and all outputs live in a temporary folder (``--work``), removed at the end unless
@@ -46,9 +51,10 @@ from __future__ import annotations
 
 import os
 
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-# Before numpy loads, in this process and (inherited) in every process it starts.
+from soundstage.worker import THREAD_VARS
+
+# Before numpy loads, in this process and (inherited) in every process it starts: one thread per
+# library on both sides (the reference is serial by definition).
 for _var in THREAD_VARS:
     os.environ[_var] = "1"
 
@@ -304,9 +310,11 @@ def _feature_config():
 
 
 def init_worker() -> None:
-    """Pin threads (again: the env is inherited, this guards direct use), import, warm up."""
-    for var in THREAD_VARS:
-        os.environ[var] = "1"
+    """Set the process up as ``soundstage <stage>`` does (``soundstage.worker.setup``: threads
+    pinned, heap kept), import, warm up."""
+    from soundstage import worker
+
+    worker.setup()
     import pandas as pd
 
     import soundstage.features  # noqa: F401
@@ -428,6 +436,8 @@ def side(kind: str, manifest: list[dict], work: Path, args: argparse.Namespace, 
     """Run one side in a fresh Python process, so that its memory and imports are its own."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "manifest.json").write_text(json.dumps(manifest))
+    os.sync()  # the previous run's written data goes to disk now, not during this run
+    time.sleep(1.0)
     cmd = [sys.executable, __file__, "--_side", kind, "--_work", str(work), "--workers", str(args.workers),
            "--shards", str(args.shards), "--_probe", str(probe)]
     load_before = os.getloadavg()[0]
@@ -436,6 +446,13 @@ def side(kind: str, manifest: list[dict], work: Path, args: argparse.Namespace, 
         raise SystemExit(f"{kind} side failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     # The 1-minute load average around the run: above ~0 before a run, other work shares the cores.
     return {**json.loads((work / "result.json").read_text()), "load": (load_before, os.getloadavg()[0])}
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the lower middle one for an even count), with every
+    run's wall and CPU time attached (``walls``, ``cpus``)."""
+    ordered = sorted(runs, key=lambda r: r["wall"])
+    return {**ordered[(len(ordered) - 1) // 2], "walls": [r["wall"] for r in runs], "cpus": [r["cpu_s"] for r in runs]}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -480,13 +497,21 @@ def print_report(sets: dict, scaled: dict, args: argparse.Namespace, total_s: fl
     for name, r in scaled.items():
         row(name, "soundstage", r)
     print(line)
+    for name, (ref, ours) in sets.items():
+        if len(ref["walls"]) > 1:
+            walls = {label: ", ".join(f"{w:.2f}" for w in r["walls"])
+                     for label, r in (("reference", ref), ("soundstage", ours))}
+            print(f"{name}: {len(ref['walls'])} runs each, wall s: reference {walls['reference']}; soundstage "
+                  f"{walls['soundstage']} (medians above; per-run speed-ups "
+                  f"{', '.join(f'{a / b:.1f}x' for a, b in zip(ref['walls'], ours['walls'], strict=True))})")
     print("xRT/core = audio s / (wall s x cores used); xRT/CPU-s = audio s / CPU s actually used (robust to other")
     print("load on the machine); speed-up = reference wall / soundstage wall; CPU ratio = reference CPU / soundstage")
     print("CPU; RSS proc = largest single process (ru_maxrss); RSS sum / PSS sum = peak over time of the sum")
     print("over the side's processes (sampled every 0.1 s; PSS counts shared library pages once, so it is the")
     print("memory the side really holds). Start-up (imports, pool, warm-up) is outside wall and CPU on both sides.")
     loads = [r["load"] for pair in sets.values() for r in pair] + [r["load"] for r in scaled.values()]
-    print(f"1-minute load average around the runs: {min(min(l) for l in loads):.1f} to {max(max(l) for l in loads):.1f} "
+    low, high = min(min(pair) for pair in loads), max(max(pair) for pair in loads)
+    print(f"1-minute load average around the runs: {low:.1f} to {high:.1f} "
           "(this benchmark alone: ~1 for the reference, ~2 for soundstage; more means shared cores)")
     print()
     print("soundstage details")
@@ -535,7 +560,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="soundstage worker processes (default 2)")
     ap.add_argument("--shards", type=int, default=8, help="shards (default 8, as params.yaml)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--quick", action="store_true", help="smoke run: 6 long and 24 short clips, scale 3")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="runs of each side on each 1x dataset, alternating; medians reported (default 3)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 6 long and 24 short clips, scale 3, 1 run")
     ap.add_argument("--work", help="working folder (default: a temporary folder)")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
     ap.add_argument("--json", help="also write every number to this JSON file")
@@ -547,7 +574,7 @@ def main() -> None:
         _child(args)
         return
     if args.quick:
-        args.n_long, args.n_short, args.scale = 6, 24, 3
+        args.n_long, args.n_short, args.scale, args.repeat = 6, 24, 3, 1
 
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
@@ -570,22 +597,26 @@ def main() -> None:
         for name, (tag, manifest) in data.items():
             if not manifest:
                 continue
-            print(f"[{name}] {len(manifest)} clips: reference ...", flush=True)
-            ref = side("reference", manifest, work / f"{tag}-reference", args)
-            print(f"[{name}] soundstage ...", flush=True)
-            ours = side("soundstage", manifest, work / f"{tag}-soundstage", args, probe=20)
-            sets[name] = (ref, ours)
-            shutil.rmtree(work / f"{tag}-soundstage", ignore_errors=True)
-            if args.scale > 1:
+            refs, ours = [], []
+            for k in range(args.repeat):  # pairs side by side; the medians are reported
+                print(f"[{name}] {len(manifest)} clips, run {k + 1}/{args.repeat}: reference ...", flush=True)
+                refs.append(side("reference", manifest, work / f"{tag}-reference", args))
+                print(f"[{name}] {len(manifest)} clips, run {k + 1}/{args.repeat}: soundstage ...", flush=True)
+                ours.append(side("soundstage", manifest, work / f"{tag}-soundstage", args, probe=20 if k == 0 else 0))
+                shutil.rmtree(work / f"{tag}-soundstage", ignore_errors=True)
+            sets[name] = (median_run(refs), median_run(ours))
+        for name, (tag, manifest) in data.items():  # the larger datasets after every 1x pair
+            if manifest and args.scale > 1:
                 print(f"[{name} x{args.scale}] soundstage ...", flush=True)
                 big = replicate(manifest, work / f"{tag}-x{args.scale}", args.scale)
-                scaled[f"{name} x{args.scale}"] = side("soundstage", big, work / f"{tag}-x{args.scale}-soundstage", args)
-                shutil.rmtree(work / f"{tag}-x{args.scale}-soundstage", ignore_errors=True)
+                out = work / f"{tag}-x{args.scale}-soundstage"
+                scaled[f"{name} x{args.scale}"] = side("soundstage", big, out, args)
+                shutil.rmtree(out, ignore_errors=True)
                 shutil.rmtree(work / f"{tag}-x{args.scale}", ignore_errors=True)
         print_report(sets, scaled, args, time.perf_counter() - t_total)
         if args.json:
-            Path(args.json).write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-                                                   "sets": sets, "scaled": scaled}, indent=1))
+            settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
+            Path(args.json).write_text(json.dumps({"args": settings, "sets": sets, "scaled": scaled}, indent=1))
     finally:
         if not args.keep and not args.work:
             shutil.rmtree(work, ignore_errors=True)

@@ -21,7 +21,6 @@ from audio_fixtures import (
     channel_freq,
     make_bad_files,
     tone,
-    write_array,
     write_tone,
 )
 
@@ -358,7 +357,6 @@ def test_trim_silence(ndim: int) -> None:
 def test_trim_silence_matches_librosa(top_db: float, frame_length: int, hop_length: int, ndim: int,
                                       rng: np.random.Generator) -> None:
     librosa = pytest.importorskip("librosa")
-    sr = 8000
     env = np.concatenate([np.zeros(3000), np.linspace(0, 1, 4000), np.ones(5000), np.linspace(1, 0, 6000),
                           np.zeros(2500)])
     x = (env * rng.standard_normal(env.size) * 0.5 + 1e-4 * rng.standard_normal(env.size)).astype(np.float32)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 
-# A worker is one process per shard: pin BLAS/OpenMP/numba to one thread each, before numpy loads,
-# or parallel shards oversubscribe the cores (and some BLAS builds hang).
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
-             "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from soundstage import worker
+
+# A worker is one process per shard: one BLAS/OpenMP/numba thread each and a heap it keeps, set
+# before numpy loads (parallel shards would oversubscribe the cores; some BLAS builds hang).
+worker.setup()
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
