@@ -455,7 +455,9 @@ def median_run(runs: list[dict]) -> dict:
     """The run with the median wall time (the lower middle one for an even count), with every
     run's wall and CPU time attached (``walls``, ``cpus``)."""
     ordered = sorted(runs, key=lambda r: r["wall"])
-    return {**ordered[(len(ordered) - 1) // 2], "walls": [r["wall"] for r in runs], "cpus": [r["cpu_s"] for r in runs]}
+    probe = next((r["features_only"] for r in runs if r.get("features_only")), None)  # measured in run 1
+    return {**ordered[(len(ordered) - 1) // 2], "walls": [r["wall"] for r in runs], "cpus": [r["cpu_s"] for r in runs],
+            **({"features_only": probe} if probe else {})}
 
 
 def _child(args: argparse.Namespace) -> None:
