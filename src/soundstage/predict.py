@@ -61,9 +61,9 @@ def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np
     columns = bundle.meta["feature_columns"]
     summaries, logmels = [], []
     for seg in segments:
-        # The process stage stores float32 WAV frames (n, channels) and the features stage averages
-        # channels of a multichannel file: do the same here.
-        audio = to_mono(seg.audio)  # (channels, n): the same numbers as downmix_frames of the stored frames
+        # With process.mono: false the features stage downmixes the stored (n, channels) frames with
+        # audio.downmix_frames; to_mono of the (channels, n) segment gives the same numbers.
+        audio = to_mono(seg.audio)
         feats, summary = clip_features(audio, sr=out_sr, config=fconf)
         missing = [c for c in columns if c not in summary]
         if missing:
