@@ -5,7 +5,9 @@ Both sides get the same dataset, built here: 44.1 kHz stereo 16-bit WAV files (t
 noise), so decoding and resampling to 22.05 kHz are part of both paths; ``--n-long`` clips of
 ``--long-seconds`` (30 s) and ``--n-short`` sub-second clips (0.25-0.95 s), each set timed on its
 own. For every set, in one run, ``--repeat`` pairs of runs (reference, then soundstage; 3 by
-default), each side in a fresh process after ``sync``; the run with the median wall time of each
+default), each side in a fresh process after ``sync`` and with the dataset's files dropped from
+the page cache (both read it from disk, as a first run does; otherwise the second side of a pair
+would find what the first just read still cached); the run with the median wall time of each
 side is reported, and every run's wall time is listed:
 
 reference
@@ -30,7 +32,7 @@ Reported per side: wall time and CPU time of the timed work, x realtime per core
 / (wall x cores used)) and per CPU-second (audio seconds / CPU seconds: the same efficiency figure,
 but unaffected by other load on a shared machine), the speed-up (reference wall / soundstage
 wall) and the CPU ratio, peak RSS (largest single process; sums of RSS and of PSS over the process
-tree, sampled every 0.1 s), soundstage's cost per stage (process, features), features alone on
+tree, sampled every 0.2 s), soundstage's cost per stage (process, features), features alone on
 in-memory signals, and the numeric identity of the two CMVN results. Imports, pool start-up and
 warm-up (JIT, caches) happen before the clock starts on both sides; the pool start-up is printed.
 Then soundstage alone on a dataset ``--scale`` times larger (hard links to the same files under
@@ -202,17 +204,25 @@ def _memory(pid: int) -> tuple[int, int]:
 class TreeSampler:
     """Peak resident memory (sums of RSS and of PSS) of this process tree, sampled in a thread.
 
-    ``cpu`` is the CPU time the sampling itself took (reading ``smaps_rollup`` walks page
-    tables), to be subtracted from the measured side's CPU time.
+    Every ``interval`` seconds; the list of processes is refreshed every ``refresh`` seconds
+    (finding the children scans ``/proc``) and at the end. ``cpu`` is the CPU time the sampling
+    itself took (reading ``smaps_rollup`` walks page tables), subtracted from the measured side's
+    CPU time. Its wall-clock cost cannot be subtracted: on the soundstage side, whose workers
+    use both cores, it takes ~1 % of a core from them (on the serial reference side it runs on
+    the idle core), so the sampling is kept sparse.
     """
 
-    def __init__(self, interval: float = 0.1) -> None:
-        self.interval, self.rss, self.pss, self.cpu = interval, 0, 0, 0.0
+    def __init__(self, interval: float = 0.2, refresh: float = 1.0) -> None:
+        self.interval, self.refresh, self.rss, self.pss, self.cpu = interval, refresh, 0, 0, 0.0
+        self._pids: list[int] = []
+        self._listed = -float("inf")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def sample(self) -> None:
-        per = [_memory(p) for p in _tree_pids(os.getpid())]
+    def sample(self, *, relist: bool = False) -> None:
+        if relist or time.monotonic() - self._listed >= self.refresh:
+            self._pids, self._listed = _tree_pids(os.getpid()), time.monotonic()
+        per = [_memory(p) for p in self._pids]
         self.rss = max(self.rss, sum(r for r, _ in per))
         self.pss = max(self.pss, sum(p for _, p in per))
 
@@ -229,7 +239,7 @@ class TreeSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.sample()
+        self.sample(relist=True)
 
 
 def maxrss_mb(who: int = resource.RUSAGE_SELF) -> float:
@@ -402,6 +412,7 @@ def run_soundstage(manifest: list[dict], work: Path, *, workers: int, shards: in
         while len(seen) < workers:  # every worker started, imported and warmed up
             seen.update(pool.map(ping, range(workers)))
         startup = time.perf_counter() - t_start
+        sampler.sample(relist=True)  # the workers, from now on
 
         t0, c0, s0 = time.perf_counter(), time.process_time(), sampler.cpu
         futures = [pool.submit(run_shard, k, rows, work) for k, rows in parts]
@@ -440,6 +451,7 @@ def side(kind: str, manifest: list[dict], work: Path, args: argparse.Namespace, 
     work.mkdir(parents=True, exist_ok=True)
     (work / "manifest.json").write_text(json.dumps(manifest))
     os.sync()  # the previous run's written data goes to disk now, not during this run
+    evict(row["path"] for row in manifest)  # both sides read the dataset from disk, as a first run does
     time.sleep(1.0)
     cmd = [sys.executable, __file__, "--_side", kind, "--_work", str(work), "--workers", str(args.workers),
            "--shards", str(args.shards), "--_probe", str(probe)]
@@ -449,6 +461,26 @@ def side(kind: str, manifest: list[dict], work: Path, args: argparse.Namespace, 
         raise SystemExit(f"{kind} side failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     # The 1-minute load average around the run: above ~0 before a run, other work shares the cores.
     return {**json.loads((work / "result.json").read_text()), "load": (load_before, os.getloadavg()[0])}
+
+
+def evict(paths) -> None:
+    """Drop the files' (clean) pages from the page cache: ``posix_fadvise(POSIX_FADV_DONTNEED)``.
+
+    Without this, whichever side runs second would find the files the other side just read still
+    cached (on the machine of the README's figures the page cache is also emptied within a
+    minute, so how much stays depends on timing). No-op where ``posix_fadvise`` is missing.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -512,7 +544,7 @@ def print_report(sets: dict, scaled: dict, args: argparse.Namespace, total_s: fl
     print("xRT/core = audio s / (wall s x cores used); xRT/CPU-s = audio s / CPU s actually used (robust to other")
     print("load on the machine); speed-up = reference wall / soundstage wall; CPU ratio = reference CPU / soundstage")
     print("CPU; RSS proc = largest single process (ru_maxrss); RSS sum / PSS sum = peak over time of the sum")
-    print("over the side's processes (sampled every 0.1 s; PSS counts shared library pages once, so it is the")
+    print("over the side's processes (sampled every 0.2 s; PSS counts shared library pages once, so it is the")
     print("memory the side really holds). Start-up (imports, pool, warm-up) is outside wall and CPU on both sides.")
     loads = [r["load"] for pair in sets.values() for r in pair] + [r["load"] for r in scaled.values()]
     low, high = min(min(pair) for pair in loads), max(max(pair) for pair in loads)
