@@ -1,4 +1,5 @@
-"""Shared fixtures: a seeded rng, and throw-away copies of the project for end-to-end runs."""
+"""Shared fixtures: a seeded rng, the files a stage reads ahead, and throw-away copies of the project
+for end-to-end runs."""
 
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ atexit.register(shutil.rmtree, os.environ["NUMBA_CACHE_DIR"], ignore_errors=True
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+@pytest.fixture
+def advised(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Real paths given ``posix_fadvise(WILLNEED)``, in order (the advice is still given)."""
+    if not hasattr(os, "posix_fadvise") or not Path("/proc/self/fd").is_dir():
+        pytest.skip("needs posix_fadvise and /proc/self/fd")
+    calls: list[str] = []
+    real = os.posix_fadvise
+
+    def record(fd: int, offset: int, length: int, advice: int) -> None:
+        assert (offset, length, advice) == (0, 0, os.POSIX_FADV_WILLNEED)
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", record)
+    return calls
 
 
 def project_files() -> list[str]:

@@ -194,15 +194,17 @@ def count_extract(monkeypatch):
     return calls
 
 
-def test_cache_reuses_unchanged_clips(tmp_path, rng, count_extract) -> None:
+def test_cache_reuses_unchanged_clips(tmp_path, rng, count_extract, advised) -> None:
     index = make_index(tmp_path, rng, n=4)
     first, _ = run(index, tmp_path)
     assert len(count_extract) == 4
+    assert advised == [str((tmp_path / p).resolve()) for p in index["path"]]  # each file read ahead, in order
+    advised.clear()
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "features" / "logmel").iterdir()}
     # New labels/groups (a relabelled dataset) do not invalidate features but are picked up.
     relabelled = index.assign(label=["z"] * 4)
     again, rejected = run(relabelled, tmp_path, previous=roundtrip(first, tmp_path))
-    assert len(count_extract) == 4 and rejected.empty
+    assert len(count_extract) == 4 and rejected.empty and advised == []  # nothing to read, nothing read ahead
     assert list(again["label"]) == ["z"] * 4
     pd.testing.assert_frame_equal(again.drop(columns="label"), first.drop(columns="label"), check_dtype=False)
     assert mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "features" / "logmel").iterdir()}
@@ -211,10 +213,11 @@ def test_cache_reuses_unchanged_clips(tmp_path, rng, count_extract) -> None:
     pd.testing.assert_frame_equal(back.drop(columns="label"), roundtrip(first, tmp_path).drop(columns="label"))
 
 
-def test_cache_recomputes_changed_missing_and_new_clips(tmp_path, rng, count_extract) -> None:
+def test_cache_recomputes_changed_missing_and_new_clips(tmp_path, rng, count_extract, advised) -> None:
     index = make_index(tmp_path, rng, n=4)
     first, _ = run(index, tmp_path)
     count_extract.clear()
+    advised.clear()
     changed = index.copy()
     changed.loc[1, "key"] = "pk-c01-reprocessed"  # process re-made this clip's audio
     (tmp_path / "features" / "mfcc" / "c02.npy").unlink()  # a matrix went missing
@@ -223,6 +226,7 @@ def test_cache_recomputes_changed_missing_and_new_clips(tmp_path, rng, count_ext
     lengths = {int(sf.info(tmp_path / p).frames) for p in ("process/audio/c01.wav", "process/audio/c02.wav",
                                                           "process/audio/new00.wav")}
     assert len(count_extract) == 3 and set(count_extract) == lengths
+    assert advised == [str((tmp_path / "process" / "audio" / f"{c}.wav").resolve()) for c in ("c01", "c02", "new00")]
     assert list(table["id"]) == ["c00", "c01", "c02", "c03", "new00"]
     assert table.loc[1, "key"] != first.loc[1, "key"] and table.loc[0, "key"] == first.loc[0, "key"]
     assert (tmp_path / "features" / "mfcc" / "c02.npy").is_file()

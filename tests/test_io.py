@@ -142,3 +142,47 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# ---------------------------------------------------------------------------------------------
+# Read-ahead
+
+
+def _files(folder: Path, sizes: list[int]) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, size in enumerate(sizes):
+        (folder / f"{k}.bin").write_bytes(b"x" * size)
+        paths.append(os.path.realpath(folder / f"{k}.bin"))
+    return paths
+
+
+@pytest.mark.parametrize(("sizes", "max_files", "max_bytes", "ahead"), [
+    ([100] * 10, 3, 1 << 20, 3),      # bounded by the file count
+    ([1000] * 10, 100, 2500, 3),      # bounded by bytes: 1000, 2000 < 2500, then 3000 stops
+    ([10_000] * 5, 100, 100, 1),      # a file over the budget: still the current one, one at a time
+])
+def test_read_ahead_keeps_a_bounded_window_ahead(tmp_path: Path, advised: list[str], sizes: list[int],
+                                                  max_files: int, max_bytes: int, ahead: int) -> None:
+    paths = _files(tmp_path, sizes)
+    seen = []
+    for i, path in enumerate(io.read_ahead(paths, lambda p: p, max_files=max_files, max_bytes=max_bytes)):
+        seen.append(path)
+        # When item i is handed out, its file and the next ones (up to the bound) are asked for, once.
+        assert advised == paths[: min(len(paths), i + ahead)]
+    assert seen == paths
+
+
+def test_read_ahead_skips_items_without_a_file_and_missing_files(tmp_path: Path, advised: list[str]) -> None:
+    paths = _files(tmp_path, [10, 10])
+    items = [("reused", None), ("gone", str(tmp_path / "missing.wav")), ("a", paths[0]), ("b", paths[1])]
+    out = list(io.read_ahead(items, lambda item: item[1]))
+    assert out == items  # every item, in order, whatever happens to its file
+    assert advised == paths
+
+
+def test_read_ahead_without_posix_fadvise_just_yields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "posix_fadvise", raising=False)
+    paths = _files(tmp_path, [10, 10, 10])
+    assert list(io.read_ahead(paths, lambda p: p)) == paths
+    assert list(io.read_ahead([], lambda p: p)) == []

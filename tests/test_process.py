@@ -165,7 +165,7 @@ def counted_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_cache_reuses_reprocesses_and_cleans(tmp_path: Path, counted_loads: list[str]) -> None:
+def test_cache_reuses_reprocesses_and_cleans(tmp_path: Path, counted_loads: list[str], advised: list[str]) -> None:
     root = tmp_path / "raw"
     paths = [write_tone(root / "c" / f"{k}.wav", duration=2.2, freq=300 + 50 * k) for k in range(3)]
     out = tmp_path / "out"
@@ -173,12 +173,14 @@ def test_cache_reuses_reprocesses_and_cleans(tmp_path: Path, counted_loads: list
     manifest = manifest_of(root)
     first, _ = run(manifest, out, cfg, relative_to=tmp_path)
     assert len(counted_loads) == 3 and len(first) == 9
+    assert advised == [os.path.realpath(p) for p in counted_loads]  # every file read ahead, in order
 
-    # unchanged: nothing decoded, same rows (label changes are picked up without decoding)
+    # unchanged: nothing decoded, nothing read ahead, same rows (label changes are picked up)
     counted_loads.clear()
+    advised.clear()
     relabelled = manifest.assign(label=["x", "c", "c"])
     second, _ = run(relabelled, out, cfg, previous=first, relative_to=tmp_path)
-    assert counted_loads == []
+    assert counted_loads == [] and advised == []
     pd.testing.assert_frame_equal(second.drop(columns="label"), first.drop(columns="label"))
     assert second.groupby("clip_id")["label"].first().to_dict() == {"c/0": "x", "c/1": "c", "c/2": "c"}
 
@@ -187,7 +189,7 @@ def test_cache_reuses_reprocesses_and_cleans(tmp_path: Path, counted_loads: list
     os.utime(paths[1], ns=(10**18, 10**18))
     manifest = manifest_of(root)
     third, _ = run(manifest, out, cfg, previous=second, relative_to=tmp_path)
-    assert counted_loads == [str(paths[1])]
+    assert counted_loads == [str(paths[1])] and advised == [os.path.realpath(paths[1])]
     assert third[third["clip_id"] == "c/1"]["id"].tolist() == ["c/1__s0", "c/1__s1"]
     assert not (out / "audio" / "c" / "1__s2.wav").exists()
 

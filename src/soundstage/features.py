@@ -46,7 +46,7 @@ from soundstage.audio import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summarize
 from soundstage.ingest import REJECTED_COLUMNS, rejection, shard_of
 from soundstage.io import read_csv as read_index  # ids, paths and cache keys kept as text
-from soundstage.io import read_wav_float32, save_npy
+from soundstage.io import read_ahead, read_wav_float32, save_npy
 from soundstage.moments import Moments
 
 _CODE = cache.code_version("soundstage.features", "soundstage.features_core", "soundstage.moments")
@@ -150,15 +150,25 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
 
     rows: list[dict] = []
     rejected: list[dict] = []
-    for row in tqdm(index.to_dict("records"), desc="features", unit="clip", disable=not progress):
+    # First what each clip needs (its reused row, or its processed audio to read), then the work,
+    # reading the files ahead of their turn.
+    plan = []
+    for row in index.to_dict("records"):
         clip_id = str(row["id"])
         key = cache.key_of(params_key, row["key"], clip_id)
         old = reuse.get(clip_id)
-        if old is not None and old["key"] == key and all((out_dir / name / f"{clip_id}.npy").is_file() for name in save):
+        if old is not None and old["key"] == key and all((out_dir / n / f"{clip_id}.npy").is_file() for n in save):
+            plan.append((row, clip_id, key, old, None))
+        else:
+            path = Path(row["path"]) if base is None or Path(row["path"]).is_absolute() else base / row["path"]
+            plan.append((row, clip_id, key, None, path))
+    work = read_ahead(plan, lambda step: step[4])
+    for row, clip_id, key, old, path in tqdm(work, total=len(plan), desc="features", unit="clip",
+                                             disable=not progress):
+        if old is not None:
             rows.append({**old, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
                          "logmel_mean": _as_list(old["logmel_mean"]), "logmel_m2": _as_list(old["logmel_m2"])})
             continue
-        path = Path(row["path"]) if base is None or Path(row["path"]).is_absolute() else base / row["path"]
         try:
             y, sr = read_wav_float32(path)
         except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError

@@ -1,6 +1,8 @@
-"""Atomic file output: write to a temporary file in the destination folder, then rename.
+"""File I/O of the stages.
 
-A killed run therefore never leaves a half-written output behind; running it again is enough.
+Output is atomic: written to a temporary file in the destination folder, then renamed, so a
+killed run never leaves a half-written output behind; running it again is enough. Input of many
+files in a row is read ahead (:func:`read_ahead`).
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -183,3 +188,59 @@ def read_wav_float32(path: str | Path) -> tuple[np.ndarray, int]:
     y, sr = sf.read(path, dtype="float32", always_2d=False)
     return y, int(sr)
 
+
+
+def read_ahead(items: Sequence[T], path_of: Callable[[T], str | Path | None], *, max_bytes: int = 32 << 20,
+               max_files: int = 16) -> Iterator[T]:
+    """Yield ``items`` in order while the files of the next ones are read into the page cache.
+
+    A stage reads its clips one after the other; each read of a file that is not cached waits
+    for the disk (~0.8 ms for a 0.1 MB clip, ~4 ms for a 5 MB one on the machine of the
+    benchmark) while the core idles. Before yielding an item, this asks the kernel
+    (``posix_fadvise(POSIX_FADV_WILLNEED)``, which starts the reads and returns) for the files
+    of the items from that one on, up to ``max_files`` files or ``max_bytes`` bytes ahead
+    (always at least the current file): the disk works on the next clips while this one is
+    decoded and computed. Nothing is read into the process, so memory does not grow; the page
+    cache may hold up to ``max_bytes`` more.
+
+    ``path_of(item)`` gives the file the consumer will read for ``item``, or ``None`` when it
+    reads none (a clip reused from the cache). A file that cannot be opened is skipped: its
+    reader reports the error. Where ``os.posix_fadvise`` does not exist (macOS, Windows) the
+    items are simply yielded.
+    """
+    advise = getattr(os, "posix_fadvise", None)
+    if advise is None:
+        yield from items
+        return
+    n = len(items)
+    window: deque[tuple[int, int]] = deque()  # (item index, bytes) advised and not yet consumed
+    in_flight = 0
+    ahead = 0  # next item to consider
+    for i in range(n):
+        while window and window[0][0] < i:
+            in_flight -= window.popleft()[1]
+        while ahead < n and (ahead <= i or (len(window) < max_files and in_flight < max_bytes)):
+            path = path_of(items[ahead])
+            if path is not None:
+                size = _will_need(advise, path)
+                if size is not None:
+                    window.append((ahead, size))
+                    in_flight += size
+            ahead += 1
+        yield items[i]
+
+
+def _will_need(advise: Callable[..., None], path: str | Path) -> int | None:
+    """Ask for ``path`` to be read into the page cache; its size, or ``None`` if it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        return size
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)

@@ -24,7 +24,7 @@ import pandas as pd
 from soundstage import cache
 from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
 from soundstage.ingest import REJECTED_COLUMNS, rejection
-from soundstage.io import write_wav_float32
+from soundstage.io import read_ahead, write_wav_float32
 
 _CODE = cache.code_version("soundstage.audio", "soundstage.process")
 INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
@@ -126,12 +126,21 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
     out_rows: list[dict] = []
     rejected: list[dict] = []
     kept_files: set[Path] = set()
-    for row in tqdm(manifest.to_dict("records"), desc=f"process[{shard:03d}]", unit="clip", disable=not progress):
+    # First what each clip needs (reused outputs or a decode), then the work, reading the files
+    # to decode ahead of their turn.
+    plan = []
+    for row in manifest.to_dict("records"):
         clip_id = str(row["id"])
-        group = _group_of(row, clip_id)
         key = _clip_key(row, params_key)
         old = reuse.get(clip_id)
-        if old and all(r["key"] == key for r in old) and all(_resolve(r["path"], base).is_file() for r in old):
+        if not (old and all(r["key"] == key for r in old) and all(_resolve(r["path"], base).is_file() for r in old)):
+            old = None
+        plan.append((row, clip_id, key, old))
+    work = read_ahead(plan, lambda step: None if step[3] else step[0]["path"])
+    for row, clip_id, key, old in tqdm(work, total=len(plan), desc=f"process[{shard:03d}]", unit="clip",
+                                       disable=not progress):
+        group = _group_of(row, clip_id)
+        if old:
             out_rows.extend({**r, "label": row["label"], "group": group, "shard": shard} for r in old)
             kept_files.update(_resolve(r["path"], base) for r in old)
             continue
