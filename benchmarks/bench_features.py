@@ -398,7 +398,9 @@ def run_soundstage(manifest: list[dict], work: Path, *, workers: int, shards: in
     import pandas as pd
 
     from soundstage.io import save_npz
-    from soundstage.stats import MOMENT_COLUMNS, train_moments
+    import pyarrow.parquet  # noqa: F401 - imported before the clock, as every other import
+
+    from soundstage.stats import read_moments, train_moments
 
     frame = pd.DataFrame(manifest)
     frame["shard"] = [zlib.crc32(i.encode("utf-8")) % shards for i in frame["id"]]
@@ -419,7 +421,7 @@ def run_soundstage(manifest: list[dict], work: Path, *, workers: int, shards: in
         results = [f.result() for f in futures]
         shard_files = [work / "features" / "shards" / f"{k:03d}.parquet" for k, _ in parts]
         train_ids = {i for i in frame["id"] if is_train(i)}
-        m = train_moments(shard_tables=(pd.read_parquet(f, columns=MOMENT_COLUMNS) for f in shard_files),
+        m = train_moments(shard_tables=(read_moments(f) for f in shard_files),
                           train_ids=train_ids)
         save_npz(work / "stats" / "logmel.npz", mean=m.mean, std=m.std, count=np.asarray(m.count))
         wall, main_cpu = time.perf_counter() - t0, time.process_time() - c0 - (sampler.cpu - s0)

@@ -158,7 +158,7 @@ def cmd_stats(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
     train_ids = set(read_index(args.train)["id"].astype(str))
     # One shard table in memory at a time: memory stays flat in dataset size.
-    tables = (pd.read_parquet(f, columns=stats.MOMENT_COLUMNS) for f in args.inputs)
+    tables = (stats.read_moments(f) for f in args.inputs)
     m = stats.train_moments(shard_tables=tables, train_ids=train_ids)
     out = Path(args.out_dir)
     save_npz(out / "logmel.npz", mean=m.mean, std=m.std, count=np.asarray(m.count))

@@ -582,6 +582,13 @@ def _opt_float(x: float | None) -> float | None:
     return None if x is None else float(x)
 
 
+def _mean(x: np.ndarray, axis: int, *, keepdims: bool = False) -> np.ndarray:
+    """``np.mean(x, axis=axis)`` bit for bit, without its Python wrapper (~4 us a call, a dozen
+    calls per clip): the same sum, divided by the count (for float32, numpy divides in float64
+    and rounds once, which is the float32 quotient itself)."""
+    return np.add.reduce(x, axis=axis, keepdims=keepdims) / x.shape[axis]
+
+
 def _validate_signal(y: np.ndarray, sr: int) -> np.ndarray:
     if isinstance(sr, bool) or not isinstance(sr, (int, np.integer)) or sr <= 0:
         raise ValueError(f"sr must be a positive integer (Hz), got {sr!r}")
@@ -680,7 +687,20 @@ def _contrast_extremes(S_mag_t: np.ndarray, sr: int, n_fft: int, n_bands: int, v
     low ones) takes min and max without sorting. The means agree with librosa's to float32
     rounding. Writes ``(n_bands + 1, frames)`` into ``valley`` and ``peak``.
     """
-    for k, (bin0, bin1, q) in enumerate(_contrast_bands(sr, n_fft, n_bands, _CONTRAST_FMIN)):
+    bands = _contrast_bands(sr, n_fft, n_bands, _CONTRAST_FMIN)
+    # The leading bands with q == 1 (the narrow low ones) are adjacent: their minima and maxima
+    # come from one reduceat each (non-empty bands only: reduceat does not reduce an empty one).
+    narrow = 0
+    while (narrow < len(bands) and bands[narrow][2] == 1 and bands[narrow][1] > bands[narrow][0]
+           and (narrow == 0 or bands[narrow][0] == bands[narrow - 1][1])):
+        narrow += 1
+    if narrow:
+        starts = [b[0] for b in bands[:narrow]]
+        span = S_mag_t[:, : bands[narrow - 1][1]]
+        valley[:narrow] = np.minimum.reduceat(span, starts, axis=1).T
+        peak[:narrow] = np.maximum.reduceat(span, starts, axis=1).T
+    for k in range(narrow, len(bands)):
+        bin0, bin1, q = bands[k]
         band = S_mag_t[:, bin0:bin1]
         if q == 1:
             valley[k] = np.min(band, axis=1)
@@ -688,8 +708,8 @@ def _contrast_extremes(S_mag_t: np.ndarray, sr: int, n_fft: int, n_bands: int, v
             continue
         ordered = np.sort(band, axis=1)  # SIMD sort of contiguous rows: faster than partition
         n = ordered.shape[1]
-        valley[k] = np.mean(ordered[:, :q], axis=1)
-        peak[k] = np.mean(ordered[:, n - q:], axis=1)
+        valley[k] = _mean(ordered[:, :q], axis=1)
+        peak[k] = _mean(ordered[:, n - q:], axis=1)
 
 
 def _delta(x: np.ndarray, *, width: int, order: int) -> np.ndarray:
@@ -740,8 +760,8 @@ def _flatness(S_pow: np.ndarray) -> np.ndarray:
     The 1e-10 floor keeps silence finite: a silent frame is perfectly flat (1.0).
     """
     S_thresh = np.maximum(_AMIN, S_pow)
-    gmean = np.exp(np.mean(np.log(S_thresh), axis=0, keepdims=True))
-    amean = np.mean(S_thresh, axis=0, keepdims=True)
+    gmean = np.exp(_mean(np.log(S_thresh), axis=0, keepdims=True))
+    amean = _mean(S_thresh, axis=0, keepdims=True)
     return gmean / amean
 
 
@@ -847,12 +867,12 @@ def _summary_names(key: str, stats: tuple[str, ...], n_rows: int) -> tuple[str, 
 
 def _row_stats(x: np.ndarray, stats: tuple[str, ...]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
-    mean = x.mean(axis=1)
+    mean = _mean(x, axis=1)
     need_moments = {"std", "skew", "kurtosis"} & set(stats)
     if need_moments:
         d = x - mean[:, np.newaxis]
         d2 = d * d
-        m2 = d2.mean(axis=1)
+        m2 = _mean(d2, axis=1)
         # Rows that are constant up to rounding: higher standardised moments are undefined.
         flat = m2 <= (np.finfo(np.float64).eps * np.maximum(np.abs(mean), 1e-300)) ** 2
         safe_m2 = np.where(flat, 1.0, m2)
@@ -868,10 +888,10 @@ def _row_stats(x: np.ndarray, stats: tuple[str, ...]) -> dict[str, np.ndarray]:
         elif name == "median":
             out[name] = np.median(x, axis=1)
         elif name == "skew":
-            m3 = (d2 * d).mean(axis=1)
+            m3 = _mean(d2 * d, axis=1)
             out[name] = np.where(flat, 0.0, m3 / safe_m2**1.5)
         elif name == "kurtosis":
-            m4 = (d2 * d2).mean(axis=1)
+            m4 = _mean(d2 * d2, axis=1)
             out[name] = np.where(flat, 0.0, m4 / safe_m2**2 - 3.0)
     return out
 

@@ -87,7 +87,7 @@ class Moments:
         n_bins, n_frames = x.shape
         if n_frames == 0:
             return cls.empty(n_bins)
-        mean = x.mean(axis=1, dtype=np.float64)
+        mean = np.add.reduce(x, axis=1, dtype=np.float64) / n_frames  # np.mean's arithmetic, without its wrapper
         dev = x.astype(np.float64, copy=True)
         dev -= mean[:, np.newaxis]
         m2 = np.einsum("ij,ij->i", dev, dev)
