@@ -186,3 +186,20 @@ def test_read_ahead_without_posix_fadvise_just_yields(tmp_path: Path, monkeypatc
     paths = _files(tmp_path, [10, 10, 10])
     assert list(io.read_ahead(paths, lambda p: p)) == paths
     assert list(io.read_ahead([], lambda p: p)) == []
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.asfortranarray(np.arange(6, dtype=np.float32).reshape(3, 2)),  # saved C-ordered
+    np.arange(10, dtype=np.float64)[::3],  # not contiguous
+    np.zeros((0, 7), dtype=np.float32),  # empty
+    np.array(3.5),  # 0-d stays 0-d
+    np.arange(6, dtype=">i4").reshape(2, 3),  # big-endian
+    np.ones((2, 3, 4), dtype=np.int16),
+])
+def test_save_npy_writes_what_np_save_writes(tmp_path: Path, array: np.ndarray) -> None:
+    io.save_npy(tmp_path / "ours.npy", array)
+    np.save(tmp_path / "numpy.npy", np.require(array, requirements="C"))
+    assert (tmp_path / "ours.npy").read_bytes() == (tmp_path / "numpy.npy").read_bytes()
+    back = np.load(tmp_path / "ours.npy")
+    assert back.shape == array.shape and back.dtype == array.dtype and np.array_equal(back, array)

@@ -35,6 +35,7 @@ decoded and computed, and the matrices of clips that left the shard are deleted.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -144,6 +145,7 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     base = Path(relative_to) if relative_to is not None else None
     # Everything but the clip's own identity is hashed once per shard, not once per clip.
     params_key = cache.key_of(_CODE, config.to_dict(), sorted(save))
+    folders = {name: os.fspath(out_dir / name) for name in save}  # joined as strings per clip
     reuse: dict[str, dict] = {}
     if previous is not None and len(previous):
         reuse = {str(r["id"]): r for r in previous.to_dict("records")}
@@ -184,7 +186,7 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
             continue
         feats, summary = clip_features(y, sr=sr, config=config)
         for name in save:
-            save_npy(out_dir / name / f"{clip_id}.npy", feats[name])  # float32 already
+            save_npy(f"{folders[name]}/{clip_id}.npy", feats[name])  # float32 already
         m = Moments.from_frames(feats["logmel"])
         rows.append({"id": clip_id, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
                      "key": key, "count": m.count, "logmel_mean": m.mean.tolist(), "logmel_m2": m.m2.tolist(),

@@ -8,6 +8,7 @@ files in a row is read ahead (:func:`read_ahead`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -95,7 +96,8 @@ def write_atomic(path: str | Path, *chunks: Any) -> None:
     try:
         try:
             for chunk in chunks:
-                view = memoryview(chunk).cast("B")
+                # Arrays as their bytes (memoryview.cast refuses an empty one), bytes as they are.
+                view = memoryview(chunk.reshape(-1).view(np.uint8) if isinstance(chunk, np.ndarray) else chunk).cast("B")
                 while view:
                     view = view[os.write(fd, view):]
         finally:
@@ -109,14 +111,23 @@ def write_atomic(path: str | Path, *chunks: Any) -> None:
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     """``np.save`` to ``path`` atomically (:func:`write_atomic`); ``np.load`` reads it back."""
-    import io
-
-    array = np.ascontiguousarray(array)
+    array = np.asarray(array)
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)  # (not for every array: it makes a 0-d array 1-d)
     if array.dtype.hasobject:
         raise ValueError(f"{path}: object arrays are not saved")
+    write_atomic(path, _npy_header(array.dtype.str, array.shape), array)
+
+
+@functools.lru_cache(maxsize=1024)
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` (format 1.0) header of a C-ordered array: the same bytes ``np.save`` writes
+    (cached: a shard writes many matrices of few shapes)."""
+    import io
+
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(array))
-    write_atomic(path, header.getvalue(), array)
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    return header.getvalue()
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
