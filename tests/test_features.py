@@ -343,3 +343,13 @@ def test_build_table_of_nothing(tmp_path) -> None:
     empty = pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
     table = build_table(shard_tables=[empty], splits=pd.DataFrame({"id": ["x"], "split": ["train"]}))
     assert table.empty and list(table.columns) == META_COLUMNS + ["split"]
+
+
+def test_table_of_equals_pandas_construction(tmp_path, rng) -> None:
+    table, _ = run(make_index(tmp_path, rng, n=3), tmp_path)
+    rows = table.to_dict("records")
+    pd.testing.assert_frame_equal(features._table_of(rows), pd.DataFrame(rows))
+    pd.testing.assert_frame_equal(features._table_of(rows[:1]), pd.DataFrame(rows[:1]))
+    # Rows whose keys differ (or come in another order) take pandas' own path.
+    odd = [dict(reversed(list(rows[0].items()))), rows[1], {**rows[2], "extra": 1.0}]
+    pd.testing.assert_frame_equal(features._table_of(odd), pd.DataFrame(odd))

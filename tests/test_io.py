@@ -203,3 +203,19 @@ def test_save_npy_writes_what_np_save_writes(tmp_path: Path, array: np.ndarray) 
     assert (tmp_path / "ours.npy").read_bytes() == (tmp_path / "numpy.npy").read_bytes()
     back = np.load(tmp_path / "ours.npy")
     assert back.shape == array.shape and back.dtype == array.dtype and np.array_equal(back, array)
+
+
+def test_records_and_frame_of_match_pandas() -> None:
+    frame = pd.DataFrame({"id": ["a", "b", "c"], "n": np.array([1, 2, 3], dtype=np.int64),
+                          "x": [0.5, np.nan, 2.0], "v": [np.arange(2.0), np.arange(3.0), np.arange(1.0)]})
+    mine, theirs = io.records(frame), frame.to_dict("records")
+    assert len(mine) == len(theirs) == 3
+    for a, b in zip(mine, theirs, strict=True):
+        assert list(a) == list(b)
+        assert all(type(a[k]) is type(b[k]) for k in a)  # Python scalars, as pandas gives
+        assert a["id"] == b["id"] and a["n"] == b["n"] and np.array_equal(a["v"], b["v"])
+        assert a["x"] == b["x"] or (np.isnan(a["x"]) and np.isnan(b["x"]))
+    assert io.records(frame.iloc[:0]) == [] and io.records(pd.DataFrame(index=range(2))) == [{}, {}]
+    columns = ["id", "n"]
+    pd.testing.assert_frame_equal(io.frame_of([], columns), pd.DataFrame([], columns=columns))
+    pd.testing.assert_frame_equal(io.frame_of(theirs, columns), pd.DataFrame(theirs, columns=columns))

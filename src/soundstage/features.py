@@ -47,7 +47,7 @@ from soundstage.audio import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summarize
 from soundstage.ingest import REJECTED_COLUMNS, rejection, shard_of
 from soundstage.io import read_csv as read_index  # ids, paths and cache keys kept as text
-from soundstage.io import read_ahead, read_wav_float32, save_npy
+from soundstage.io import frame_of, read_ahead, read_wav_float32, records, save_npy
 from soundstage.moments import Moments
 
 _CODE = cache.code_version("soundstage.features", "soundstage.features_core", "soundstage.moments")
@@ -148,14 +148,14 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     folders = {name: os.fspath(out_dir / name) for name in save}  # joined as strings per clip
     reuse: dict[str, dict] = {}
     if previous is not None and len(previous):
-        reuse = {str(r["id"]): r for r in previous.to_dict("records")}
+        reuse = {str(r["id"]): r for r in records(previous)}
 
     rows: list[dict] = []
     rejected: list[dict] = []
     # First what each clip needs (its reused row, or its processed audio to read), then the work,
     # reading the files ahead of their turn.
     plan = []
-    for row in index.to_dict("records"):
+    for row in records(index):
         clip_id = str(row["id"])
         key = cache.key_of(params_key, row["key"], clip_id)
         old = reuse.get(clip_id)
@@ -200,10 +200,22 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         for name in SAVEABLE:
             with contextlib.suppress(FileNotFoundError):
                 (out_dir / name / f"{clip_id}.npy").unlink()
-    table = pd.DataFrame(rows)
-    if table.empty:
-        table = pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
-    return table, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+    table = _table_of(rows) if rows else pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
+    return table, frame_of(rejected, REJECTED_COLUMNS)
+
+
+def _table_of(rows: list[dict]) -> pd.DataFrame:
+    """``pd.DataFrame(rows)``, the summary columns built as one float block (~0.3 instead of ~0.8 ms
+    for a small shard's ~180 columns) when every row has the same keys in the same order."""
+    columns = list(rows[0])
+    head = [c for c in META_COLUMNS + INTERNAL_COLUMNS if c in columns]
+    if columns[: len(head)] != head or any(list(r) != columns for r in rows[1:]):
+        return pd.DataFrame(rows)
+    rest = columns[len(head):]
+    left = pd.DataFrame({c: [r[c] for r in rows] for c in head})
+    right = pd.DataFrame(np.array([[r[c] for c in rest] for r in rows], dtype=np.float64).reshape(len(rows), -1),
+                         columns=rest)
+    return pd.concat([left, right], axis=1) if rest else left
 
 
 def _as_list(values: object) -> list[float]:

@@ -24,7 +24,7 @@ import pandas as pd
 from soundstage import cache
 from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
 from soundstage.ingest import REJECTED_COLUMNS, rejection
-from soundstage.io import read_ahead, write_wav_float32
+from soundstage.io import frame_of, read_ahead, records, write_wav_float32
 
 _CODE = cache.code_version("soundstage.audio", "soundstage.process")
 INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
@@ -108,15 +108,16 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
     out_dir = Path(out_dir)
     base = Path(relative_to).resolve() if relative_to is not None else None
     if "shard" in manifest.columns:
-        mine = manifest["shard"].astype(int) == int(shard)
-        elsewhere = set(manifest.loc[~mine, "id"].astype(str))
-        manifest = manifest[mine]
+        mine = manifest["shard"].to_numpy().astype(int) == int(shard)
+        elsewhere = {str(i) for i in manifest["id"].to_numpy()[~mine]}
+        manifest = manifest if mine.all() else manifest[mine]
     else:
         elsewhere = set()
+    rows = records(manifest)
     reuse: dict[str, list[dict]] = {}
     if previous is not None and len(previous):
-        for clip_id, rows in previous.groupby("clip_id", sort=False):
-            reuse[str(clip_id)] = rows.to_dict("records")
+        for old_row in records(previous):
+            reuse.setdefault(str(old_row["clip_id"]), []).append(old_row)
 
     segmented = config.duration.mode == "segment"
     params_key = cache.key_of(_CODE, config.to_dict())
@@ -129,7 +130,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
     # First what each clip needs (reused outputs or a decode), then the work, reading the files
     # to decode ahead of their turn.
     plan = []
-    for row in manifest.to_dict("records"):
+    for row in rows:
         clip_id = str(row["id"])
         key = _clip_key(row, params_key)
         old = reuse.get(clip_id)
@@ -171,8 +172,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
 
-    index = pd.DataFrame(out_rows, columns=INDEX_COLUMNS)
-    return index, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
+    return frame_of(out_rows, INDEX_COLUMNS), frame_of(rejected, REJECTED_COLUMNS)
 
 
 def _rel(path: Path, base: Path | None) -> str:
