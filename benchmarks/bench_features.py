@@ -4,7 +4,7 @@
 Both sides get the same dataset, built here: 44.1 kHz stereo 16-bit WAV files (tones, harmonics,
 noise), so decoding and resampling to 22.05 kHz are part of both paths; ``--n-long`` clips of
 ``--long-seconds`` (30 s) and ``--n-short`` sub-second clips (0.25-0.95 s), each set timed on its
-own. For every set, in one run, ``--repeat`` pairs of runs (reference, then soundstage; 3 by
+own. For every set, in one run, ``--repeat`` pairs of runs (reference, then soundstage; 5 by
 default), each side in a fresh process after ``sync`` and with the dataset's files dropped from
 the page cache (both read it from disk, as a first run does; otherwise the second side of a pair
 would find what the first just read still cached); the run with the median wall time of each
@@ -42,7 +42,7 @@ its memory does not grow with the dataset.
 Run from the repository root; wall-clock figures need the cores to be otherwise idle (the CPU
 figures do not)::
 
-    nice .venv/bin/python benchmarks/bench_features.py            # defaults: ~6 minutes on 2 cores
+    nice .venv/bin/python benchmarks/bench_features.py            # defaults: ~7 minutes on 2 cores
     nice .venv/bin/python benchmarks/bench_features.py --quick    # smoke run, ~20 s
 
 The dataset and all outputs live in a temporary folder (``--work``; by default under
@@ -599,8 +599,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="soundstage worker processes (default 2)")
     ap.add_argument("--shards", type=int, default=8, help="shards (default 8, as params.yaml)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs of each side on each 1x dataset, alternating; medians reported (default 3)")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="runs of each side on each 1x dataset, alternating; medians reported (default 5)")
     ap.add_argument("--quick", action="store_true", help="smoke run: 6 long and 24 short clips, scale 3, 1 run")
     ap.add_argument("--work", help="working folder (default: a new temporary folder in benchmarks/.work/)")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
