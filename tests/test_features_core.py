@@ -43,7 +43,7 @@ from soundstage.features_core import (
     SPECTRAL_FEATURES,
     FeatureConfig,
     _chroma_basis,
-    _delta,
+    _deltas,
     _fft_window,
     _mel_basis,
     _stft_magnitude,
@@ -223,8 +223,11 @@ def test_windows_are_librosas(window: str, n_fft: int, win_length: int) -> None:
 def test_delta_matches_librosa(width: int, order: int, rng: np.random.Generator) -> None:
     x = (100 * rng.standard_normal((20, 50))).astype(np.float32)
     expected = librosa.feature.delta(x, width=width, order=order)
-    np.testing.assert_allclose(_delta(x, width=width, order=order), expected, rtol=1e-5,
-                               atol=1e-5 * np.abs(expected).max())
+    alone = _deltas(x, width=width, orders=(order,))[0]
+    np.testing.assert_allclose(alone, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    together = _deltas(x, width=width, orders=(1, 2))[order - 1]  # both orders from one product
+    assert together.dtype == np.float32 and together.shape == x.shape
+    np.testing.assert_allclose(together, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_default_features_do_not_import_librosa() -> None:

@@ -159,7 +159,7 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         clip_id = str(row["id"])
         key = cache.key_of(params_key, row["key"], clip_id)
         old = reuse.get(clip_id)
-        if old is not None and old["key"] == key and all((out_dir / n / f"{clip_id}.npy").is_file() for n in save):
+        if old is not None and old["key"] == key and all(os.path.isfile(f"{folders[n]}/{clip_id}.npy") for n in save):
             plan.append((row, clip_id, key, old, None))
         else:
             path = Path(row["path"]) if base is None or Path(row["path"]).is_absolute() else base / row["path"]

@@ -717,11 +717,6 @@ def _contrast_extremes(S_mag_t: np.ndarray, sr: int, n_fft: int, n_bands: int, v
         peak[k] = _mean(ordered[:, n - q:], axis=1)
 
 
-def _delta(x: np.ndarray, *, width: int, order: int) -> np.ndarray:
-    """``librosa.feature.delta(x, width=width, order=order)`` along frames, float32."""
-    return _deltas(x, width=width, orders=(order,))[0]
-
-
 def _deltas(x: np.ndarray, *, width: int, orders: tuple[int, ...]) -> list[np.ndarray]:
     """``librosa.feature.delta(x, width=width, order=k)`` along frames for each ``k`` in ``orders``.
 
