@@ -56,6 +56,36 @@ def test_train_moments_equal_numpy_over_concatenated_frames(dataset, tmp_path) -
         assert m.mean.dtype == np.float64
 
 
+def test_read_moments_reads_what_the_features_stage_writes(dataset, tmp_path) -> None:
+    from soundstage.features import write_table
+
+    table, _ = dataset
+    write_table(tmp_path / "000.parquet", table)
+    back = stats.read_moments(tmp_path / "000.parquet")
+    assert list(back.columns) == stats.MOMENT_COLUMNS and list(back["id"]) == list(table["id"])
+    assert back["count"].tolist() == table["count"].tolist()
+    for col in ("logmel_mean", "logmel_m2"):
+        np.testing.assert_array_equal(np.stack(back[col].to_numpy()), np.stack(table[col].to_numpy()))
+    # An empty shard table reads as empty and contributes nothing.
+    write_table(tmp_path / "001.parquet", table.iloc[:0])
+    empty = stats.read_moments(tmp_path / "001.parquet")
+    assert empty.empty and stats.shard_moments(empty, ids=TRAIN) is None
+    m = stats.train_moments(shard_tables=(stats.read_moments(tmp_path / f"00{k}.parquet") for k in (0, 1)),
+                            train_ids=TRAIN)
+    assert m.count == stats.train_moments(shard_tables=[table], train_ids=TRAIN).count
+
+
+def test_read_moments_keeps_ragged_lists_for_shard_moments_to_refuse(dataset, tmp_path) -> None:
+    table, _ = dataset
+    ragged = table.copy()
+    ragged["logmel_mean"] = [list(v) for v in ragged["logmel_mean"]]
+    ragged.at[0, "logmel_mean"] = list(ragged.at[0, "logmel_mean"])[:-1]  # one bin short
+    back = parquet(ragged, tmp_path / "ragged.parquet")
+    assert len(back.at[0, "logmel_mean"]) == len(table.at[0, "logmel_mean"]) - 1
+    with pytest.raises(ValueError):
+        stats.shard_moments(back, ids=set(table["id"]))
+
+
 def test_only_train_ids_are_used(dataset) -> None:
     table, _ = dataset
     m = stats.train_moments(shard_tables=[table], train_ids=TRAIN)
