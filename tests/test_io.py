@@ -219,3 +219,16 @@ def test_records_and_frame_of_match_pandas() -> None:
     columns = ["id", "n"]
     pd.testing.assert_frame_equal(io.frame_of([], columns), pd.DataFrame([], columns=columns))
     pd.testing.assert_frame_equal(io.frame_of(theirs, columns), pd.DataFrame(theirs, columns=columns))
+
+
+def test_drop_cached_advises_dontneed_and_never_fails(tmp_path: Path, dropped: list[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "clip.wav"
+    path.write_bytes(b"x" * 10_000)
+    io.drop_cached(path)
+    io.drop_cached(tmp_path / "missing.wav")  # nothing to open: nothing to say, no error
+    assert dropped == [os.path.realpath(path)]
+    assert path.read_bytes() == b"x" * 10_000  # the file itself is untouched
+    monkeypatch.delattr(os, "posix_fadvise")
+    io.drop_cached(path)  # where posix_fadvise does not exist
+    assert dropped == [os.path.realpath(path)]

@@ -6,6 +6,11 @@ Each clip of the shard becomes one or more processed segments, written as float3
 id is ``<clip_id>__s<k>``; its group is the clip's group, or the clip id when the dataset has no
 groups, so no clip is ever split across train/val/test.
 
+Each raw file is read once per run: the files still to decode are read ahead of their turn
+(:func:`soundstage.io.read_ahead`), and a decoded file's pages are let go of from the page cache
+(:func:`soundstage.io.drop_cached`), so a large dataset does not evict the processed clips that
+``features`` reads next.
+
 A clip that cannot be used becomes one rejected row naming its file, and the shard goes on: the
 reasons of :mod:`soundstage.audio` (``truncated`` mid-stream, ``nonfinite``, ``silent`` or
 ``too_short`` after trimming...), or ``cannot_process`` when the params cannot apply to this clip
@@ -24,7 +29,7 @@ import pandas as pd
 from soundstage import cache
 from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
 from soundstage.ingest import REJECTED_COLUMNS, rejection
-from soundstage.io import frame_of, read_ahead, records, write_wav_float32
+from soundstage.io import drop_cached, frame_of, read_ahead, records, write_wav_float32
 
 _CODE = cache.code_version("soundstage.audio", "soundstage.process")
 INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
@@ -55,7 +60,10 @@ def _group_of(row: dict, clip_id: str) -> str:
 def _process_clip(path: str, config: ProcessConfig):
     """Decode and preprocess one file; every failure becomes an AudioError naming the file."""
     try:
-        y, sr = load_audio(path, mono=config.mono)
+        try:
+            y, sr = load_audio(path, mono=config.mono)
+        finally:
+            drop_cached(path)  # decoded once per run: its pages serve this clip's own writes
         return preprocess(y, sr=sr, config=config)
     except AudioError as exc:
         raise (exc.with_path(path) if exc.path is None else exc) from None
