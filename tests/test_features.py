@@ -23,6 +23,7 @@ from soundstage.features import (
     feature_columns,
     features_shard,
     read_index,
+    read_table,
     write_table,
 )
 from soundstage.features_core import FeatureConfig, extract
@@ -62,7 +63,7 @@ def roundtrip(table: pd.DataFrame, tmp_path) -> pd.DataFrame:
     """What the next run gets as ``previous``: the table written (as the CLI does) and read back."""
     path = tmp_path / "cache.parquet"
     write_table(path, table)
-    return pd.read_parquet(path)
+    return read_table(path)
 
 
 def frames(n_samples: int) -> int:
@@ -112,13 +113,25 @@ def test_write_table_reads_back_like_to_parquet(tmp_path, rng) -> None:
     table, _ = run(make_index(tmp_path, rng, n=3), tmp_path)
     write_table(tmp_path / "fast.parquet", table)
     table.to_parquet(tmp_path / "pandas.parquet", index=False)
-    fast, slow = pd.read_parquet(tmp_path / "fast.parquet"), pd.read_parquet(tmp_path / "pandas.parquet")
+    fast, slow = read_table(tmp_path / "fast.parquet"), pd.read_parquet(tmp_path / "pandas.parquet")
     pd.testing.assert_frame_equal(fast, slow)
     assert isinstance(fast["logmel_mean"][0], np.ndarray) and fast["logmel_mean"][0].dtype == np.float64
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    # The summary columns are stored as one packed column: few Parquet columns to write and read.
+    import pyarrow.parquet as pq
+
+    stored = pq.read_schema(tmp_path / "fast.parquet").names
+    assert stored == META_COLUMNS + INTERNAL_COLUMNS + ["__summary__"]
+    assert len(feature_columns(table)) > 100
+    # A table in the plain layout (older versions, pandas) is read as it is.
+    pd.testing.assert_frame_equal(read_table(tmp_path / "pandas.parquet"), slow)
     empty = pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
     write_table(tmp_path / "empty.parquet", empty)
-    assert list(pd.read_parquet(tmp_path / "empty.parquet").columns) == META_COLUMNS + INTERNAL_COLUMNS
+    assert list(read_table(tmp_path / "empty.parquet").columns) == META_COLUMNS + INTERNAL_COLUMNS
+    no_rows = table.iloc[:0]
+    write_table(tmp_path / "no_rows.parquet", no_rows)
+    back = read_table(tmp_path / "no_rows.parquet")
+    assert list(back.columns) == list(table.columns) and back.empty
 
 
 def test_clip_features_stacks_mfcc_deltas(rng) -> None:

@@ -120,13 +120,13 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
     from soundstage import cache
-    from soundstage.features import build_table, features_shard, read_index, write_table
+    from soundstage.features import build_table, features_shard, read_index, read_table, write_table
     from soundstage.features_core import FeatureConfig
     from soundstage.io import write_csv, write_parquet
 
     out = Path(args.out_dir)
     if args.table:
-        shard_tables = [pd.read_parquet(f) for f in args.inputs]
+        shard_tables = [read_table(f) for f in args.inputs]
         splits = pd.concat([read_index(f) for f in args.splits], ignore_index=True)
         table = build_table(shard_tables=shard_tables, splits=splits)
         write_parquet(out / "table.parquet", table)
@@ -136,7 +136,7 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     save = tuple(f.pop("save"))
     shard_name = Path(args.index).stem
     cache_file = out / "cache" / f"{shard_name}.parquet"
-    previous = pd.read_parquet(cache_file) if cache_file.is_file() else None
+    previous = read_table(cache_file) if cache_file.is_file() else None
     table, rejected = features_shard(index=read_index(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
                                      save=save, previous=previous, relative_to=Path.cwd(),
                                      shard=int(shard_name) if shard_name.isdigit() else None,
