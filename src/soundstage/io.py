@@ -253,7 +253,7 @@ def read_ahead(items: Sequence[T], path_of: Callable[[T], str | Path | None], *,
         while ahead < n and (ahead <= i or (len(window) < max_files and in_flight < max_bytes)):
             path = path_of(items[ahead])
             if path is not None:
-                size = _will_need(advise, path)
+                size = _advise(advise, path, os.POSIX_FADV_WILLNEED)
                 if size is not None:
                     window.append((ahead, size))
                     in_flight += size
@@ -274,29 +274,19 @@ def drop_cached(path: str | Path) -> None:
     them from disk. A no-op where ``os.posix_fadvise`` does not exist or the file cannot be opened.
     """
     advise = getattr(os, "posix_fadvise", None)
-    if advise is None:
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        advise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    if advise is not None:
+        _advise(advise, path, os.POSIX_FADV_DONTNEED)
 
 
-def _will_need(advise: Callable[..., None], path: str | Path) -> int | None:
-    """Ask for ``path`` to be read into the page cache; its size, or ``None`` if it cannot be opened."""
+def _advise(advise: Callable[..., None], path: str | Path, advice: int) -> int | None:
+    """Give ``advice`` about the whole of ``path``; its size, or ``None`` if it cannot be opened."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
         return None
     try:
         size = os.fstat(fd).st_size
-        advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        advise(fd, 0, 0, advice)
         return size
     except OSError:
         return 0
