@@ -8,7 +8,15 @@ own. For every set, in one run, ``--repeat`` pairs of runs (reference, then soun
 default), each side in a fresh process after ``sync`` and with the dataset's files dropped from
 the page cache (both read it from disk, as a first run does; otherwise the second side of a pair
 would find what the first just read still cached); the run with the median wall time of each
-side is reported, and every run's wall time is listed:
+side is reported, and every run's wall time is listed. Each soundstage run writes to a folder of
+its own, and no output is deleted until the end: on ext4 without a journal (the machine of the
+README's figures) the inode allocator passes over every inode freed in the last 12 hours whose
+inode-table block is cached, so each file deleted before a run makes every file the run creates
+in that block group slower (measured: 25 -> 60 -> 240 us per created file over three rounds of
+deleting and writing a shard's outputs, against 5 us on a fresh folder). Where it is allowed
+(root), the page cache is also dropped as a whole before each side (``sync`` then
+``/proc/sys/vm/drop_caches``), which forgets such inodes left by earlier work on the machine:
+
 
 reference
     The seeds' way, serial in one process: ``librosa.load(sr=22050)``, then one librosa call per
@@ -454,6 +462,7 @@ def side(kind: str, manifest: list[dict], work: Path, args: argparse.Namespace, 
     (work / "manifest.json").write_text(json.dumps(manifest))
     os.sync()  # the previous run's written data goes to disk now, not during this run
     evict(row["path"] for row in manifest)  # both sides read the dataset from disk, as a first run does
+    dropped = drop_page_cache()
     time.sleep(1.0)
     cmd = [sys.executable, __file__, "--_side", kind, "--_work", str(work), "--workers", str(args.workers),
            "--shards", str(args.shards), "--_probe", str(probe)]
@@ -462,7 +471,8 @@ def side(kind: str, manifest: list[dict], work: Path, args: argparse.Namespace, 
     if proc.returncode != 0:
         raise SystemExit(f"{kind} side failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     # The 1-minute load average around the run: above ~0 before a run, other work shares the cores.
-    return {**json.loads((work / "result.json").read_text()), "load": (load_before, os.getloadavg()[0])}
+    return {**json.loads((work / "result.json").read_text()), "load": (load_before, os.getloadavg()[0]),
+            "page_cache_dropped": dropped}
 
 
 def evict(paths) -> None:
@@ -483,6 +493,18 @@ def evict(paths) -> None:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         finally:
             os.close(fd)
+
+
+def drop_page_cache() -> bool:
+    """Drop the clean page cache as a whole (``/proc/sys/vm/drop_caches``, root only; call after
+    ``sync``): with it go the cached inode-table blocks by which ext4 without a journal recognizes
+    recently freed inodes and passes over them (see the module docstring). False where not allowed."""
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("1")
+        return True
+    except OSError:
+        return False
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -552,6 +574,9 @@ def print_report(sets: dict, scaled: dict, args: argparse.Namespace, total_s: fl
     low, high = min(min(pair) for pair in loads), max(max(pair) for pair in loads)
     print(f"1-minute load average around the runs: {low:.1f} to {high:.1f} "
           "(this benchmark alone: ~1 for the reference, ~2 for soundstage; more means shared cores)")
+    runs = [r for pair in sets.values() for r in pair] + list(scaled.values())
+    print("page cache dropped as a whole before each side: "
+          + ("yes" if all(r["page_cache_dropped"] for r in runs) else "no (not allowed: only the dataset's files)"))
     print()
     print("soundstage details")
     for name, (ref, ours) in {**sets, **{k: (None, v) for k, v in scaled.items()}}.items():
@@ -645,8 +670,9 @@ def main() -> None:
                 print(f"[{name}] {len(manifest)} clips, run {k + 1}/{args.repeat}: reference ...", flush=True)
                 refs.append(side("reference", manifest, work / f"{tag}-reference", args))
                 print(f"[{name}] {len(manifest)} clips, run {k + 1}/{args.repeat}: soundstage ...", flush=True)
-                ours.append(side("soundstage", manifest, work / f"{tag}-soundstage", args, probe=20 if k == 0 else 0))
-                shutil.rmtree(work / f"{tag}-soundstage", ignore_errors=True)
+                # A new folder per run, deleted only at the end (see the module docstring).
+                ours.append(side("soundstage", manifest, work / f"{tag}-soundstage-{k + 1}", args,
+                                 probe=20 if k == 0 else 0))
             sets[name] = (median_run(refs), median_run(ours))
         for name, (tag, manifest) in data.items():  # the larger datasets after every 1x pair
             if manifest and args.scale > 1:
@@ -654,8 +680,6 @@ def main() -> None:
                 big = replicate(manifest, work / f"{tag}-x{args.scale}", args.scale)
                 out = work / f"{tag}-x{args.scale}-soundstage"
                 scaled[f"{name} x{args.scale}"] = side("soundstage", big, out, args)
-                shutil.rmtree(out, ignore_errors=True)
-                shutil.rmtree(work / f"{tag}-x{args.scale}", ignore_errors=True)
         print_report(sets, scaled, args, time.perf_counter() - t_total)
         if args.json:
             settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
