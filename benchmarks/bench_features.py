@@ -427,6 +427,7 @@ def run_soundstage(manifest: list[dict], work: Path, *, workers: int, shards: in
         t0, c0, s0 = time.perf_counter(), time.process_time(), sampler.cpu
         futures = [pool.submit(run_shard, k, rows, work) for k, rows in parts]
         results = [f.result() for f in futures]
+        t_shards = time.perf_counter()
         shard_files = [work / "features" / "shards" / f"{k:03d}.parquet" for k, _ in parts]
         train_ids = {i for i in frame["id"] if is_train(i)}
         m = train_moments(shard_tables=(read_moments(f) for f in shard_files),
@@ -440,6 +441,7 @@ def run_soundstage(manifest: list[dict], work: Path, *, workers: int, shards: in
             probe = pool.submit(features_only, index_csv, work, features_probe).result()
         pool.shutdown()
     return {"wall": wall, "cpu_s": main_cpu + sum(r["cpu_s"] for r in results), "startup": startup,
+            "stats_wall_s": wall - (t_shards - t0),
             "audio_s": sum(r["audio_s"] for r in results),
             "clips": sum(r["clips"] for r in results), "rejected": sum(r["rejected"] for r in results),
             "cores": workers, "shards": len(parts), "count": m.count, "mean": m.mean.tolist(), "std": m.std.tolist(),
