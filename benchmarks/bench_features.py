@@ -50,14 +50,15 @@ its memory does not grow with the dataset.
 Run from the repository root; wall-clock figures need the cores to be otherwise idle (the CPU
 figures do not)::
 
-    nice .venv/bin/python benchmarks/bench_features.py            # defaults: ~7 minutes on 2 cores
+    nice .venv/bin/python benchmarks/bench_features.py            # defaults: ~8 minutes on 2 cores
     nice .venv/bin/python benchmarks/bench_features.py --quick    # smoke run, ~20 s
 
 The dataset and all outputs live in a temporary folder (``--work``; by default under
-``benchmarks/.work/``, on the repository's disk, where the pipeline writes its outputs: the
-system temporary folder may be another filesystem, and file creation there cost 55-130 us
-against 16 us in the repository on the machine these figures come from), removed at the end
-unless ``--keep``. ``--json FILE`` also writes every number.
+``benchmarks/.work/``, on the repository's disk, where the pipeline writes its outputs; the
+system temporary folder may be another filesystem, or, as on the machine of the README's
+figures, one where the test suite keeps creating and deleting files, which makes file creation
+there slower: see above), removed at the end unless ``--keep``. Every run's outputs are kept
+until then: about 12 GB with the defaults. ``--json FILE`` also writes every number.
 """
 
 from __future__ import annotations
