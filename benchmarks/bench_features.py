@@ -10,13 +10,14 @@ the page cache (both read it from disk, as a first run does; otherwise the secon
 would find what the first just read still cached); the run with the median wall time of each
 side is reported, and every run's wall time is listed. Each soundstage run writes to a folder of
 its own, and no output is deleted until the end: on ext4 without a journal (the machine of the
-README's figures) the inode allocator passes over every inode freed in the last 12 hours whose
-inode-table block is cached, so each file deleted before a run makes every file the run creates
-in that block group slower (measured: one shard's outputs written three times in a row, each
+README's figures) the inode allocator passes over every inode freed less than a minute ago
+(six while its inode-table block is not yet written back) whose inode-table block is cached,
+scanning the group's free inodes from the start for each new file, so each file deleted shortly
+before a run makes every file the run creates in that block group slower (measured: one shard's outputs written three times in a row, each
 time into new folders beside deleted ones, took 30, 75, then 240 us per created file, against
 5 us in a fresh folder; a kernel profile puts the time in ext4's ``recently_deleted`` check).
 Where it is allowed (root), the page cache is also dropped as a whole before each side (``sync``
-then ``/proc/sys/vm/drop_caches``), which forgets such inodes left by earlier work on the machine:
+then ``/proc/sys/vm/drop_caches``), which forgets such inodes left by work just before:
 
 reference
     The seeds' way, serial in one process: ``librosa.load(sr=22050)``, then one librosa call per
