@@ -47,7 +47,7 @@ from soundstage import cache
 from soundstage.audio import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summarize
 from soundstage.ingest import REJECTED_COLUMNS, rejection, shard_of
-from soundstage.io import read_csv as read_index  # ids, paths and cache keys kept as text
+from soundstage.io import read_csv as read_index  # noqa: F401 - re-exported for the CLI and benchmark
 from soundstage.io import frame_of, read_ahead, read_wav_float32, records, save_npy
 from soundstage.moments import Moments
 
