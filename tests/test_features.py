@@ -89,7 +89,7 @@ def test_writes_float32_matrices_of_documented_shapes(tmp_path, rng) -> None:
 def test_table_holds_meta_moments_and_summaries(tmp_path, rng) -> None:
     index = make_index(tmp_path, rng, n=3)
     table, _ = run(index, tmp_path)
-    assert list(table.columns[:8]) == META_COLUMNS + INTERNAL_COLUMNS
+    assert list(table.columns[:9]) == META_COLUMNS + INTERNAL_COLUMNS
     assert list(table["id"]) == list(index["id"]) and list(table["label"]) == list(index["label"])
     cols = feature_columns(table)
     # mean and std of every row of every feature but the log-mel (which the moments cover)
@@ -366,3 +366,58 @@ def test_table_of_equals_pandas_construction(tmp_path, rng) -> None:
     # Rows whose keys differ (or come in another order) take pandas' own path.
     odd = [dict(reversed(list(rows[0].items()))), rows[1], {**rows[2], "extra": 1.0}]
     pd.testing.assert_frame_equal(features._table_of(odd), pd.DataFrame(odd))
+
+
+class Killed(BaseException):
+    """What SIGKILL does to a shard job, as far as its files are concerned: it stops mid-loop."""
+
+
+def kill_after(monkeypatch, n: int) -> None:
+    """Make the ``n + 1``-th clip's extraction stop the shard (after ``n`` clips were written)."""
+    calls = []
+
+    def extract_then_die(y, *, sr, config=None):
+        if len(calls) == n:
+            raise Killed
+        calls.append(1)
+        return extract(y, sr=sr, config=config)
+
+    monkeypatch.setattr(features, "extract", extract_then_die)
+
+
+def test_matrices_rewritten_by_a_killed_run_are_never_reused(tmp_path, rng, monkeypatch) -> None:
+    """n_mels 128 -> 64 (killed after 2 clips) -> 128: the 2 rewritten log-mels must not be reused
+    under the 128-bin key they no longer match (they used to be: key unchanged, file present)."""
+    index = make_index(tmp_path, rng, n=5)
+    first, _ = run(index, tmp_path)
+    cached = roundtrip(first, tmp_path)
+    with monkeypatch.context() as m:
+        kill_after(m, 2)
+        with pytest.raises(Killed):
+            run(index, tmp_path, previous=cached, config=FeatureConfig(n_mels=64))
+    assert sorted(np.load(tmp_path / "features" / "logmel" / f"c{i:02d}.npy").shape[0] for i in range(5)) == [
+        64, 64, 128, 128, 128]
+    again, _ = run(index, tmp_path, previous=cached)  # the cache the killed run could not replace
+    for i in range(5):
+        assert np.load(tmp_path / "features" / "logmel" / f"c{i:02d}.npy").shape[0] == 128
+    pd.testing.assert_frame_equal(again.drop(columns="stamp"), first.drop(columns="stamp"), check_dtype=False)
+
+
+def test_a_killed_shard_keeps_its_checkpointed_work(tmp_path, rng, monkeypatch, count_extract) -> None:
+    index = make_index(tmp_path, rng, n=6)
+    clean, _ = features_shard(index=index, out_dir=tmp_path / "clean", config=CFG, relative_to=tmp_path)  # uninterrupted
+    monkeypatch.setattr(features, "CHECKPOINT_SECONDS", 0.0)
+    saved: list[pd.DataFrame] = []
+    with monkeypatch.context() as m:
+        kill_after(m, 4)
+        with pytest.raises(Killed):
+            run(index, tmp_path, checkpoint=lambda done: saved.append(roundtrip(done, tmp_path)))
+    assert [len(s) for s in saved] == [1, 2, 3, 4]  # before each clip after the first
+    count_extract.clear()
+    table, _ = run(index, tmp_path, previous=saved[-1])
+    assert len(count_extract) == 2  # the 4 checkpointed clips are reused
+    pd.testing.assert_frame_equal(table.drop(columns="stamp"), clean.drop(columns="stamp"), check_dtype=False)
+    for i in range(6):
+        name = f"c{i:02d}.npy"
+        assert (tmp_path / "features" / "logmel" / name).read_bytes() == (
+            tmp_path / "clean" / "logmel" / name).read_bytes()

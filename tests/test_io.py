@@ -65,14 +65,48 @@ def test_code_version_changes_with_module_source(tmp_path: Path, monkeypatch):
         cache.code_version("no_such_module_xyz")
 
 
-def test_keep_mirrors_output_and_survives_its_deletion(tmp_path: Path):
-    out = tmp_path / "shards" / "000.csv"
-    out.parent.mkdir()
-    out.write_text("id\na\n")
-    cache.keep(out, tmp_path / "cache" / "000.csv")
-    out.unlink()  # what Snakemake does to a job's outputs before re-running it
-    assert (tmp_path / "cache" / "000.csv").read_text() == "id\na\n"
-    os.utime(tmp_path / "cache" / "000.csv")
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield 0o027
+    os.umask(old)
+
+
+def test_every_atomic_writer_respects_the_umask(tmp_path: Path, umask_027: int):
+    """Teams share project folders: outputs get ``0o666 & ~umask`` like any new file (mkstemp's
+    temporary files are 0600, which is what every atomic_path output used to get)."""
+    from soundstage.moments import Moments
+
+    io.write_csv(tmp_path / "a.csv", pd.DataFrame({"id": ["a"]}))
+    io.write_json(tmp_path / "b.json", {"x": 1})
+    io.save_npz(tmp_path / "c.npz", x=np.zeros(2))
+    io.save_npy(tmp_path / "d.npy", np.zeros(2))
+    io.write_parquet(tmp_path / "e.parquet", pd.DataFrame({"x": [1.0]}))
+    Moments.from_frames(np.zeros((2, 3))).to_npz(tmp_path / "f.npz")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == dict.fromkeys(["a.csv", "b.json", "c.npz", "d.npy", "e.parquet", "f.npz"], 0o640)
+
+
+def test_temporary_names_are_recognizable(tmp_path: Path):
+    """What a killed writer leaves behind is named so that the next run can find it."""
+    seen = []
+    with io.atomic_path(tmp_path / "table.csv") as tmp:
+        seen.append(tmp.name)
+        assert tmp.exists() and io.is_temp_name(tmp.name)
+    assert not io.is_temp_name("table.csv") and not io.is_temp_name("my.tmp-notes.txt")
+    assert io.is_temp_name(f".x.npy{io.TEMP_MARK}123")  # write_atomic's per-process name
+
+
+def test_stamps_tell_a_rewritten_file_from_the_recorded_one(tmp_path: Path):
+    a, b = tmp_path / "a.npy", tmp_path / "b.npy"
+    st = io.save_npy(a, np.arange(4, dtype=np.float32))
+    io.save_npy(b, np.arange(4, dtype=np.float32))
+    recorded = cache.stamps([a, b])
+    assert recorded == f"{io.stamp(st)};{io.file_stamp(b)}" and io.stamp(st) == io.file_stamp(a)
+    io.save_npy(a, np.arange(4, dtype=np.float32) + 1)  # same size, rewritten (by a killed run, say)
+    assert cache.stamps([a, b]) != recorded
+    b.unlink()
+    assert cache.stamps([a, b]) is None and io.file_stamp(b) is None
 
 
 def test_read_csv_keeps_hash_keys_as_text(tmp_path: Path):
@@ -232,3 +266,4 @@ def test_drop_cached_advises_dontneed_and_never_fails(tmp_path: Path, dropped: l
     monkeypatch.delattr(os, "posix_fadvise")
     io.drop_cached(path)  # where posix_fadvise does not exist
     assert dropped == [os.path.realpath(path)]
+

@@ -55,7 +55,7 @@ def test_processed_outputs(tmp_path: Path) -> None:
     manifest = manifest_of(root)
     index, rejected = run(manifest, tmp_path / "out", relative_to=tmp_path, progress=True)
     assert rejected.empty
-    assert list(index.columns) == INDEX_COLUMNS
+    assert list(index.columns) == [*INDEX_COLUMNS, "stamp"]  # the stamp is for the cache
     assert index["id"].tolist() == manifest["id"].tolist() == index["clip_id"].tolist()
     assert index["group"].tolist() == index["clip_id"].tolist()  # no groups: the clip is its group
     for row in index.to_dict("records"):
@@ -228,3 +228,57 @@ def test_clip_moved_to_another_shard_keeps_its_files(tmp_path: Path, counted_loa
     assert all((out / "audio" / "c" / f"{k}.wav").is_file() for k in range(4))
     one, _ = process_shard(manifest=moved, out_dir=out, config=config(), shard=1)
     assert one["clip_id"].tolist() == ["c/2", "c/3"] and set(one["shard"]) == {1}
+
+
+def test_audio_rewritten_by_a_killed_run_is_never_reused(tmp_path: Path, monkeypatch) -> None:
+    """16 kHz -> 8 kHz (killed after 2 clips) -> 16 kHz: the 2 files rewritten at 8 kHz are processed
+    again, although the cache's key matches and the files exist."""
+    root = tmp_path / "raw"
+    for k in range(5):
+        write_tone(root / "c" / f"{k}.wav", sr=16000, duration=0.4, freq=300 + 40 * k)
+    out, manifest = tmp_path / "out", manifest_of(root)
+    first, _ = run(manifest, out)
+    real_preprocess = process_mod.preprocess
+    calls = []
+
+    def preprocess_then_die(y, *, sr, config):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # SIGKILL, as far as the files are concerned
+        calls.append(1)
+        return real_preprocess(y, sr=sr, config=config)
+
+    with monkeypatch.context() as m:
+        m.setattr(process_mod, "preprocess", preprocess_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run(manifest, out, config(sample_rate=8000), previous=first)
+    rates = sorted(sf.info(out / "audio" / "c" / f"{k}.wav").samplerate for k in range(5))
+    assert rates == [8000, 8000, 16000, 16000, 16000]
+    again, _ = run(manifest, out, previous=first)
+    assert {sf.info(out / "audio" / "c" / f"{k}.wav").samplerate for k in range(5)} == {16000}
+    pd.testing.assert_frame_equal(again.drop(columns="stamp"), first.drop(columns="stamp"))
+
+
+def test_a_killed_shard_keeps_its_checkpointed_work(tmp_path: Path, monkeypatch, counted_loads: list[str]) -> None:
+    root = tmp_path / "raw"
+    for k in range(5):
+        write_tone(root / "c" / f"{k}.wav", duration=0.3, freq=300 + 40 * k)
+    manifest = manifest_of(root)
+    clean, _ = run(manifest, tmp_path / "clean", relative_to=tmp_path)
+    monkeypatch.setattr(process_mod, "CHECKPOINT_SECONDS", 0.0)
+    saved: list[pd.DataFrame] = []
+    real_preprocess = process_mod.preprocess
+
+    def preprocess_then_die(y, *, sr, config):
+        if len(saved) == 3:
+            raise KeyboardInterrupt
+        return real_preprocess(y, sr=sr, config=config)
+
+    with monkeypatch.context() as m:
+        m.setattr(process_mod, "preprocess", preprocess_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            run(manifest, tmp_path / "out", relative_to=tmp_path, checkpoint=saved.append)
+    counted_loads.clear()
+    index, _ = run(manifest, tmp_path / "out", previous=saved[-1], relative_to=tmp_path)
+    assert len(counted_loads) == 2  # 3 clips done before the kill are reused
+    fresh = index.drop(columns="stamp").assign(path=lambda f: f["path"].str.replace("out/", "clean/"))
+    pd.testing.assert_frame_equal(fresh, clean.drop(columns="stamp"))

@@ -1,20 +1,23 @@
 """Per-shard result caches, so that re-running a shard recomputes only the clips that changed.
 
 Snakemake deletes a job's declared outputs before running it, and DVC deletes outs that are not
-``persist: true``; a shard's cache therefore lives beside its outputs (``<stage>/cache/``) as a hard
-link (or copy) of the shard's table. A clip's rows are reused when its *key* (a hash of its input
-identity and of every parameter that shapes its outputs) is unchanged and its files still exist.
+``persist: true``; a shard's cache therefore lives beside its outputs (``<stage>/cache/``), written
+by the stage after its per-clip files. A clip's cached rows are reused when their *key* (a hash of
+the clip's input identity and of every parameter and module that shapes its outputs) is unchanged
+and each of its files is still the very version the cache recorded (its :func:`soundstage.io.stamp`,
+size and modification time): a file rewritten since, by a run killed half-way through a shard under
+other parameters, by another shard after ``n_shards`` changed, or by hand, is computed again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from soundstage.io import file_stamp
 
 
 def key_of(*parts: Any) -> str:
@@ -23,18 +26,15 @@ def key_of(*parts: Any) -> str:
     return hashlib.sha1(blob.encode("utf-8")).hexdigest()
 
 
-def keep(src: str | Path, cache_file: str | Path) -> None:
-    """Mirror a finished shard output into the cache (hard link when possible)."""
-    src, cache_file = Path(src), Path(cache_file)
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(f".{cache_file.name}.tmp-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copy2(src, tmp)
-    os.replace(tmp, cache_file)
+def stamps(paths: Iterable[str | Path]) -> str | None:
+    """The :func:`soundstage.io.stamp` of each file, joined by ``;``; ``None`` if one is missing."""
+    found = []
+    for path in paths:
+        s = file_stamp(path)
+        if s is None:
+            return None
+        found.append(s)
+    return ";".join(found)
 
 
 def code_version(*modules: str) -> str:

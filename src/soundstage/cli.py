@@ -75,7 +75,6 @@ def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
 
 def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
-    from soundstage import cache
     from soundstage.audio import ProcessConfig
     from soundstage.io import read_csv, write_csv
     from soundstage.process import process_shard
@@ -89,10 +88,11 @@ def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
     # The whole manifest: the shard job picks its rows, and knows which clips moved to other shards.
     index, rejected = process_shard(manifest=manifest, out_dir=out, config=ProcessConfig.from_dict(p["process"]),
                                     shard=args.shard, previous=previous, relative_to=Path.cwd(),
-                                    progress=_progress())
+                                    progress=_progress(), checkpoint=lambda done: write_csv(cache_file, done))
+    # The cache first: a run killed after it reuses every clip of this shard.
+    write_csv(cache_file, index)
     write_csv(out / "shards" / f"{shard_name}.rejected.csv", rejected)
-    write_csv(out / "shards" / f"{shard_name}.csv", index)
-    cache.keep(out / "shards" / f"{shard_name}.csv", cache_file)
+    write_csv(out / "shards" / f"{shard_name}.csv", index.drop(columns="stamp"))
     _print_rejected(rejected, f"process[{shard_name}]")
     print(f"process[{shard_name}]: {len(rows)} clips -> {len(index)} segments, {len(rejected)} rejected")
 
@@ -119,7 +119,6 @@ def cmd_split(args: argparse.Namespace, p: dict[str, Any]) -> None:
 def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
-    from soundstage import cache
     from soundstage.features import build_table, features_shard, read_index, read_table, write_table
     from soundstage.features_core import FeatureConfig
     from soundstage.io import write_csv, write_parquet
@@ -140,10 +139,12 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     table, rejected = features_shard(index=read_index(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
                                      save=save, previous=previous, relative_to=Path.cwd(),
                                      shard=int(shard_name) if shard_name.isdigit() else None,
-                                     n_shards=p["sharding"]["n_shards"], progress=_progress())
+                                     n_shards=p["sharding"]["n_shards"], progress=_progress(),
+                                     checkpoint=lambda done: write_table(cache_file, done))
+    # The cache first: a run killed after it reuses every clip of this shard.
+    write_table(cache_file, table)
     write_csv(out / "shards" / f"{shard_name}.rejected.csv", rejected)
-    write_table(out / "shards" / f"{shard_name}.parquet", table)
-    cache.keep(out / "shards" / f"{shard_name}.parquet", cache_file)
+    write_table(out / "shards" / f"{shard_name}.parquet", table.drop(columns="stamp"))
     _print_rejected(rejected, f"features[{shard_name}]")
     print(f"features[{shard_name}]: {len(table)} clips, {len(rejected)} rejected")
 
@@ -219,7 +220,13 @@ def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage.io import write_json
 
     if args.summary:
-        summary = summarize(metrics_files=args.inputs)
+        from soundstage.cache import key_of
+
+        # By default the models params.yaml trains (an old model's folder may remain in reports/).
+        inputs = args.inputs or [f"reports/evaluate/{m}/metrics.json" for m in p["train"]["models"]]
+        models = {json.loads(Path(f).read_text(encoding="utf-8"))["model"] for f in inputs}
+        hashes = {m: key_of(_model_params(p, m)) for m in models if m in p}
+        summary = summarize(metrics_files=inputs, params_hashes=hashes)
         if args.out:
             write_json(args.out, summary)
         print(format_table(summary))
@@ -332,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir")
     s.add_argument("--no-mlflow", action="store_true")
     s.add_argument("--summary", action="store_true")
-    s.add_argument("--inputs", nargs="*", default=[])
+    s.add_argument("--inputs", nargs="*", default=[],
+                   help="with --summary: per-model metrics files (default: those of params.yaml's train.models)")
     s.add_argument("--out", help="with --summary: write the combined metrics here (else only print the table)")
     s.set_defaults(func=cmd_evaluate)
 
@@ -374,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         args.func(args, params)
-    except (ParamsError, ValueError, FileNotFoundError) as exc:
+    except (ParamsError, ValueError, OSError) as exc:  # OSError: a full disk, a missing or unreadable file
         print(f"soundstage {args.command}: error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -37,7 +37,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -48,12 +49,14 @@ from soundstage.audio import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summarize
 from soundstage.ingest import REJECTED_COLUMNS, rejection, shard_of
 from soundstage.io import read_csv as read_index  # noqa: F401 - re-exported for the CLI and benchmark
-from soundstage.io import frame_of, read_ahead, read_wav_float32, records, save_npy
+from soundstage.io import frame_of, read_ahead, read_wav_float32, records, save_npy, stamp
 from soundstage.moments import Moments
 
 _CODE = cache.code_version("soundstage.features", "soundstage.features_core", "soundstage.moments")
 META_COLUMNS = ["id", "clip_id", "label", "group"]
-INTERNAL_COLUMNS = ["key", "count", "logmel_mean", "logmel_m2"]
+INTERNAL_COLUMNS = ["key", "stamp", "count", "logmel_mean", "logmel_m2"]
+#: Seconds between two :func:`features_shard` checkpoints of a long shard.
+CHECKPOINT_SECONDS = 60.0
 
 #: Frame-level features that ``save`` may name (``mfcc`` includes its deltas when enabled).
 SAVEABLE: tuple[str, ...] = tuple(n for n in FEATURE_NAMES if n not in ("mfcc_delta", "mfcc_delta2", "tempo"))
@@ -96,7 +99,8 @@ def enabled_features(config: FeatureConfig) -> tuple[str, ...]:
 def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureConfig,
                    save: Iterable[str] = ("logmel", "mfcc"), previous: pd.DataFrame | None = None,
                    relative_to: str | Path | None = None, shard: int | None = None, n_shards: int | None = None,
-                   progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   progress: bool = False,
+                   checkpoint: Callable[[pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute features of every clip in one process-shard index.
 
     Parameters
@@ -110,8 +114,8 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     save : iterable of str
         Matrices to write, from :data:`SAVEABLE` and enabled in ``config``.
     previous : DataFrame, optional
-        This shard's previous table (the stage's cache): clips whose key is unchanged and whose
-        matrices exist are reused as they are.
+        This shard's cache (an earlier table with its ``stamp`` column): clips whose key is unchanged
+        and whose matrices are still the versions stamped there are reused as they are.
     relative_to : path, optional
         Folder that relative ``path`` values start from (the repository root).
     shard, n_shards : int, optional
@@ -120,11 +124,16 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         (``n_shards`` changed): that shard's job owns, and may already have rewritten, them.
     progress : bool
         Show a tqdm progress bar.
+    checkpoint : callable, optional
+        Called every :data:`CHECKPOINT_SECONDS` with a valid cache of the work so far (the rows
+        done, and the previous rows of the clips still to do).
 
     Returns
     -------
     table : DataFrame
-        ``META_COLUMNS + INTERNAL_COLUMNS`` + one column per summary statistic, one row per clip.
+        ``META_COLUMNS + INTERNAL_COLUMNS`` + one column per summary statistic, one row per clip;
+        ``stamp`` (the :func:`soundstage.io.stamp` of each saved matrix, ``;``-joined) is for the
+        cache, not for the stage's output table.
     rejected : DataFrame
         Clips whose processed audio could not be read or used (``REJECTED_COLUMNS``, stage
         ``features``; reasons ``unreadable``, ``empty_file``, ``nonfinite``).
@@ -160,14 +169,20 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         clip_id = str(row["id"])
         key = cache.key_of(params_key, row["key"], clip_id)
         old = reuse.get(clip_id)
-        if old is not None and old["key"] == key and all(os.path.isfile(f"{folders[n]}/{clip_id}.npy") for n in save):
+        if (old is not None and old["key"] == key
+                and old.get("stamp") == cache.stamps(f"{folders[n]}/{clip_id}.npy" for n in save)):
             plan.append((row, clip_id, key, old, None))
         else:
             path = Path(row["path"]) if base is None or Path(row["path"]).is_absolute() else base / row["path"]
             plan.append((row, clip_id, key, None, path))
     work = read_ahead(plan, lambda step: step[4])
-    for row, clip_id, key, old, path in tqdm(work, total=len(plan), desc="features", unit="clip",
-                                             disable=not progress):
+    last_checkpoint = time.monotonic()
+    for done, (row, clip_id, key, old, path) in enumerate(tqdm(work, total=len(plan), desc="features", unit="clip",
+                                                               disable=not progress)):
+        if checkpoint is not None and rows and time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+            pending = [reuse[step[1]] for step in plan[done:] if step[1] in reuse]
+            checkpoint(_table_of(rows + pending))
+            last_checkpoint = time.monotonic()
         if old is not None:
             rows.append({**old, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
                          "logmel_mean": _as_list(old["logmel_mean"]), "logmel_m2": _as_list(old["logmel_m2"])})
@@ -186,12 +201,11 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
             rejected.append(rejection(path, clip_id, "features", "nonfinite", f"{path}: NaN or infinite samples"))
             continue
         feats, summary = clip_features(y, sr=sr, config=config)
-        for name in save:
-            save_npy(f"{folders[name]}/{clip_id}.npy", feats[name])  # float32 already
+        written = [stamp(save_npy(f"{folders[name]}/{clip_id}.npy", feats[name])) for name in save]  # float32
         m = Moments.from_frames(feats["logmel"])
         rows.append({"id": clip_id, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
-                     "key": key, "count": m.count, "logmel_mean": m.mean.tolist(), "logmel_m2": m.m2.tolist(),
-                     **summary})
+                     "key": key, "stamp": ";".join(written), "count": m.count, "logmel_mean": m.mean.tolist(),
+                     "logmel_m2": m.m2.tolist(), **summary})
 
     # Clips that left the shard (or were rejected now) leave no stale matrices behind.
     current = {str(r["id"]) for r in rows}

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import json
 import os
-import tempfile
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -22,19 +22,33 @@ import numpy as np
 T = TypeVar("T")
 
 
+#: What every temporary file of an atomic write has in its name: ``.<name>.tmp-<pid>[-<random>]``
+#: beside the destination. Only a killed writer leaves one behind (see :func:`is_temp_name`).
+TEMP_MARK = ".tmp-"
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether a file name is one of this module's temporary names (a killed writer's leftover)."""
+    return name.startswith(".") and TEMP_MARK in name
+
+
+def _temp_path(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
 
-    ``suffix`` defaults to the destination's suffix, so writers that pick a format by extension
-    (numpy, soundfile, pandas) behave as for the final name.
+    The temporary file exists (empty) when the block starts, created with the usual
+    ``0o666 & ~umask`` mode, so the output gets the mode any new file would. ``suffix`` defaults to
+    the destination's suffix, so writers that pick a format by extension (numpy, soundfile,
+    pandas, Keras) behave as for the final name.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", suffix=path.suffix if suffix is None else suffix,
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _temp_path(path, path.suffix if suffix is None else suffix)
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -75,8 +89,9 @@ def write_parquet(path: str | Path, frame: "pd.DataFrame") -> None:  # noqa: F82
         frame.to_parquet(tmp, index=False)
 
 
-def write_atomic(path: str | Path, *chunks: Any) -> None:
-    """Write bytes-like ``chunks`` (bytes, C-contiguous arrays) to ``path`` atomically, leanly.
+def write_atomic(path: str | Path, *chunks: Any) -> os.stat_result:
+    """Write bytes-like ``chunks`` (bytes, C-contiguous arrays) to ``path`` atomically, leanly;
+    return the written file's ``os.stat_result`` (its size and modification time, :func:`stamp`).
 
     For the thousands of per-clip files of a shard: the temporary file beside ``path`` is named
     for this process (``.<name>.tmp-<pid>``; one job owns each output, and a leftover of a killed
@@ -101,6 +116,7 @@ def write_atomic(path: str | Path, *chunks: Any) -> None:
                 view = memoryview(flat).cast("B")
                 while view:
                     view = view[os.write(fd, view):]
+            st = os.fstat(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -108,16 +124,32 @@ def write_atomic(path: str | Path, *chunks: Any) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+    return st
 
 
-def save_npy(path: str | Path, array: np.ndarray) -> None:
-    """``np.save`` to ``path`` atomically (:func:`write_atomic`); ``np.load`` reads it back."""
+def stamp(st: os.stat_result) -> str:
+    """``"<size>:<mtime_ns>"``: identifies one written version of a file. Every atomic write makes a
+    new file, so a file rewritten since a stamp was taken no longer matches it."""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def file_stamp(path: str | Path) -> str | None:
+    """:func:`stamp` of ``path`` as it is now, or ``None`` when it does not exist."""
+    try:
+        return stamp(os.stat(path))
+    except OSError:
+        return None
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> os.stat_result:
+    """``np.save`` to ``path`` atomically (:func:`write_atomic`, whose stat it returns); ``np.load``
+    reads it back."""
     array = np.asarray(array)
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)  # (not for every array: it makes a 0-d array 1-d)
     if array.dtype.hasobject:
         raise ValueError(f"{path}: object arrays are not saved")
-    write_atomic(path, _npy_header(array.dtype.str, array.shape), array)
+    return write_atomic(path, _npy_header(array.dtype.str, array.shape), array)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -132,6 +164,8 @@ def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """``np.savez`` to ``path`` atomically (its zip entries carry no time: the same arrays give the
+    same bytes)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
 
@@ -166,11 +200,11 @@ def read_csv(path: str | Path) -> "pd.DataFrame":  # noqa: F821
     import pandas as pd
 
     return pd.read_csv(path, dtype={"id": str, "clip_id": str, "label": str, "group": str, "path": str,
-                                     "key": str, "split": str},
+                                     "key": str, "split": str, "stamp": str},
                        keep_default_na=False, na_values=[""])
 
 
-def write_wav_float32(path: str | Path, audio: np.ndarray, sample_rate: int) -> None:
+def write_wav_float32(path: str | Path, audio: np.ndarray, sample_rate: int) -> os.stat_result:
     """Atomically write a 32-bit float WAV (``audio`` shaped ``(n,)`` or ``(n, channels)``).
 
     A plain RIFF header plus the samples, through :func:`write_atomic`: libsndfile (and
@@ -179,7 +213,7 @@ def write_wav_float32(path: str | Path, audio: np.ndarray, sample_rate: int) -> 
     """
     data = np.ascontiguousarray(audio, dtype="<f4")
     channels = 1 if data.ndim == 1 else data.shape[1]
-    write_atomic(path, _wav_float32_header(data.shape[0], channels, sample_rate), data)
+    return write_atomic(path, _wav_float32_header(data.shape[0], channels, sample_rate), data)
 
 
 def _wav_float32_header(frames: int, channels: int, sample_rate: int) -> bytes:

@@ -18,7 +18,6 @@ accumulation is float64 whatever the input dtype. No file I/O except the explici
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,16 +220,9 @@ class Moments:
         The file is written next to ``path`` and moved into place with :func:`os.replace`,
         so readers never see a partial file. ``path`` is used as given (no ``.npz`` added).
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **self.to_dict())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        from soundstage.io import save_npz
+
+        save_npz(path, **self.to_dict())
 
     @classmethod
     def from_npz(cls, path: str | os.PathLike[str]) -> Moments:

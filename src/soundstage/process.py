@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,10 +31,12 @@ import pandas as pd
 from soundstage import cache
 from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
 from soundstage.ingest import REJECTED_COLUMNS, rejection
-from soundstage.io import drop_cached, frame_of, read_ahead, records, write_wav_float32
+from soundstage.io import drop_cached, file_stamp, frame_of, read_ahead, records, stamp, write_wav_float32
 
 _CODE = cache.code_version("soundstage.audio", "soundstage.process")
 INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
+#: Seconds between two :func:`process_shard` checkpoints of a long shard.
+CHECKPOINT_SECONDS = 60.0
 
 
 def _clip_key(row: dict, params_key: str) -> str:
@@ -78,7 +82,8 @@ def _process_clip(path: str, config: ProcessConfig):
 
 def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: ProcessConfig, shard: int,
                   previous: pd.DataFrame | None = None, relative_to: str | Path | None = None,
-                  progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  progress: bool = False,
+                  checkpoint: Callable[[pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Process the manifest rows of one shard.
 
     Parameters
@@ -93,20 +98,26 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
     config : ProcessConfig
     shard : int
     previous : DataFrame, optional
-        This shard's previous index (from the cache): clips whose key (file path, size and mtime,
-        params, code) is unchanged and whose files exist are reused without decoding; their
-        label and group are refreshed from ``manifest``. Files of previous clips that are gone
-        from the manifest, or were re-processed into fewer segments, are deleted.
+        This shard's cache (an earlier ``index`` with its ``stamp`` column): clips whose key (file
+        path, size and mtime, params, code) is unchanged and whose files are still the versions
+        stamped there are reused without decoding; their label and group are refreshed from
+        ``manifest``. Files of previous clips that are gone from the manifest, or were re-processed
+        into fewer segments, are deleted.
     relative_to : path, optional
         Paths in the index are written relative to this folder (the repository root).
     progress : bool
         Show a tqdm progress bar.
+    checkpoint : callable, optional
+        Called every :data:`CHECKPOINT_SECONDS` with a valid cache of the work so far (the rows
+        done, and the previous rows of the clips still to do), so that a killed shard loses at
+        most that much work.
 
     Returns
     -------
     index : DataFrame
-        ``INDEX_COLUMNS``, one row per segment; ``duration`` and ``start`` in seconds,
-        ``sample_rate`` in Hz.
+        ``INDEX_COLUMNS`` + ``stamp`` (the segment file's :func:`soundstage.io.stamp`, for the
+        cache; not part of the stage's output table), one row per segment; ``duration`` and
+        ``start`` in seconds, ``sample_rate`` in Hz.
     rejected : DataFrame
         ``REJECTED_COLUMNS``, one row per rejected clip (stage ``process``), ``detail`` naming
         the file.
@@ -142,12 +153,18 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         clip_id = str(row["id"])
         key = _clip_key(row, params_key)
         old = reuse.get(clip_id)
-        if not (old and all(r["key"] == key for r in old) and all(_resolve(r["path"], base).is_file() for r in old)):
+        if not (old and all(r["key"] == key and r.get("stamp") == file_stamp(_resolve(r["path"], base))
+                            for r in old)):
             old = None
         plan.append((row, clip_id, key, old))
     work = read_ahead(plan, lambda step: None if step[3] else step[0]["path"])
-    for row, clip_id, key, old in tqdm(work, total=len(plan), desc=f"process[{shard:03d}]", unit="clip",
-                                       disable=not progress):
+    last_checkpoint = time.monotonic()
+    for done, (row, clip_id, key, old) in enumerate(tqdm(work, total=len(plan), desc=f"process[{shard:03d}]",
+                                                         unit="clip", disable=not progress)):
+        if checkpoint is not None and out_rows and time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
+            pending = [r for step in plan[done:] for r in reuse.get(step[1], [])]
+            checkpoint(frame_of(out_rows + pending, INDEX_COLUMNS + ["stamp"]))
+            last_checkpoint = time.monotonic()
         group = _group_of(row, clip_id)
         if old:
             out_rows.extend({**r, "label": row["label"], "group": group, "shard": shard} for r in old)
@@ -162,11 +179,12 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
             seg_id = _segment_id(clip_id, seg.index, segmented=segmented)
             dest = audio_dir / f"{seg_id}.wav"
             # WAV wants (frames, channels); multichannel segments are (channels, n).
-            write_wav_float32(dest, seg.audio.T, out_sr)
+            written = write_wav_float32(dest, seg.audio.T, out_sr)
             kept_files.add(dest)
             out_rows.append({"id": seg_id, "clip_id": clip_id, "path": f"{audio_rel}/{seg_id}.wav",
                              "label": row["label"], "group": group, "duration": seg.audio.shape[-1] / out_sr,
-                             "start": float(seg.start), "sample_rate": out_sr, "shard": shard, "key": key})
+                             "start": float(seg.start), "sample_rate": out_sr, "shard": shard, "key": key,
+                             "stamp": stamp(written)})
 
     # Clips that left the manifest (or changed their segmentation) leave no stale files behind;
     # a clip that moved to another shard (n_shards changed) is that shard's business. Candidates
@@ -180,7 +198,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
 
-    return frame_of(out_rows, INDEX_COLUMNS), frame_of(rejected, REJECTED_COLUMNS)
+    return frame_of(out_rows, INDEX_COLUMNS + ["stamp"]), frame_of(rejected, REJECTED_COLUMNS)
 
 
 def _rel(path: Path, base: Path | None) -> str:
