@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 run: install
 	snakemake --workflow-profile workflow/profiles/default --cores all
 	@echo
-	@soundstage evaluate --summary --inputs reports/evaluate/*/metrics.json
+	@soundstage evaluate --summary
 	@echo
 	@echo "Dataset report: reports/dataset/report.md   Confusion matrices: reports/evaluate/<model>/"
 	@echo "Compare runs:   $(VENV)/bin/soundstage compare"

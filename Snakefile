@@ -27,4 +27,4 @@ rule all:
 
 
 onsuccess:
-    dvc_commit()
+    on_success()

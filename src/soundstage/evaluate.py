@@ -94,7 +94,10 @@ def evaluate(*, bundle_dir: str | Path, table_path: str | Path, out_dir: str | P
     table = pd.read_parquet(table_path)
     out_dir = Path(out_dir)
     labels = bundle.labels
-    metrics: dict[str, Any] = {"model": bundle.meta["model"], "labels": labels}
+    # What produced these numbers, so that a summary can refuse metrics of other parameters.
+    metrics: dict[str, Any] = {"model": bundle.meta["model"], "labels": labels,
+                               "provenance": {"params_hash": bundle.meta.get("params_hash"),
+                                              "bundle": bundle.meta.get("mlflow", {}).get("run_id")}}
     for split in SCORED_SPLITS:
         rows = table[table["split"] == split].reset_index(drop=True)
         clips = clip_predictions(rows, predict_rows(bundle, rows, logmel_dir=logmel_dir), labels)
@@ -137,13 +140,28 @@ def _metric_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", label)
 
 
-def summarize(*, metrics_files: list[str | Path]) -> dict[str, Any]:
-    """Combine per-model metrics into ``{model: {split: {accuracy, balanced_accuracy, macro_f1}}}``."""
+class StaleMetrics(ValueError):
+    """A metrics file describes a model trained with other parameters than the current ones."""
+
+
+def summarize(*, metrics_files: list[str | Path], params_hashes: dict[str, str] | None = None) -> dict[str, Any]:
+    """Combine per-model metrics into ``{model: {split: {accuracy, balanced_accuracy, macro_f1}}}``.
+
+    ``params_hashes`` (``{model: hash}`` of the current parameters, as ``train`` records them in the
+    bundle) makes each file prove it describes them: a file whose recorded ``params_hash`` differs,
+    or that records none, raises :class:`StaleMetrics` naming it.
+    """
     import json
 
     out: dict[str, Any] = {}
     for f in metrics_files:
         m = json.loads(Path(f).read_text(encoding="utf-8"))
+        if params_hashes is not None and m["model"] in params_hashes:
+            recorded = (m.get("provenance") or {}).get("params_hash")
+            if recorded != params_hashes[m["model"]]:
+                raise StaleMetrics(f"{f}: these metrics describe a {m['model']} trained with other parameters "
+                                   f"than the current ones (params hash {recorded} recorded, "
+                                   f"{params_hashes[m['model']]} now); run the pipeline again")
         out[m["model"]] = {s: {k: m[s][k] for k in ("accuracy", "balanced_accuracy", "macro_f1") if k in m[s]}
                            for s in SCORED_SPLITS}
     return out

@@ -1,9 +1,9 @@
-# Helpers shared by the rules: validated params, shard/model lists, input functions.
+# Helpers shared by the rules: validated params, shard/model lists, input functions, the run guard.
 import os
-import shutil
-import subprocess
+import sys
 from pathlib import Path
 
+from soundstage import runlock
 from soundstage.config import load_params
 from soundstage.ingest import fingerprint_tree
 
@@ -20,6 +20,19 @@ SHARDS = [f"{i:03d}" for i in range(config["sharding"]["n_shards"])]
 MODELS = config["train"]["models"]
 DEMO_ROOT = "data/demo"
 UNDER_DVC = os.environ.get("SOUNDSTAGE_UNDER_DVC") == "1"
+
+# One run at a time, and a dead run's leftovers (Snakemake's locks, incomplete outputs, temporary
+# files) cleared, before the DAG is built or anything deleted; see soundstage.runlock. Jobs that
+# Snakemake runs in other processes (cluster jobs) re-read this file: only the main process guards.
+GUARD = None
+if workflow.is_main_process:
+    try:
+        GUARD = runlock.guard(".", read_only=runlock.read_only_invocation(), take_dvc_lock=not UNDER_DVC)
+    except runlock.RunBusy as exc:
+        sys.exit(f"soundstage: {exc}")
+    if GUARD.recovered and any(GUARD.recovered.values()):
+        found = ", ".join(f"{n} {what.replace('_', ' ')}" for what, n in GUARD.recovered.items() if n)
+        print(f"soundstage: cleared what a killed run left behind ({found})", file=sys.stderr)
 
 
 wildcard_constraints:
@@ -81,15 +94,36 @@ def get_evaluate_inputs(wildcards):
 
 
 def get_final_outputs():
-    return ["reports/metrics.json", "reports/dataset/report.md", "data/stats/logmel.npz"]
+    """Every output of every rule: a missing one (removed after its job failed, or by hand) is
+    re-made, and whatever depends on it after it, even when the later results still exist."""
+    outputs = [rules.ingest.output, rules.split.output, rules.features_table.output, rules.stats.output,
+               rules.metrics.output, rules.report.output] + ([rules.demo.output] if is_demo() else [])
+    for shard in SHARDS:
+        outputs += [expand(rules.process.output, shard=shard), expand(rules.features.output, shard=shard)]
+    for model in MODELS:
+        outputs += [expand(rules.train.output, model=model), expand(rules.evaluate.output, model=model)]
+    return [str(f) for group in outputs for f in group]
 
 
-def dvc_commit():
-    """After a plain `snakemake` run, record the new state in dvc.lock so that `dvc status` is clean
-    and `dvc repro` has nothing to redo (DVC keeps hashes, not mtimes). Skipped while DVC itself runs
-    a stage (it holds the lock) and where the project is not a DVC repository."""
-    if UNDER_DVC or not Path(".dvc").is_dir() or shutil.which("dvc") is None:
+def cli(command):
+    """The shell command of a rule: `command`'s output goes to the rule's log, its errors and
+    warnings to the log and the terminal (which still shows them when a full disk keeps the log empty)."""
+    return f": > {{log}}; {command} 2>&1 >> {{log}} | tee -a {{log}} >&2"
+
+
+def on_success():
+    """After a plain `snakemake` run of the whole pipeline, record it in dvc.lock (`dvc commit
+    --no-relink`, no workspace file touched, DVC's lock held throughout), so that `dvc status` is
+    clean and `dvc repro` has nothing to redo. Not while DVC runs the stage (it records the stage
+    itself), not for a partial run (stages left out may be stale), not outside a DVC repository."""
+    if UNDER_DVC or GUARD is None or GUARD.dvc_lock is None:
         return
-    result = subprocess.run(["dvc", "commit", "--force", "--quiet"], capture_output=True, text=True)
-    if result.returncode != 0:
-        print(f"soundstage: `dvc commit` failed; run it by hand to record this run in dvc.lock:\n{result.stderr}")
+    if not any(job.rule.name == "all" for job in workflow.dag.jobs):
+        print("soundstage: a partial run: dvc.lock is left as it was (`dvc status` shows what changed)",
+              file=sys.stderr)
+        return
+    try:
+        runlock.dvc_commit(".", skip_stages=[] if is_demo() else ["demo"], held=GUARD)
+    except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why DVC did not record it
+        print(f"soundstage: the run succeeded, but DVC could not record it in dvc.lock: {exc}\n"
+              "Run `dvc commit --force --no-relink` once the cause is fixed.", file=sys.stderr)

@@ -14,4 +14,4 @@ if is_demo():
         log:
             "logs/demo.log",
         shell:
-            "soundstage --params {params.cfg} demo --out {output} > {log} 2>&1"
+            cli("soundstage --params {params.cfg} demo --out {output}")

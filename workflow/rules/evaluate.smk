@@ -12,7 +12,7 @@ rule evaluate:
     log:
         "logs/evaluate/{model}.log",
     shell:
-        "soundstage --params {params.cfg} evaluate --bundle {input.bundle} --out-dir reports/evaluate/{wildcards.model} > {log} 2>&1"
+        cli("soundstage --params {params.cfg} evaluate --bundle {input.bundle} --out-dir reports/evaluate/{wildcards.model}")
 
 
 rule metrics:
@@ -27,4 +27,4 @@ rule metrics:
     log:
         "logs/metrics.log",
     shell:
-        "soundstage --params {params.cfg} evaluate --summary --inputs {input} --out {output} > {log} 2>&1 && cat {log}"
+        cli("soundstage --params {params.cfg} evaluate --summary --inputs {input} --out {output}") + " && cat {log}"

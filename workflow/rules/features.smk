@@ -13,7 +13,7 @@ rule features:
     log:
         "logs/features/{shard}.log",
     shell:
-        "soundstage --params {params.cfg} features --index {input.index} --out-dir data/features > {log} 2>&1"
+        cli("soundstage --params {params.cfg} features --index {input.index} --out-dir data/features")
 
 
 rule features_table:
@@ -30,4 +30,4 @@ rule features_table:
     log:
         "logs/features/table.log",
     shell:
-        "soundstage --params {params.cfg} features --table --inputs {input.shards} --splits {input.splits} --out-dir data/features > {log} 2>&1"
+        cli("soundstage --params {params.cfg} features --table --inputs {input.shards} --splits {input.splits} --out-dir data/features")

@@ -14,4 +14,4 @@ rule ingest:
     log:
         "logs/ingest.log",
     shell:
-        "soundstage --params {params.cfg} ingest --out-dir data/ingest > {log} 2>&1"
+        cli("soundstage --params {params.cfg} ingest --out-dir data/ingest")

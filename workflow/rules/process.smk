@@ -13,4 +13,4 @@ rule process:
     log:
         "logs/process/{shard}.log",
     shell:
-        "soundstage --params {params.cfg} process --shard {wildcards.shard} --manifest {input.manifest} --out-dir data/process > {log} 2>&1"
+        cli("soundstage --params {params.cfg} process --shard {wildcards.shard} --manifest {input.manifest} --out-dir data/process")

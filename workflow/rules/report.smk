@@ -14,4 +14,4 @@ rule report:
     log:
         "logs/report.log",
     shell:
-        "soundstage --params {params.cfg} report --out-dir reports/dataset > {log} 2>&1"
+        cli("soundstage --params {params.cfg} report --out-dir reports/dataset")

@@ -16,4 +16,4 @@ rule split:
     log:
         "logs/split.log",
     shell:
-        "soundstage --params {params.cfg} split {input.shards} --out-dir data/split > {log} 2>&1"
+        cli("soundstage --params {params.cfg} split {input.shards} --out-dir data/split")

@@ -14,4 +14,4 @@ rule stats:
     log:
         "logs/stats.log",
     shell:
-        "soundstage --params {params.cfg} stats {input.shards} --train {input.train} --out-dir data/stats > {log} 2>&1"
+        cli("soundstage --params {params.cfg} stats {input.shards} --train {input.train} --out-dir data/stats")

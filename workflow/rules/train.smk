@@ -15,4 +15,4 @@ rule train:
     log:
         "logs/train/{model}.log",
     shell:
-        "soundstage --params {params.cfg} train --model {wildcards.model} --out-dir {output} --threads {threads} > {log} 2>&1"
+        cli("soundstage --params {params.cfg} train --model {wildcards.model} --out-dir {output} --threads {threads}")
