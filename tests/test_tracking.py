@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from soundstage import tracking
 
 
@@ -92,3 +94,110 @@ def test_a_rewritten_dvc_lock_does_not_make_the_run_dirty(tmp_path: Path):
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x"], cwd=root, check=True)
     (root / "dvc.lock").write_text("schema: '2.0'\nstages: {}\n")
     assert tracking.git_info(root)["git.dirty"] == "false"
+
+
+# ------------------------------------------------------------------ how runs end
+
+
+def test_a_failing_training_ends_its_run_failed_with_the_error(tmp_path: Path):
+    import errno
+    import os
+    import socket
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(OSError, match="No space left on device"):
+        with tracking.start_run(experiment="e", run_name="rf", uri=uri, tags={"model": "rf"}) as run:
+            run_id = run.info.run_id
+            raise OSError(errno.ENOSPC, "No space left on device", "/srv/models/rf/model.skops")
+    assert mlflow.active_run() is None
+    done = mlflow.MlflowClient(tracking_uri=uri).get_run(run_id)
+    assert done.info.status == "FAILED"
+    error = "OSError: [Errno 28] No space left on device: '/srv/models/rf/model.skops'"
+    assert done.data.tags["soundstage.error"] == error
+    assert error in done.data.tags["mlflow.note.content"]  # the run description in the UI
+    assert done.data.tags["soundstage.pid"] == str(os.getpid())
+    assert done.data.tags["soundstage.host"] == socket.gethostname()
+    assert done.data.tags["model"] == "rf"
+
+
+def test_the_training_error_propagates_when_mlflow_cannot_record_it(tmp_path: Path, monkeypatch):
+    """A disk so full that MLflow cannot write either: the training's error, not MLflow's, reaches the user."""
+    import errno
+
+    import mlflow
+
+    def database_full(*args, **kwargs):
+        raise mlflow.exceptions.MlflowException("(sqlite3.OperationalError) database or disk is full")
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.warns(UserWarning, match="could not") as warned, pytest.raises(OSError, match="No space left"):
+        with tracking.start_run(experiment="e", run_name="rf", uri=uri, tags={}) as run:
+            run_id = run.info.run_id
+            monkeypatch.setattr(mlflow.MlflowClient, "set_tag", database_full)
+            monkeypatch.setattr(mlflow.MlflowClient, "set_terminated", database_full)
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.undo()
+    assert any("database or disk is full" in str(w.message) for w in warned)
+    assert mlflow.active_run() is None  # the next run of this process can start
+    assert mlflow.MlflowClient(tracking_uri=uri).get_run(run_id).info.status == "RUNNING"
+
+
+def test_runs_left_running_by_dead_trainings_of_this_host_are_ended_as_failed(tmp_path: Path):
+    import shutil
+    import signal
+    import sys
+
+    import mlflow
+
+    if not Path("/proc/self/cmdline").is_file():
+        pytest.skip("needs /proc")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # A real training process killed with SIGKILL inside its run.
+    code = ("import os, signal, sys\nfrom soundstage import tracking\n"
+            "with tracking.start_run(experiment='e', run_name='killed', uri=sys.argv[1], tags={}) as run:\n"
+            "    print(run.info.run_id, flush=True)\n    os.kill(os.getpid(), signal.SIGKILL)\n")
+    killed = subprocess.run([sys.executable, "-c", code, uri], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    killed_run = killed.stdout.split()[0]
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert client.get_run(killed_run).info.status == "RUNNING"
+
+    # Other runs, by process: a live training, a live process that is no training (its pid reused), a
+    # dead one on another host, a dead one in another PID namespace (a container), an untagged one.
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "soundstage-train"]),
+                subprocess.Popen([shutil.which("sleep") or "sleep", "300"])]
+    try:
+        me = tracking.process_tags()
+        exp = client.get_experiment_by_name("e").experiment_id
+        dead = str(_dead_pid())
+        runs = {name: client.create_run(exp, tags=tags, run_name=name).info.run_id for name, tags in {
+            "live_training": {**me, "soundstage.pid": str(sleepers[0].pid)},
+            "live_other_program": {**me, "soundstage.pid": str(sleepers[1].pid)},
+            "other_host": {**me, "soundstage.pid": dead, "soundstage.host": "elsewhere.invalid"},
+            "other_namespace": {**me, "soundstage.pid": dead, "soundstage.pid_namespace": "pid:[1]"},
+            "untagged": {},
+        }.items()}
+        with tracking.start_run(experiment="e", run_name="next", uri=uri, tags={}):
+            pass
+    finally:
+        for p in sleepers:
+            p.kill()
+            p.wait()
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"live_training": "RUNNING", "live_other_program": "FAILED", "other_host": "RUNNING",
+                      "other_namespace": "RUNNING", "untagged": "RUNNING"}
+    ended = client.get_run(killed_run)
+    assert ended.info.status == "FAILED"
+    assert ended.data.tags["soundstage.error"].startswith("process ended without finishing")
+    assert "process ended without finishing" in client.get_run(runs["live_other_program"]).data.tags["soundstage.error"]
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    return int(proc.stdout)

@@ -19,6 +19,7 @@ import soundfile as sf
 
 from soundstage import models as M
 from soundstage.bundle import load_bundle
+from soundstage.cache import key_of
 from soundstage.evaluate import evaluate
 from soundstage.features import clip_features, feature_columns
 from soundstage.features_core import FeatureConfig
@@ -92,12 +93,16 @@ def uri(tmp_path_factory):
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
 
 
+def flat_params_of(model: str) -> dict:
+    return {f"{model}.{k}": v for k, v in PARAMS[model].items() if not isinstance(v, dict)}
+
+
 def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None):
     root = ds["root"]
     return train(model=model, table_path=root / "table.parquet", out_dir=out, params=PARAMS[model], seed=7,
                  process_params={"sample_rate": SR}, feature_params=FEATURES, experiment="toyset", tracking_uri=uri,
                  tags=tags or {"git.commit": "c0ffee", "git.dirty": "true", "data.table": "abc123"},
-                 flat_params={f"{model}.{k}": v for k, v in PARAMS[model].items() if not isinstance(v, dict)},
+                 flat_params=flat_params_of(model),
                  logmel_dir=root / "logmel" if model == "keras_cnn" else None,
                  stats_path=root / "logmel.npz" if model == "keras_cnn" else None,
                  augment=augment, audio_dir=root / "audio")
@@ -180,6 +185,11 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     tags = run.data.tags
     assert tags["model"] == model and tags["git.commit"] == "c0ffee" and tags["git.dirty"] == "true"
     assert tags["data.table"] == "abc123"
+    assert tags["soundstage.pid"] == str(os.getpid()) and tags["soundstage.host"]
+    assert "soundstage.error" not in tags
+    # The hash of the params the run logs: evaluate can tell metrics of other params apart.
+    assert bundle.meta["params_hash"] == key_of(flat_params_of(model))
+    assert load_bundle(bundle.directory).meta["params_hash"] == bundle.meta["params_hash"]
     assert run.data.params[f"{model}.learning_rate" if model != "random_forest" else "random_forest.n_estimators"]
     metrics = run.data.metrics
     assert metrics["fit_seconds"] > 0 and metrics["n_train_clips"] == 15 and metrics["n_val_clips"] == 6
@@ -221,6 +231,45 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     assert pyfunc.metadata.get_input_schema() is not None
 
 
+def test_a_training_that_fails_on_a_full_disk_ends_its_run_failed(dataset, tmp_path, uri, monkeypatch):
+    """The observed failure: ENOSPC while the bundle's model is written. The run ends FAILED with the error,
+    the error names the file, and no partial file is left."""
+    import errno
+
+    import mlflow
+    import skops.io as sio
+
+    def full_disk(model, file):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(sio, "dump", full_disk)
+    out = tmp_path / "models" / "random_forest"
+    with pytest.raises(OSError, match="No space left on device") as exc:
+        run_train(dataset, "random_forest", out, uri, tags={"test.case": "full-disk"})
+    assert str(out / "model.skops") in str(exc.value)
+    assert list(out.iterdir()) == []
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("toyset").experiment_id],
+                                filter_string="tags.`test.case` = 'full-disk'")
+    assert run.info.status == "FAILED"
+    assert run.data.tags["soundstage.error"] == f"OSError: {exc.value}"
+    assert mlflow.active_run() is None
+
+
+def test_log_model_refuses_a_forest_holding_types_outside_the_trusted_list(dataset, uri):
+    """The MLflow copy of a forest is trusted with models.TRUSTED_SKOPS_TYPES, as the bundle is."""
+    import mlflow
+
+    from soundstage.train import _log_model
+
+    table = dataset["table"]
+    rf, _, _ = fit(model="random_forest", table=table, params={**PARAMS["random_forest"], "n_estimators": 2}, seed=0)
+    rf.extra_ = np.polynomial.Polynomial([1.0, 2.0])  # a numpy type no project forest holds
+    mlflow.set_tracking_uri(uri)
+    with pytest.raises(ValueError, match=r"numpy\.polynomial\.polynomial\.Polynomial"):
+        _log_model(rf, "random_forest")
+
+
 # ------------------------------------------------------------------ reproducibility
 
 
@@ -237,7 +286,12 @@ def test_same_params_and_data_give_the_same_metrics(dataset, tmp_path, uri):
             outputs[attempt, model] = out
     for model in ("random_forest", "keras_mlp", "keras_cnn"):
         a, b = outputs["a", model], outputs["b", model]
-        assert (a / "metrics.json").read_text() == (b / "metrics.json").read_text(), model
+        metrics_a, metrics_b = (json.loads((d / "metrics.json").read_text()) for d in (a, b))
+        # Each names its own MLflow run; both record the hash of the same params.
+        runs = [m["provenance"].pop("bundle") for m in (metrics_a, metrics_b)]
+        assert runs[0] != runs[1]
+        assert metrics_a["provenance"]["params_hash"] == key_of(flat_params_of(model))
+        assert metrics_a == metrics_b, model
         for split in ("val", "test"):
             assert (a / f"predictions_{split}.csv").read_bytes() == (b / f"predictions_{split}.csv").read_bytes()
         m = json.loads((a / "metrics.json").read_text())

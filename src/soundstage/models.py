@@ -19,8 +19,9 @@ Keras (JAX backend) is imported lazily so that importing this module stays cheap
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +40,42 @@ MODEL_FILENAMES: dict[str, str] = {
     "keras_mlp": "model.keras",
     "keras_cnn": "model.keras",
 }
-#: Module prefixes whose types may be loaded from a ``.skops`` file.
-TRUSTED_SKOPS_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.")
+#: Exact names of the types a ``model.skops`` may hold beyond those skops trusts by default: the one
+#: list that :func:`load_model` and the MLflow logging of ``train`` trust. It is what
+#: ``skops.io.get_untrusted_types`` reports for forests of :func:`fit_random_forest` over the params
+#: ``params.yaml`` allows (every ``class_weight``, ``max_depth``, ``max_features``, 2 to 11 classes,
+#: float32/float64 features): nothing with skops 0.13 and scikit-learn 1.8, which trust the forest,
+#: its trees, ``sklearn.tree._tree.Tree``, arrays and dtypes by default. tests/test_bundle_safety.py
+#: refits those forests and fails when this list misses a type they need or holds one they do not.
+TRUSTED_SKOPS_TYPES: tuple[str, ...] = ()
+#: Top-level packages a ``model.skops`` may name: skops imports the module of some nodes (losses)
+#: while auditing, so a file naming any other module is refused before the audit.
+SKOPS_PACKAGES: tuple[str, ...] = ("builtins", "numpy", "scipy", "sklearn")
+#: Exact Keras objects (``module.class_name``, see :func:`keras_objects`) a ``model.keras`` config may
+#: hold: those of :func:`build_mlp` and :func:`build_cnn` networks trained by ``fit_keras_*`` (the
+#: optimizer is in the compile config). Anything else (``Lambda``, custom or registered objects, other
+#: modules) is refused before Keras reads the file; ``safe_mode`` stays on behind this list.
+TRUSTED_KERAS_OBJECTS: tuple[str, ...] = (
+    "__keras_tensor__",
+    "keras.DTypePolicy",
+    "keras.initializers.GlorotUniform",
+    "keras.initializers.Ones",
+    "keras.initializers.Zeros",
+    "keras.layers.BatchNormalization",
+    "keras.layers.Conv2D",
+    "keras.layers.Dense",
+    "keras.layers.Dropout",
+    "keras.layers.GlobalAveragePooling2D",
+    "keras.layers.InputLayer",
+    "keras.layers.MaxPooling2D",
+    "keras.layers.ReLU",
+    "keras.optimizers.Adam",
+    "keras.regularizers.L2",
+    "keras.src.models.functional.Functional",
+)
+#: Largest model file :func:`load_model` opens, on disk and once its archive is decompressed (bytes):
+#: far beyond any model of this project, so only a broken or hostile file reaches it.
+MAX_MODEL_BYTES = 2 << 30
 STD_FLOOR = 1e-8
 
 
@@ -898,54 +933,173 @@ def predict_proba(
     raise ValueError("keras_cnn models take spectrograms: use predict_cnn()")
 
 
-def _temp_sibling(target: Path) -> Path:
-    """A unique temporary path next to ``target`` that keeps its suffix (Keras checks it)."""
-    fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}",
-                                dir=target.parent)
-    os.close(fd)
-    return Path(name)
+class UnsafeModelError(ValueError):
+    """A model file refused before anything in it is loaded: it could run code, or it is absurdly large."""
+
+
+def with_filename(exc: OSError, path: Path) -> OSError:
+    """A copy of ``exc`` naming ``path``, for an error without a file name: a failed ``write()`` (a full
+    disk) names none. The copy is of the same ``OSError`` subclass (chosen by errno)."""
+    if exc.errno is None:
+        return OSError(f"{path}: {exc}")
+    return OSError(exc.errno, exc.strerror, str(path))
 
 
 def save_model(model: Any, directory: Path | str, *, kind: ModelKind) -> Path:
     """Write ``model`` to ``directory/model.skops`` (random forest, skops format, no pickle)
-    or ``directory/model.keras`` (Keras native format), atomically. Returns the file path."""
-    _check_kind(kind)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / MODEL_FILENAMES[kind]
-    tmp = _temp_sibling(target)
-    try:
-        if kind == "random_forest":
-            import skops.io as sio
+    or ``directory/model.keras`` (Keras native format), atomically. Returns the file path.
 
-            sio.dump(model, tmp)
-        else:
-            model.save(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    The file is written as ``.<name>.tmp-<pid>-<random><suffix>`` beside it, then renamed
+    (:func:`soundstage.io.atomic_path`), and gets the usual ``0o666 & ~umask`` mode, so that a team
+    sharing the project folder can read it. An ``OSError`` (a full disk) names the model file.
+    """
+    from soundstage.io import atomic_path
+
+    _check_kind(kind)
+    target = Path(directory) / MODEL_FILENAMES[kind]
+    try:
+        with atomic_path(target) as tmp:  # keeps the suffix: Keras checks it
+            if kind == "random_forest":
+                import skops.io as sio
+
+                sio.dump(model, tmp)
+            else:
+                model.save(tmp)
+    except OSError as exc:
+        if exc.filename is None:
+            raise with_filename(exc, target) from exc
         raise
     return target
 
 
-def load_model(directory: Path | str, *, kind: ModelKind) -> Any:
-    """Load a model written by :func:`save_model`.
+def keras_objects(config: Any) -> set[str]:
+    """Every object a Keras ``config.json`` would deserialize, as ``module.class_name``.
 
-    skops files are audited first: every type that skops does not trust by default must come
-    from ``sklearn`` or ``numpy``, otherwise ``ValueError`` is raised without loading anything.
-    Keras files are loaded with ``safe_mode`` (no arbitrary code), uncompiled (inference only).
+    An object is a JSON object with a ``class_name``; a ``registered_name`` other than its class name
+    (a custom, registered object) is reported as that name, so it cannot pass for a built-in.
+    """
+    found: set[str] = set()
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if "class_name" in node:
+                module, name = node.get("module"), node["class_name"]
+                registered = node.get("registered_name")
+                found.add(str(registered) if registered not in (None, name) else
+                          f"{module}.{name}" if module else str(name))
+            stack.extend(node.values())
+    return found
+
+
+def _archive(path: Path) -> list[zipfile.ZipInfo] | None:
+    """The members of the model archive at ``path``, after checking its sizes against ``MAX_MODEL_BYTES``;
+    ``None`` when it is no zip archive (the format's loader then refuses it).
+
+    Raises
+    ------
+    UnsafeModelError
+        If the file, or its members once decompressed (a zip bomb), exceed ``MAX_MODEL_BYTES``.
+    """
+    size = path.stat().st_size
+    if size > MAX_MODEL_BYTES:
+        raise UnsafeModelError(f"refusing to load {path}: {size} bytes, more than the {MAX_MODEL_BYTES} a model "
+                               f"file may have")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = zf.infolist()
+    except zipfile.BadZipFile:
+        return None
+    expanded = sum(m.file_size for m in members)
+    if expanded > MAX_MODEL_BYTES:
+        raise UnsafeModelError(f"refusing to load {path}: its archive would expand to {expanded} bytes, more than "
+                               f"the {MAX_MODEL_BYTES} a model file may have")
+    return members
+
+
+def _read_member_json(path: Path, name: str) -> Any:
+    with zipfile.ZipFile(path) as zf:
+        try:
+            return json.loads(zf.read(name))
+        except KeyError:
+            raise ValueError(f"{path}: no {name} in the archive") from None
+        except (ValueError, RecursionError) as exc:  # bad UTF-8 or JSON, absurd nesting
+            raise ValueError(f"{path}: {name} is not valid JSON ({type(exc).__name__})") from None
+
+
+def _load_skops(path: Path, members: list[zipfile.ZipInfo] | None) -> Any:
+    import skops.io as sio
+    from sklearn.ensemble import RandomForestClassifier
+
+    if members is not None:
+        schema = _read_member_json(path, "schema.json")
+        stack, modules = [schema], set()
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                modules.add(str(node.get("__module__", "builtins")))
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        allowed = {*SKOPS_PACKAGES, *(t.split(".")[0] for t in TRUSTED_SKOPS_TYPES)}
+        foreign = sorted(m for m in modules if m.split(".")[0] not in allowed)
+        if foreign:
+            raise UnsafeModelError(f"refusing to load {path}: it names modules outside {', '.join(sorted(allowed))}"
+                                   f" (auditing it would import them): {', '.join(foreign)}")
+    try:
+        untrusted = sio.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, KeyError, TypeError, ValueError, AttributeError, ImportError) as exc:
+        raise ValueError(f"{path}: not a skops file ({type(exc).__name__}: {exc})") from None
+    refused = sorted(set(untrusted) - set(TRUSTED_SKOPS_TYPES))
+    if refused:
+        raise UnsafeModelError(f"refusing to load {path}: it holds types outside the project's models "
+                               f"(untrusted): {', '.join(refused)}")
+    try:
+        # Our list, not the audit's answer: skops audits again as it loads the bytes it reads now.
+        model = sio.load(path, trusted=list(TRUSTED_SKOPS_TYPES))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"{path}: cannot load the forest ({type(exc).__name__}: {exc})") from None
+    if not isinstance(model, RandomForestClassifier):
+        raise UnsafeModelError(f"refusing to use {path}: it holds a {type(model).__name__}, not a random forest")
+    return model
+
+
+def _load_keras(path: Path, members: list[zipfile.ZipInfo] | None) -> Any:
+    if members is None:
+        raise ValueError(f"{path}: not a Keras archive (no zip file)")
+    refused = sorted(keras_objects(_read_member_json(path, "config.json")) - set(TRUSTED_KERAS_OBJECTS))
+    if refused:
+        raise UnsafeModelError(f"refusing to load {path}: its config holds objects outside the project's models: "
+                               f"{', '.join(refused)}")
+    keras = _keras()
+    return keras.saving.load_model(path, compile=False, safe_mode=True)
+
+
+def load_model(directory: Path | str, *, kind: ModelKind) -> Any:
+    """Load a model written by :func:`save_model`, refusing any file that could run code.
+
+    Both formats are zip archives, refused when larger than ``MAX_MODEL_BYTES`` on disk or decompressed.
+    skops files may name modules of ``SKOPS_PACKAGES`` only, and hold no type outside skops' defaults
+    and ``TRUSTED_SKOPS_TYPES`` (checked with ``skops.io.get_untrusted_types`` before loading); the
+    result must be a random forest. Keras files may hold no object outside ``TRUSTED_KERAS_OBJECTS``,
+    and are loaded with ``safe_mode`` (no Python lambdas), uncompiled (inference only).
+
+    Raises
+    ------
+    FileNotFoundError
+        No model file.
+    UnsafeModelError
+        A file refused as unsafe or absurdly large; its message names the file and the offending types.
+    ValueError
+        A file that is no valid model of ``kind``.
     """
     _check_kind(kind)
     path = Path(directory) / MODEL_FILENAMES[kind]
     if not path.is_file():
         raise FileNotFoundError(f"no {kind} model at {path}")
+    members = _archive(path)
     if kind == "random_forest":
-        import skops.io as sio
-
-        untrusted = sio.get_untrusted_types(file=path)
-        rejected = [t for t in untrusted if not t.startswith(TRUSTED_SKOPS_PREFIXES)]
-        if rejected:
-            raise ValueError(f"refusing to load {path}: untrusted types {rejected}")
-        return sio.load(path, trusted=untrusted)
-    keras = _keras()
-    return keras.saving.load_model(path, compile=False, safe_mode=True)
+        return _load_skops(path, members)
+    return _load_keras(path, members)

@@ -90,8 +90,17 @@ def predict(*, bundle_dir: str | Path, files: list[str | Path]) -> tuple[pd.Data
     ``table`` has one row per predicted file, in input order: ``file, label, p_<label>...``
     (probabilities in the bundle's label order); ``errors`` one :class:`PredictError` per file
     that could not be predicted.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        For the bundle itself (see :func:`~soundstage.bundle.load_bundle`), before any file is read:
+        a missing or invalid ``bundle.json``, a model file refused as unsafe
+        (:class:`~soundstage.models.UnsafeModelError`) or not matching ``bundle.json``.
     """
     bundle = load_bundle(bundle_dir)
+    # Load (and audit) the model before any file: a refused model is one clear error, not one per file.
+    bundle.model  # noqa: B018
     rows, errors = [], []
     for f in files:
         try:

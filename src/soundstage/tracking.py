@@ -1,8 +1,14 @@
-"""MLflow plumbing: where runs go, and the code and data versions every run is tagged with.
+"""MLflow plumbing: where runs go, the code and data versions every run is tagged with, and how a run
+ends.
 
 The tracking URI defaults to a SQLite database at the repository root, as an absolute path, so that
 DVC experiments running in temporary copies (``.dvc/tmp/exps/...``) log to the same database;
 ``MLFLOW_TRACKING_URI`` overrides it, then ``params.yaml: mlflow.tracking_uri``.
+
+A run opened by :func:`start_run` ends FINISHED, or FAILED with its error recorded. A process that
+dies without ending its run (SIGKILL, out of memory, a disk too full for MLflow itself) leaves it
+RUNNING; runs are tagged with their process (``soundstage.pid``, ``soundstage.host``) so that the next
+training in the experiment ends such runs as FAILED (:func:`end_orphaned_runs`).
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import socket
 import subprocess
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +27,16 @@ from typing import Any
 import yaml
 
 _EXP_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+
+#: Run tags naming the training process, and what went wrong when a run ended FAILED.
+PID_TAG = "soundstage.pid"
+HOST_TAG = "soundstage.host"
+PID_NAMESPACE_TAG = "soundstage.pid_namespace"
+ERROR_TAG = "soundstage.error"
+#: The run description shown by the MLflow UI.
+NOTE_TAG = "mlflow.note.content"
+#: Longest error text recorded on a run (MLflow caps tag values at 8000 characters).
+MAX_ERROR_CHARS = 4000
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -109,15 +127,131 @@ def dvc_raw_version(root: str | Path | None = None) -> str | None:
     return None
 
 
-def start_run(*, experiment: str, run_name: str, uri: str, tags: dict[str, Any]):
-    """Open an MLflow run (context manager) in ``experiment`` at ``uri``."""
+@contextlib.contextmanager
+def start_run(*, experiment: str, run_name: str, uri: str, tags: dict[str, Any]) -> Iterator[Any]:
+    """Open an MLflow run in ``experiment`` at ``uri``; a context manager yielding the ``ActiveRun``.
+
+    The run is tagged with ``tags`` and :func:`process_tags`. It ends FINISHED when the block completes.
+    When the block raises, the run ends FAILED with ``<type>: <message>`` of the exception in tag
+    ``soundstage.error`` and in the run description, and the exception propagates unchanged, even if
+    MLflow cannot record it (a full disk): it is then only warned about, and the run stays RUNNING until
+    :func:`end_orphaned_runs` ends it. Before the run starts, that function ends the runs left RUNNING
+    in ``experiment`` by dead trainings of this host.
+    """
     import mlflow
 
     mlflow.set_tracking_uri(uri)
     with store_lock(uri):
         _ensure_experiment(mlflow, experiment, uri)
-    mlflow.set_experiment(experiment)
-    return mlflow.start_run(run_name=run_name, tags={k: str(v) for k, v in tags.items()})
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    try:
+        end_orphaned_runs(uri=uri, experiment_id=experiment_id)
+    except mlflow.exceptions.MlflowException as exc:  # housekeeping must not stop a training
+        warnings.warn(f"could not end the orphaned runs of experiment {experiment!r}: {exc}", stacklevel=3)
+    run = mlflow.start_run(run_name=run_name, tags={**{k: str(v) for k, v in tags.items()}, **process_tags()})
+    try:
+        yield run
+    except BaseException as exc:
+        _end_failed(mlflow, run.info.run_id, exc)
+        raise
+    mlflow.end_run()
+
+
+def _end_failed(mlflow: Any, run_id: str, exc: BaseException) -> None:
+    """End the active run ``run_id`` FAILED with ``exc`` recorded, warning (not raising) when MLflow cannot."""
+    error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+    try:
+        client = mlflow.MlflowClient()
+        client.set_tag(run_id, ERROR_TAG, error)
+        client.set_tag(run_id, NOTE_TAG, f"Training failed: {error}")
+    except Exception as log_exc:  # noqa: BLE001 - whatever MLflow raises, the training's error goes first
+        warnings.warn(f"MLflow could not record the error of run {run_id}: {log_exc}", stacklevel=4)
+    try:
+        mlflow.end_run("FAILED")
+    except Exception as log_exc:  # noqa: BLE001
+        warnings.warn(f"MLflow could not end run {run_id} as FAILED (the next training will): {log_exc}",
+                      stacklevel=4)
+
+
+def process_tags() -> dict[str, str]:
+    """Tags naming this process: pid, host name and (on Linux) PID namespace, so that a container sharing
+    the host name but not the process table is told apart."""
+    tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    namespace = _pid_namespace()
+    if namespace is not None:
+        tags[PID_NAMESPACE_TAG] = namespace
+    return tags
+
+
+def _pid_namespace() -> str | None:
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def is_training_process(pid: int) -> bool:
+    """Whether process ``pid`` (of this host) is alive and, where ``/proc`` tells, a soundstage process.
+
+    A process whose command line does not mention ``soundstage`` (its pid reused by another program) or a
+    zombie (empty command line) counts as gone. Without ``/proc`` an alive pid counts as a training.
+    """
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, but another user's
+    if not os.path.isdir("/proc/self"):
+        return True
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except FileNotFoundError:
+        return False  # exited since
+    except OSError:
+        return True
+    return b"soundstage" in cmdline
+
+
+def end_orphaned_runs(*, uri: str, experiment_id: str) -> list[str]:
+    """End as FAILED the runs of ``experiment_id`` still RUNNING whose training process is gone.
+
+    Only runs tagged with this host (and PID namespace, when tagged) are judged, by
+    :func:`is_training_process` on their ``soundstage.pid``; runs of other hosts or without the tags are
+    left alone. An ended run gets tag ``soundstage.error`` saying why. Returns the ended run ids.
+    """
+    import mlflow
+    from mlflow.entities import ViewType
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    me = process_tags()
+    running, token = [], None
+    while True:  # collect first: ending runs while paging over RUNNING ones would shift the pages
+        page = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                                  run_view_type=ViewType.ACTIVE_ONLY, max_results=1000, page_token=token)
+        running.extend(page)
+        token = page.token
+        if not token:
+            break
+    ended = []
+    for run in running:
+        tags = run.data.tags
+        if tags.get(HOST_TAG) != me[HOST_TAG] or tags.get(PID_NAMESPACE_TAG) != me.get(PID_NAMESPACE_TAG):
+            continue
+        try:
+            pid = int(tags.get(PID_TAG, ""))
+        except ValueError:
+            continue
+        if pid <= 0 or is_training_process(pid):  # kill(0) or kill(-n) would address process groups
+            continue
+        client.set_tag(run.info.run_id, ERROR_TAG,
+                       f"process ended without finishing (pid {pid} on {me[HOST_TAG]} is gone)")
+        client.set_terminated(run.info.run_id, "FAILED")
+        ended.append(run.info.run_id)
+    return ended
 
 
 @contextlib.contextmanager

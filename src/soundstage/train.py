@@ -28,6 +28,7 @@ import pandas as pd
 
 from soundstage import models
 from soundstage.bundle import Bundle, save_bundle
+from soundstage.cache import key_of
 from soundstage.features import feature_columns
 
 #: Keys of ``params.yaml: augment`` passed to :func:`soundstage.models.augment_waveform`.
@@ -202,6 +203,10 @@ def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: di
     of the train clips, read from ``audio_dir``. The MLflow run gets ``flat_params`` as params,
     ``tags`` (git commit, data versions...), the training curves, the bundle (as artifacts under
     ``bundle/``) and the model with its MLflow flavor (``sklearn`` in skops format, or ``keras``).
+    The bundle records ``params_hash``, :func:`soundstage.cache.key_of` of ``flat_params``.
+
+    When training raises, the run ends FAILED with the error recorded on it and the exception propagates
+    (see :func:`soundstage.tracking.start_run`); an ``OSError`` writing the bundle names the file.
     """
     import mlflow
 
@@ -237,7 +242,7 @@ def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: di
         meta["training"]["augment"] = dict(augment) if augment else None
         meta.update({"params": params, "seed": seed, "process": process_params, "features": feature_params,
                      "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run.info.run_id},
-                     "tags": tags})
+                     "tags": tags, "params_hash": key_of(flat_params)})
         bundle = save_bundle(out_dir, model=fitted, meta=meta)
         # The whole bundle: `soundstage predict` works on a copy downloaded from MLflow.
         mlflow.log_artifacts(str(out_dir), artifact_path="bundle")
@@ -258,6 +263,9 @@ def _example_input(fitted: Any, model: str, table: pd.DataFrame, meta: dict[str,
 
 def _log_model(fitted: Any, model: str, *, example: np.ndarray | None = None) -> Any:
     """Log the bare model with its MLflow flavor: ``sklearn`` (skops format, no pickle) or ``keras``.
+
+    A forest is logged with ``skops_trusted_types=models.TRUSTED_SKOPS_TYPES``, the list the bundle
+    loader trusts; one holding a type outside that list raises ``ValueError`` and nothing is logged.
 
     The signature maps the model's direct input (summary rows for the forest, *standardized* rows
     for the dense net, normalized ``(n_mels, crop_frames, 1)`` crops for the CNN) to class
@@ -286,11 +294,11 @@ def _log_model(fitted: Any, model: str, *, example: np.ndarray | None = None) ->
         if example is not None:
             signature = infer_signature(example, fitted.predict_proba(example))
         untrusted = sio.get_untrusted_types(data=sio.dumps(fitted))
-        rejected = [t for t in untrusted if not t.startswith(models.TRUSTED_SKOPS_PREFIXES)]
+        rejected = sorted(set(untrusted) - set(models.TRUSTED_SKOPS_TYPES))
         if rejected:
-            raise ValueError(f"random forest holds types skops must not trust: {rejected}")
+            raise ValueError(f"random forest holds types outside models.TRUSTED_SKOPS_TYPES: {', '.join(rejected)}")
         return mlflow.sklearn.log_model(fitted, name="model", serialization_format="skops",
-                                        skops_trusted_types=untrusted or None, signature=signature,
+                                        skops_trusted_types=list(models.TRUSTED_SKOPS_TYPES), signature=signature,
                                         pyfunc_predict_fn="predict_proba",
                                         pip_requirements=pins("scikit-learn", "skops", "numpy"))
     signature = None
