@@ -113,19 +113,24 @@ BAD_FILE_REASONS: dict[str, str | None] = {
     "nan_float_wav": "nonfinite",
     "inf_float_wav": "nonfinite",
     "silent_wav": "silent",
-    "shorter_than_10ms": "too_short",
+    "shorter_than_10ms": "too_short",  # only with a minimum length: see PREPROCESS_PARAMS
     "directory_named_wav": "unreadable",
     "unreadable": "unreadable",
     "unicode name": None,
 }
 
-#: Reasons raised by ``preprocess`` (default ``ProcessConfig``) rather than by ``load_audio``.
+#: Reasons raised by ``preprocess`` (with :data:`PREPROCESS_PARAMS`) rather than by ``load_audio``.
 PREPROCESS_REASONS = frozenset({"silent", "too_short"})
+
+#: ``process`` params under which ``preprocess`` rejects the :data:`PREPROCESS_REASONS` cases: the
+#: default (``duration.min_seconds: 0``) keeps every clip with audio, the 5 ms one too.
+PREPROCESS_PARAMS = {"duration": {"min_seconds": 0.01}}
 
 #: Cases ``probe_audio`` catches without decoding (the rest need ``load_audio``).
 PROBE_DETECTS = frozenset({
     "zero_bytes", "header_only", "text_as_wav", "random_bytes_mp3", "corrupt_wav_header", "fake_m4a",
-    "truncated_wav", "truncated_aiff", "truncated_au", "truncated_ogg", "directory_named_wav", "unreadable",
+    "truncated_wav", "truncated_aiff", "truncated_au", "truncated_ogg", "truncated_mp3", "directory_named_wav",
+    "unreadable",
 })
 
 
@@ -204,3 +209,97 @@ def make_bad_files(directory: str | os.PathLike[str]) -> dict[str, BadFile]:
         locked.chmod(0)
         add("unreadable", locked)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# MP3 variants: with or without a Xing/Info header, CBR/VBR, ID3v2 / ID3v1 / APEv2 tags
+
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+_L3_KBPS = {True: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+            False: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+
+
+def mp3_samples_per_frame(sr: int) -> int:
+    """Samples per channel in one Layer III frame: 1152 for MPEG-1 (32-48 kHz), else 576."""
+    return 1152 if sr >= 32000 else 576
+
+
+def l3_frame_bytes(header: bytes) -> int:
+    """Length in bytes of the MPEG Layer III frame that starts with ``header`` (4 bytes)."""
+    assert header[0] == 0xFF and header[1] & 0xE0 == 0xE0 and (header[1] >> 1) & 3 == 1, header.hex()
+    version, kbps_i, rate_i, pad = (header[1] >> 3) & 3, header[2] >> 4, (header[2] >> 2) & 3, (header[2] >> 1) & 1
+    sr = _MPEG_RATES[version][rate_i]
+    return (144 if version == 3 else 72) * _L3_KBPS[version == 3][kbps_i] * 1000 // sr + pad
+
+
+def l3_frames(data: bytes, start: int = 0) -> list[tuple[int, int]]:
+    """``(offset, length)`` of the consecutive Layer III frames from ``start`` (until a non-frame)."""
+    out, pos = [], start
+    while pos + 4 <= len(data) and data[pos] == 0xFF and data[pos + 1] & 0xE0 == 0xE0:
+        n = l3_frame_bytes(data[pos:pos + 4])
+        out.append((pos, n))
+        pos += n
+    return out
+
+
+def id3v2_tag(size: int, *, seed: int = 0) -> bytes:
+    """An ID3v2.3 tag of ``size`` bytes: a title and an APIC frame of random bytes (cover art,
+    whose bytes can look like MPEG frame syncs)."""
+    title = b"TIT2" + struct.pack(">I", 6) + b"\0\0" + b"\0sound"
+    body_size = size - 10
+    art = max(body_size - len(title) - 10, 0)
+    apic = b"APIC" + struct.pack(">I", art) + b"\0\0" + np.random.default_rng(seed).bytes(art) if art else b""
+    body = (title + apic).ljust(body_size, b"\0")
+    syncsafe = bytes((body_size >> s) & 0x7F for s in (21, 14, 7, 0))
+    return b"ID3\x03\x00\x00" + syncsafe + body
+
+
+#: An ID3v1 tag: "TAG", title, artist, album (30 bytes each), year, comment (30), genre.
+ID3V1_TAG = (b"TAG" + b"a title".ljust(30, b"\0") + b"an artist".ljust(30, b"\0") + bytes(30) + b"2024" + bytes(30)
+             + b"\x0c")
+
+
+def apev2_tag(item_bytes: int, *, seed: int = 1) -> bytes:
+    """An APEv2 tag (header, one binary item of ``item_bytes``, footer), as some taggers append."""
+    value = np.random.default_rng(seed).bytes(item_bytes)
+    item = struct.pack("<II", len(value), 2) + b"Cover Art (Front)\0" + value
+    size = len(item) + 32  # items + footer
+    def block(flags: int) -> bytes:
+        return b"APETAGEX" + struct.pack("<IIII", 2000, size, 1, flags) + b"\0" * 8
+    return block(0xA0000000) + item + block(0x80000000)
+
+
+class Mp3(NamedTuple):
+    path: Path
+    samples: int        # samples per channel a complete decode gives
+    frames: int         # MPEG audio frames (not counting a Xing/Info frame)
+    audio: slice        # the MPEG frames within the file's bytes
+
+
+def write_mp3(path: str | os.PathLike[str], y: np.ndarray, *, sr: int, bitrate_mode: str = "CONSTANT",
+              compression_level: float = 0.5, xing: bool = True, id3v2: int = 0, id3v1: bool = False,
+              apev2: int = 0) -> Mp3:
+    """Encode ``y`` (``(n, channels)``) with libsndfile's LAME, then shape the file.
+
+    ``xing=False`` drops the first frame, which holds the Xing/Info (and LAME) header: the file then
+    has no stated length (libsndfile and mpg123 estimate one from the file size), and decoders output
+    every frame (``frames * samples_per_frame`` samples, encoder delay and padding included).
+    ``id3v2`` prepends an ID3v2 tag of that many bytes, ``id3v1`` appends an ID3v1 tag, ``apev2``
+    appends an APEv2 tag with an item of that many bytes.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, y, sr, format="MP3", bitrate_mode=bitrate_mode, compression_level=compression_level)
+    data = path.read_bytes()
+    first = l3_frames(data)[0]
+    head = data[: first[1]]
+    at = next(head.find(tag) for tag in (b"Xing", b"Info") if head.find(tag) > 0)
+    stated = struct.unpack(">I", head[at + 8: at + 12])[0]  # frames field (flag bit 0 is set by LAME)
+    assert struct.unpack(">I", head[at + 4: at + 8])[0] & 1
+    stream = data if xing else data[first[1]:]
+    assert len(l3_frames(stream)) == stated + xing  # the Xing frame is not an audio frame
+    pre = id3v2_tag(id3v2) if id3v2 else b""
+    post = (apev2_tag(apev2) if apev2 else b"") + (ID3V1_TAG if id3v1 else b"")
+    path.write_bytes(pre + stream + post)
+    samples = y.shape[0] if xing else stated * mp3_samples_per_frame(sr)
+    return Mp3(path, samples, stated, slice(len(pre) + (first[1] if xing else 0), len(pre) + len(stream)))

@@ -16,6 +16,7 @@ from audio_fixtures import (
     BAD_FILE_REASONS,
     FORMATS,
     LOSSY,
+    PREPROCESS_PARAMS,
     PREPROCESS_REASONS,
     PROBE_DETECTS,
     channel_freq,
@@ -104,6 +105,7 @@ def test_probe_and_load_every_format(tmp_path: Path, fmt: str, subtype: str, ext
     assert got_sr == sr
     assert y.dtype == np.float32 and y.ndim == 2 and y.shape[0] == channels
     assert y.flags.c_contiguous
+    assert info.frames == y.shape[1]  # probe (ingest's manifest) and decode (process) agree exactly
     assert y.shape[1] / sr == pytest.approx(duration, abs=tol)
     if not lossy:
         ref = tone(sr=sr, channels=channels, duration=duration).T
@@ -188,8 +190,11 @@ def test_load_bad_file(bad_files: dict, name: str) -> None:
         if reason is None:
             return
         with pytest.raises(AudioError) as err:
-            preprocess(y, sr=sr, config=ProcessConfig())
+            preprocess(y, sr=sr, config=ProcessConfig.from_dict(PREPROCESS_PARAMS))
         assert err.value.reason == reason and err.value.path is None
+        if reason == "too_short":  # kept by default: every clip with audio is usable
+            (kept,), _ = preprocess(y, sr=sr, config=ProcessConfig())
+            assert kept.audio.size > 0
         named = err.value.with_path(path)
         assert named.reason == reason and path.name in str(named)
         return
@@ -250,6 +255,42 @@ def test_truncation_detected_at_several_cut_points(tmp_path: Path) -> None:
         with pytest.raises(AudioError) as err:
             load_audio(dest)
         assert err.value.reason == "truncated"
+
+
+def test_flac_without_a_total_is_decoded_to_its_end(tmp_path: Path, rng: np.random.Generator) -> None:
+    # A FLAC written as a stream states no total (0 in STREAMINFO): libsndfile announces an unknown
+    # length, which is no reason to reject the file; it is decoded and measured.
+    x = (rng.uniform(-0.5, 0.5, (12345, 2)) * 32768).round().astype(np.float32) / 32768
+    path = tmp_path / "stream.flac"
+    sf.write(path, x, 16000, format="FLAC", subtype="PCM_16")
+    raw = bytearray(path.read_bytes())
+    assert raw[:4] == b"fLaC" and raw[4] & 0x7F == 0  # STREAMINFO first: total in bytes 13.5-18 of it
+    raw[8 + 13] &= 0xF0
+    raw[8 + 14: 8 + 18] = bytes(4)
+    path.write_bytes(bytes(raw))
+    assert sf.info(str(path)).frames > 10**15  # libsndfile: length unknown
+    info = probe_audio(path)
+    assert (info.frames, info.duration) == (12345, 12345 / 16000)
+    y, sr = load_audio(path)
+    assert sr == 16000 and y.shape == (2, 12345)
+    np.testing.assert_array_equal(y, x.T)
+    mono, _ = load_audio(path, mono=True)
+    np.testing.assert_array_equal(mono[0], to_mono(y))
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(bytes(raw[: len(raw) // 2]))
+    for fn in (probe_audio, load_audio):  # no stated length, but a stream cut mid-frame fails to decode
+        with pytest.raises(AudioError, match="cut.flac.*lost sync") as err:
+            fn(cut)
+        assert err.value.reason == "truncated"
+
+
+def test_broken_symlink_is_not_found_and_says_so(tmp_path: Path) -> None:
+    link = tmp_path / "gone.wav"
+    link.symlink_to(tmp_path / "nowhere.wav")
+    for fn in (probe_audio, load_audio):
+        with pytest.raises(AudioError, match=r"gone\.wav.*broken symbolic link.*nowhere\.wav") as err:
+            fn(link)
+        assert err.value.reason == "not_found"
 
 
 def test_wav_with_unknown_data_size_is_not_truncated(tmp_path: Path) -> None:
@@ -609,13 +650,35 @@ def test_preprocess_mode_segment(clip_s: float, min_s: float, short: str, n_wind
     (np.zeros((1, 16000), np.float32), {}, "silent"),
     (np.zeros((2, 0), np.float32), {}, "silent"),
     (np.full((1, 16000), 1e-8, np.float32), {"trim": {"enabled": False}}, "silent"),
-    (tone(sr=16000, duration=0.1).T, {}, "too_short"),
+    (tone(sr=16000, duration=0.1).T, {"duration": {"min_seconds": 0.2}}, "too_short"),
     (tone(sr=16000, duration=0.1).T, {"duration": {"min_seconds": 0.2}, "trim": {"enabled": False}}, "too_short"),
 ])
 def test_preprocess_rejections(y: np.ndarray, cfg: dict, reason: str) -> None:
     with pytest.raises(AudioError) as err:
         preprocess(y, sr=16000, config=_config(**cfg))
     assert err.value.reason == reason
+
+
+@pytest.mark.parametrize("seconds", [0.005, 0.1, 0.242])
+def test_default_config_keeps_every_short_clip(seconds: float) -> None:
+    # A spoken-digit set lost 5.5 % of its clips to a 0.25 s minimum: by default a clip with any
+    # audio is kept, as long as it is (mode none), or padded (fixed and segment modes).
+    y = tone(sr=16000, duration=seconds).T
+    (seg,), sr = preprocess(y, sr=16000, config=ProcessConfig())
+    assert sr == 22050 and seg.audio.size == pytest.approx(seconds * 22050, abs=1)
+    for mode, n in (("fixed", 22050), ("segment", 22050)):
+        segments, _ = preprocess(y, sr=16000, config=_config(duration={"mode": mode, "seconds": 1.0}))
+        assert [s.audio.shape for s in segments] == [(n,)]
+
+
+@pytest.mark.parametrize(("cfg", "setting"), [
+    ({"duration": {"min_seconds": 0.25}}, "process.duration.min_seconds=0.25"),
+    ({"duration": {"mode": "fixed", "seconds": 1.0, "short": "reject"}}, "process.duration.seconds=1 "),
+])
+def test_too_short_names_the_setting(cfg: dict, setting: str) -> None:
+    with pytest.raises(AudioError, match=re.escape(setting)) as err:
+        preprocess(tone(sr=16000, duration=0.242).T, sr=16000, config=_config(**cfg))
+    assert err.value.reason == "too_short"
 
 
 def test_preprocess_keeps_channels_and_native_rate() -> None:

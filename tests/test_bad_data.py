@@ -17,12 +17,16 @@ from audio_fixtures import tone, truncate, write_tone
 from soundstage import audio
 from soundstage.cli import main
 from soundstage.io import read_csv
+from soundstage.rejections import TooManyRejectedError, check_rejected_share, format_summary, summarize_run
+from soundstage.report import small_class_warning
 
 SR = 16000
 PARAMS = {
-    "data": {"name": "bad-data", "root": "data/raw", "layout": "folder"},
+    # a dataset of mostly bad files: the rejected share stops nothing here (tested below)
+    "data": {"name": "bad-data", "root": "data/raw", "layout": "folder", "max_rejected_share": 1.0},
     "sharding": {"n_shards": 2},
-    "process": {"sample_rate": SR},
+    # the default (0) keeps every clip with audio; a minimum drops the short blip, and the report says so
+    "process": {"sample_rate": SR, "duration": {"min_seconds": 0.25}},
     "split": {"ratios": {"train": 0.5, "val": 0.25, "test": 0.25}},
 }
 
@@ -72,6 +76,13 @@ def make_dataset(raw: Path) -> tuple[set[str], dict[str, tuple[str, str]]]:
 
     write_tone(raw / "loose.wav", sr=SR, duration=1.0)
     bad["loose.wav"] = ("ingest", "no_class_folder")
+
+    (raw / "dog" / "howl.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00" + bytes(300))
+    bad["dog/howl.m4a"] = ("ingest", "unsupported_extension")
+    (raw / "bird" / "README.txt").write_text("recorded in the garden", encoding="utf-8")
+    bad["bird/README.txt"] = ("ingest", "other_file")
+    (raw / "bird" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")  # hidden: not data, never listed
+    (raw / "bird" / "._song 1.wav").write_bytes(b"\0\5\26\7")
     return good, bad
 
 
@@ -105,7 +116,7 @@ def test_bad_files_never_stop_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
     cli("split", "data/process/shards/000.csv", "data/process/shards/001.csv", "--out-dir", "data/split")
     cli("report", "--out-dir", "reports/dataset")
     err = capsys.readouterr().err
-    assert "ingest: rejected 6 file(s)" in err and "[no_class_folder]" in err
+    assert "ingest: rejected 8 file(s)" in err and "[no_class_folder]" in err and "[unsupported_extension]" in err
 
     # exactly the good files were processed, each once, into float32 audio at the target rate
     index = pd.concat([read_csv(f"data/process/shards/{k:03d}.csv") for k in range(2)], ignore_index=True)
@@ -134,10 +145,28 @@ def test_bad_files_never_stop_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
     assert counts.loc["total", "total"] == len(good)
 
     report = Path("reports/dataset/report.md").read_text(encoding="utf-8")
-    assert f"rejected files: **{len(bad)}** (ingest 6, process 4, features 0)" in report
+    assert f"rejected files: **{len(bad)}** (ingest 8, process 4, features 0)" in report
     assert f"processed: **{len(good)}** clips" in report
     n_ingested = len(good) + sum(stage == "process" for stage, _ in bad.values())
-    assert f"**{n_ingested}** usable clips of {n_ingested + 6} files examined" in report
+    assert f"**{n_ingested}** usable clips of {n_ingested + 8} files examined" in report
+    assert "- `process.duration.min_seconds=0.25` dropped **1** file (process: too_short)" in report
+    assert "- **1** clip is silent (peak below -120 dBFS)" in report
+    assert "| ingest | other_file | 1 | a file that is not audio by its extension" in report
+    assert ".DS_Store" not in report and "._song" not in report
+
+    # the verdict on this run: 11 of 24 files lost (README.txt is listed, not counted)
+    summary = summarize_run(ingest_dir="data/ingest", process_dir="data/process", features_dir="data/features",
+                            n_shards=2)
+    assert (summary.rejected, summary.considered) == (len(bad) - 1, n_ingested + 7)
+    assert f"rejected {len(bad) - 1} of {n_ingested + 7} files" in report
+    assert format_summary(summary).startswith(f"rejected {len(bad) - 1} of {n_ingested + 7} files (45.8%): ")
+    check_rejected_share(summary, max_share=PARAMS["data"]["max_rejected_share"])
+    with pytest.raises(TooManyRejectedError, match=r"(?s)rejected 11 of 24 files.*truncated \(ingest 1, process 1\)"):
+        check_rejected_share(summary, max_share=0.05)
+    # bird kept 4 clips: too few to learn, and the report (and the CLI, through the same function) says so
+    warning = small_class_warning(read_csv("data/ingest/manifest.csv")["label"])
+    assert warning is not None and "1 of 3 classes" in warning and "'bird' 4 clips" in warning
+    assert warning in report
     total = counts.loc["total"]
     assert f"| total | {total['train']} | {total['val']} | {total['test']} | {len(good)} |" in report
     for name in bad:

@@ -112,6 +112,26 @@ BAD = [
     ("win_length above n_fft", {"features.win_length": 4096}, "features.win_length", "features.n_fft"),
     ("more MFCCs than mels", {"features.n_mfcc": 40, "features.n_mels": 32}, "features.n_mfcc", "features.n_mels"),
     ("CNN without log-mels", {"features.save": ["mfcc"], "train.models": ["keras_cnn"]}, "features.save", "logmel"),
+    ("more mels than FFT bins", {"features.n_mels": 300, "features.n_fft": 512}, "features.n_mels",
+     "300 mel bands need n_fft // 2 + 1 >= 300", "features.n_fft 512 gives 257", "598"),
+    ("more mels than a tiny FFT", {"features.n_fft": 64}, "features.n_mels", "128 mel bands", "gives 33"),
+    ("contrast bands above Nyquist at 8 kHz", {"process.sample_rate": 8000, "process.filter.cutoff": [30.0]},
+     "features.n_bands", "6 spectral-contrast bands", "6400 Hz", "Nyquist (4000 Hz for process.sample_rate 8000)",
+     "features.n_bands <= 5"),
+    ("contrast bands checked while contrast is off", {"process.sample_rate": 8000, "features.spectral": ["centroid"]},
+     "features.n_bands", "checked even while contrast is off"),
+    ("contrast bands at the lowest rate", {"process.sample_rate": 1000, "process.filter.cutoff": [30.0],
+                                           "features.n_bands": 3, "features.n_fft": 256, "features.n_mels": 64},
+     "features.n_bands", "Nyquist (500 Hz", "features.n_bands <= 2"),
+    ("contrast band without an FFT bin", {"features.n_fft": 32, "features.n_mels": 16, "features.n_mfcc": 13},
+     "features.n_fft", "band 1 (200-400 Hz) holds none"),
+    ("fmax above Nyquist at 8 kHz", {"process.sample_rate": 8000, "features.n_bands": 5, "features.fmax": 4500.0},
+     "features.fmax", "above Nyquist (4000 Hz"),
+    # rejected share
+    ("rejected share above 1", {"data.max_rejected_share": 1.5}, "data.max_rejected_share", "maximum"),
+    ("negative rejected share", {"data.max_rejected_share": -0.1}, "data.max_rejected_share", "minimum"),
+    ("rejected share as text", {"data.max_rejected_share": "5%"}, "data.max_rejected_share", "expected a number"),
+    ("negative min_seconds", {"process.duration.min_seconds": -0.25}, "process.duration.min_seconds", "minimum"),
     ("hop of many windows", {"process.duration.mode": "segment", "process.duration.seconds": 1.0,
                              "process.duration.hop_seconds": 5.0}, "process.duration.hop_seconds", "windows"),
     # data layouts
@@ -162,6 +182,13 @@ GOOD = [
     ("csv layout", {"data.layout": "csv", "data.csv.path": "meta.csv", "data.csv.group_column": "speaker"},
      "data.csv.group_column", "speaker"),
     ("no group regex", {"data.folder.group_regex": None}, "data.folder.group_regex", None),
+    ("5 contrast bands at 8 kHz", {"process.sample_rate": 8000, "features.n_bands": 5}, "features.n_bands", 5),
+    ("native rate: contrast checked per clip", {"process.sample_rate": None, "features.n_bands": 9},
+     "features.n_bands", 9),
+    ("mels equal to FFT bins", {"features.n_fft": 256, "features.n_mels": 129, "features.n_mfcc": 20},
+     "features.n_mels", 129),
+    ("never stop for rejections", {"data.max_rejected_share": 1}, "data.max_rejected_share", 1),
+    ("stop on any rejection", {"data.max_rejected_share": 0.0}, "data.max_rejected_share", 0.0),
 ]
 
 
@@ -177,6 +204,8 @@ def test_good_params_are_normalized(repo_params, changes, key, expected):
 def test_repository_params_validate():
     p = load_params(REPO / "params.yaml")
     assert p["split"]["ratios"] == {"train": 0.7, "val": 0.15, "test": 0.15}
+    # nothing lost by default: every clip with audio is kept, and a run stops past 5 % rejected
+    assert p["process"]["duration"]["min_seconds"] == 0 and p["data"]["max_rejected_share"] == 0.05
     assert validate_params(p) == p  # idempotent
 
 

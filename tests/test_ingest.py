@@ -11,7 +11,8 @@ import pytest
 from audio_fixtures import BAD_FILE_REASONS, PROBE_DETECTS, make_bad_files, write_tone
 
 from soundstage import audio
-from soundstage.ingest import MANIFEST_COLUMNS, REJECTED_COLUMNS, fingerprint_tree, ingest, shard_of
+from soundstage.ingest import INGEST_REASONS, MANIFEST_COLUMNS, REJECTED_COLUMNS, fingerprint_tree, ingest, shard_of
+from soundstage.rejections import REASONS
 
 EXTS = ["wav", "flac", "ogg", "mp3", "au", "snd", "aiff", "aif"]
 
@@ -95,17 +96,38 @@ def test_folder_files_without_class_folder_are_rejected(tmp_path: Path) -> None:
     assert_details_name_files(rejected)
 
 
-def test_hidden_and_other_extensions_are_ignored_and_counted(tmp_path: Path) -> None:
+def test_other_extensions_are_listed_and_hidden_files_skipped(tmp_path: Path) -> None:
     root = tmp_path / "data"
     tone(root / "cat" / "a.WAV")  # extensions are case-insensitive
     (root / "cat" / "README.txt").write_text("notes")
     (root / "cat" / "cover.jpg").write_bytes(b"\xff\xd8")
+    (root / "cat" / "purr.m4a").write_bytes(b"\x00\x00\x00\x20ftypM4A ")
+    (root / "cat" / "LICENSE").write_text("CC-BY")
     (root / "cat" / ".DS_Store").write_bytes(b"\0")
     (root / "cat" / "._a.wav").write_bytes(b"\0\5\26\7")  # macOS AppleDouble twin
     tone(root / ".hidden" / "b.wav")
     manifest, rejected = run(root)
-    assert manifest["id"].tolist() == ["cat/a"] and rejected.empty
-    assert manifest.attrs["ignored"] == {".jpg": 1, ".txt": 1}
+    assert manifest["id"].tolist() == ["cat/a"]
+    # every skipped file is listed, naming the file; hidden files are not data and stay unlisted
+    assert reasons(rejected) == {"README.txt": "other_file", "cover.jpg": "other_file", "LICENSE": "other_file",
+                                 "purr.m4a": "unsupported_extension"}
+    assert_details_name_files(rejected)
+    m4a = rejected.set_index("reason").loc["unsupported_extension"]
+    assert m4a["id"] == "cat/purr" and ".m4a is not in data.extensions" in m4a["detail"]
+    assert manifest.attrs["ignored"] == {"(none)": 1, ".jpg": 1, ".m4a": 1, ".txt": 1}
+    # listing m4a makes it a candidate: probed, and rejected for its content
+    manifest, rejected = run(root, extensions=EXTS + ["m4a"])
+    assert reasons(rejected)["purr.m4a"] == "undecodable"
+
+
+def test_csv_under_root_is_not_listed_as_a_stray_file(tmp_path: Path) -> None:
+    root = tmp_path / "speech"
+    tone(root / "a.wav")
+    (root / "notes.txt").write_text("recorded in 2020")
+    meta = write_meta(root / "meta.csv", [{"path": "a.wav", "label": "x"}])
+    manifest, rejected = run(root, layout="csv", csv_path=meta)
+    assert manifest["id"].tolist() == ["a"]
+    assert reasons(rejected) == {"notes.txt": "other_file"}
 
 
 def test_symlinked_folders_are_followed_once(tmp_path: Path) -> None:
@@ -236,6 +258,8 @@ def test_fifo_and_dangling_link_rejected(tmp_path: Path) -> None:
     manifest, rejected = run(root)  # must not block on the FIFO
     assert manifest["id"].tolist() == ["cat/ok"]
     assert reasons(rejected) == {"pipe.wav": "unreadable", "gone.wav": "not_found"}
+    gone = rejected.set_index("reason").loc["not_found", "detail"]
+    assert "broken symbolic link" in gone and "nowhere.wav" in gone
 
 
 def test_duplicate_clip_ids(tmp_path: Path) -> None:
@@ -408,9 +432,23 @@ def test_fingerprint_changes_with_files(tmp_path: Path) -> None:
     os.utime(a, ns=(1, 1))
     second = fingerprint_tree(root, EXTS)
     tone(root / "cat" / "deep" / "b.wav")
-    assert len({first, second, fingerprint_tree(root, EXTS)}) == 3
+    third = fingerprint_tree(root, EXTS)
+    (root / "cat" / "notes.txt").write_text("listed as other_file by ingest: its table changes")
+    fourth = fingerprint_tree(root, EXTS)
+    (root / "cat" / ".DS_Store").write_bytes(b"\0")  # hidden: not data
+    assert len({first, second, third, fourth}) == 4 and fingerprint_tree(root, EXTS) == fourth
 
 
 def test_known_bad_reasons_are_covered() -> None:
-    # every probe-detectable fixture reason is an ingest reason the report knows how to show
+    # every probe-detectable fixture reason is an audio reason, and every reason is in the one list
     assert {BAD_FILE_REASONS[n] for n in PROBE_DETECTS} <= audio.REASONS
+    assert audio.REASONS | INGEST_REASONS <= set(REASONS)
+
+
+def test_shared_table_helpers_are_reexported() -> None:
+    # process, features and the CLI import these from soundstage.ingest
+    from soundstage import ingest as ingest_module
+    from soundstage import rejections
+
+    for name in ("REJECTED_COLUMNS", "rejection", "shard_of"):
+        assert getattr(ingest_module, name) is getattr(rejections, name)

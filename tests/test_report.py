@@ -8,7 +8,14 @@ import pandas as pd
 import pytest
 
 from soundstage.io import read_csv, write_csv
-from soundstage.report import collect_rejected, dataset_report, duration_histogram
+from soundstage.report import (
+    collect_rejected,
+    dataset_report,
+    duration_histogram,
+    settings_dropped,
+    small_class_warning,
+    small_classes,
+)
 
 
 def rej(path: str, clip_id: str, stage: str, reason: str) -> dict:
@@ -153,3 +160,59 @@ def test_duration_histogram() -> None:
     same = duration_histogram(pd.Series([5.0, 5.0]), bins=4)
     assert same["clips"].sum() == 2
     assert duration_histogram(pd.Series([], dtype=float)).empty
+
+
+def test_settings_dropped_counts_each_setting() -> None:
+    def too_short(k: int, s: float) -> dict:
+        return {"path": f"/raw/d/{k}.wav", "id": f"d/{k}", "stage": "process", "reason": "too_short",
+                "detail": f"'/raw/d/{k}.wav': {s:.3f} s after trimming is shorter than "
+                          "process.duration.min_seconds=0.25 [too_short]"}
+
+    rows = [too_short(k, 0.2 + k / 1000) for k in range(3)]
+    rows.append({"path": "/raw/d/x.wav", "id": "d/x", "stage": "process", "reason": "too_short",
+                 "detail": "'/raw/d/x.wav': 0.500 s is shorter than process.duration.seconds=1 with "
+                           "process.duration.short=reject [too_short]"})
+    rows.append({"path": "/raw/loose.wav", "id": "loose", "stage": "ingest", "reason": "no_class_folder",
+                 "detail": "/raw/loose.wav: directly under data.root, no class folder at data.folder.label_level=-1"})
+    rows.append({"path": "/raw/d/a.m4a", "id": "d/a", "stage": "ingest", "reason": "unsupported_extension",
+                 "detail": "/raw/d/a.m4a: .m4a is not in data.extensions (mp3, wav): not decoded"})
+    rows.append({"path": "/raw/data.process/q.wav", "id": "q", "stage": "process", "reason": "silent",
+                 "detail": "'/raw/data.process/q.wav': silent after trimming (0 samples): nothing to keep"})
+    table = settings_dropped(pd.DataFrame(rows))
+    assert table.to_dict("records") == [
+        {"setting": "process.duration.min_seconds=0.25", "stage": "process", "reason": "too_short", "files": 3},
+        {"setting": "process.duration.seconds=1, process.duration.short=reject", "stage": "process",
+         "reason": "too_short", "files": 1},
+        {"setting": "data.folder.label_level=-1", "stage": "ingest", "reason": "no_class_folder", "files": 1},
+        {"setting": "data.extensions", "stage": "ingest", "reason": "unsupported_extension", "files": 1},
+    ]  # the silent clip names no setting (its path's "data.process" is no key)
+    assert settings_dropped(pd.DataFrame(columns=["path", "id", "stage", "reason", "detail"])).empty
+
+
+def test_small_classes() -> None:
+    labels = pd.Series(["dog"] * 40 + ["cat"] * 40 + ["bark.wav"] + ["owl"] * 4)
+    assert small_classes(labels) == {"bark.wav": 1, "owl": 4}
+    warning = small_class_warning(labels)
+    assert warning is not None and warning.startswith("WARNING: 2 of 4 classes have very few clips")
+    assert "'bark.wav' 1 clip (named like an audio file: a folder such as <class>/bark.wav/" in warning
+    assert "'owl' 4 clips;" not in warning and "'owl' 4 clips." in warning and "median class, 22 clips" in warning
+    # under 1 % of the median class, however many clips that is
+    big = pd.Series(["a"] * 2000 + ["b"] * 2000 + ["e"] * 2000 + ["c"] * 15 + ["d"] * 25)
+    assert small_classes(big) == {"c": 15}
+    assert small_class_warning(pd.Series(["a"] * 5 + ["b"] * 9)) is None
+    assert small_classes(pd.Series([], dtype=object)) == {} and small_class_warning(pd.Series([], dtype=object)) is None
+
+
+def test_report_flags_small_classes_settings_and_the_share(run_dirs: dict[str, Path]) -> None:
+    shards = run_dirs["process"] / "shards"
+    write_csv(shards / "001.rejected.csv", pd.DataFrame([{
+        "path": "/raw/owl/9.wav", "id": "owl/9", "stage": "process", "reason": "too_short",
+        "detail": "'/raw/owl/9.wav': 0.242 s after trimming is shorter than process.duration.min_seconds=0.25"}]))
+    text = report(run_dirs, n_shards=2, max_rejected_share=0.05)
+    assert "- rejected 5 of 8 files (62.5%): " in section(text, "Summary")
+    assert "the run stops above `data.max_rejected_share` = 0.05" in text
+    assert "**WARNING: 3 of 3 classes have very few clips" in section(text, "Class balance")
+    rejected = section(text, "Rejected files")
+    assert "- `process.duration.min_seconds=0.25` dropped **1** file (process: too_short)" in rejected
+    assert "| process | too_short | 1 | shorter than process.duration.min_seconds" in rejected
+    assert "- **1** clip is silent (peak below -120 dBFS)" in rejected

@@ -52,6 +52,7 @@ def cmd_demo(args: argparse.Namespace, p: dict[str, Any]) -> None:
 def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage.ingest import ingest
     from soundstage.io import write_csv
+    from soundstage.rejections import check_rejected_share, files_considered, summarize_rejections
 
     d = p["data"]
     manifest, rejected = ingest(
@@ -64,14 +65,13 @@ def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
     write_csv(out / "rejected.csv", rejected)
     write_csv(out / "manifest.csv", manifest)
     _print_rejected(rejected, "ingest")
-    ignored = manifest.attrs.get("ignored") or {}
-    if ignored:
-        print("ingest: ignored (extension not in data.extensions): "
-              + ", ".join(f"{ext} x{n}" for ext, n in ignored.items()), file=sys.stderr)
     print(f"ingest: {len(manifest)} clips, {manifest['label'].nunique()} labels, "
           f"{manifest['group'].nunique()} groups, {len(rejected)} rejected -> {out / 'manifest.csv'}")
     if manifest.empty:
         raise SystemExit(f"ingest: no usable audio found under {d['root']} (layout {d['layout']})")
+    # Stop here when most of the dataset is already lost (e.g. a format misjudged), not after training.
+    check_rejected_share(summarize_rejections(considered=files_considered(manifest=manifest, ingest_rejected=rejected),
+                                              tables=[rejected]), max_share=d["max_rejected_share"])
 
 
 def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
@@ -125,6 +125,12 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
     out = Path(args.out_dir)
     if args.table:
+        from soundstage.rejections import check_rejected_share, summarize_run
+
+        # Every stage's rejections are known now: the last point to stop before training on what is left.
+        check_rejected_share(summarize_run(ingest_dir=args.ingest_dir, process_dir=args.process_dir, features_dir=out,
+                                           n_shards=p["sharding"]["n_shards"]),
+                             max_share=p["data"]["max_rejected_share"])
         shard_tables = [read_table(f) for f in args.inputs]
         splits = pd.concat([read_index(f) for f in args.splits], ignore_index=True)
         table = build_table(shard_tables=shard_tables, splits=splits)
@@ -279,7 +285,7 @@ def cmd_report(args: argparse.Namespace, p: dict[str, Any]) -> None:
     path = dataset_report(ingest_dir=Path(args.ingest_dir), process_dir=Path(args.process_dir),
                           split_dir=Path(args.split_dir), features_dir=Path(args.features_dir),
                           out_dir=Path(args.out_dir), dataset=p["data"]["name"],
-                          n_shards=p["sharding"]["n_shards"])
+                          n_shards=p["sharding"]["n_shards"], max_rejected_share=p["data"]["max_rejected_share"])
     print(f"report: {path}")
 
 
@@ -312,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--table", action="store_true", help="gather shard tables and splits into table.parquet")
     s.add_argument("--inputs", nargs="*", default=[], help="feature shard tables (--table mode)")
     s.add_argument("--splits", nargs="*", default=[], help="split tables (--table mode)")
+    s.add_argument("--ingest-dir", default="data/ingest", help="(--table mode) for the rejected share")
+    s.add_argument("--process-dir", default="data/process", help="(--table mode) for the rejected share")
     s.add_argument("--out-dir", default="data/features")
     s.set_defaults(func=cmd_features)
 

@@ -1,8 +1,9 @@
 """Load and validate ``params.yaml``: the single source of truth for every tunable.
 
 Validation happens in one place, here, against ``workflow/schemas/params.schema.yaml`` (JSON Schema
-written in YAML) plus the checks a schema cannot express (ratios summing to 1, filter cutoffs below
-Nyquist, regexes that compile and name the right groups). Every error names the dotted key.
+written in YAML) plus the checks a schema cannot express (ratios summing to 1, filter cutoffs,
+``features.fmax`` and the spectral-contrast bands below Nyquist, mel bands that the FFT can fill,
+regexes that compile and name the right groups). Every error names the dotted key.
 Library functions never read params themselves: the CLI passes explicit keyword arguments.
 """
 
@@ -201,6 +202,13 @@ def _semantic_checks(p: dict[str, Any]) -> None:
         raise ParamsError("features.win_length", f"{feats['win_length']} must not exceed features.n_fft ({feats['n_fft']})")
     if feats["n_mfcc"] > feats["n_mels"]:
         raise ParamsError("features.n_mfcc", f"{feats['n_mfcc']} must not exceed features.n_mels ({feats['n_mels']})")
+    n_bins = feats["n_fft"] // 2 + 1
+    if feats["n_mels"] > n_bins:  # more bands than FFT bins: some mel filters are always empty
+        raise ParamsError("features.n_mels", f"{feats['n_mels']} mel bands need n_fft // 2 + 1 >= {feats['n_mels']} "
+                                             f"FFT bins, but features.n_fft {feats['n_fft']} gives {n_bins}: lower "
+                                             f"features.n_mels or raise features.n_fft to {2 * (feats['n_mels'] - 1)}")
+    if rate is not None:
+        _check_contrast_bands(feats["n_bands"], n_fft=feats["n_fft"], rate=rate)
     if nyquist is not None and feats["fmax"] is not None and feats["fmax"] > nyquist:
         raise ParamsError("features.fmax", f"{feats['fmax']:g} Hz is above Nyquist ({nyquist:g} Hz "
                                            f"for process.sample_rate {rate})")
@@ -226,6 +234,30 @@ def _semantic_checks(p: dict[str, Any]) -> None:
         _check_regex("data.regex.pattern", data["regex"]["pattern"], required=("label",))
     if data["folder"]["group_regex"] is not None:
         _check_regex("data.folder.group_regex", data["folder"]["group_regex"], required=("group",))
+
+
+#: Lower edge (Hz) of the first spectral-contrast octave band (librosa's ``fmin``, features_core's too).
+CONTRAST_FMIN = 200.0
+
+
+def _check_contrast_bands(n_bands: int, *, n_fft: int, rate: int) -> None:
+    """Spectral contrast splits ``0..Nyquist`` at ``200 * 2**k`` Hz, k < n_bands: the top split must
+    lie below Nyquist and each band must hold an FFT bin (checked even while contrast is off, so
+    that switching it on cannot fail every features job)."""
+    nyquist = rate / 2
+    edges = [0.0] + [CONTRAST_FMIN * 2.0**k for k in range(n_bands + 1)]
+    if edges[-2] >= nyquist:
+        # process.sample_rate >= 1000 Hz (schema): one band (split at 200 Hz) always fits
+        fits = max(n for n in range(1, n_bands) if CONTRAST_FMIN * 2.0 ** (n - 1) < nyquist)
+        raise ParamsError("features.n_bands", f"{n_bands} spectral-contrast bands split at up to {edges[-2]:g} Hz, "
+                                              f"at or above Nyquist ({nyquist:g} Hz for process.sample_rate {rate}): "
+                                              f"use features.n_bands <= {fits} (checked even while contrast is off)")
+    step = nyquist / (n_fft // 2)  # FFT bin spacing, as numpy.linspace(0, nyquist, n_fft // 2 + 1) spaces them
+    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+        if not any(low <= j * step <= high for j in range(n_fft // 2 + 1)):
+            raise ParamsError("features.n_fft", f"{n_fft} gives FFT bins {step:g} Hz apart at process.sample_rate "
+                                                f"{rate}: spectral-contrast band {k} ({low:g}-{high:g} Hz) holds none; "
+                                                "raise features.n_fft or lower features.n_bands")
 
 
 def _check_regex(key: str, pattern: str | None, *, required: tuple[str, ...]) -> None:

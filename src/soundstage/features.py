@@ -47,7 +47,7 @@ import pandas as pd
 from soundstage import cache
 from soundstage.audio import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summarize
-from soundstage.ingest import REJECTED_COLUMNS, rejection, shard_of
+from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
 from soundstage.io import read_csv as read_index  # noqa: F401 - re-exported for the CLI and benchmark
 from soundstage.io import frame_of, read_ahead, read_wav_float32, records, save_npy, stamp
 from soundstage.moments import Moments

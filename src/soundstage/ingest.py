@@ -15,27 +15,22 @@ Three layouts (``params.yaml: data.layout``):
     A flat (or nested) folder whose file names carry the label and group, parsed by a regular
     expression with named groups ``label`` and optionally ``group``.
 
-Every file is probed (header only; decoding happens in ``process``). Files that cannot be used are
-listed in the rejected table with a reason and the file in ``detail``; the rest of the dataset goes
-on. Ingest's own reasons (the audio ones are in :mod:`soundstage.audio`):
+Every file is probed (header only, plus an MP3's frame headers; decoding happens in ``process``).
+Files that cannot be used are listed in the rejected table with a reason and the file in
+``detail``; the rest of the dataset goes on. Ingest's own reasons are :data:`INGEST_REASONS` (the
+audio ones come from :mod:`soundstage.audio`); all of them are described in
+:data:`soundstage.rejections.REASONS`. The first usable file of a clip id is kept; later ones are
+``duplicate_id``.
 
-=================== =============================================================================
-reason              meaning
-=================== =============================================================================
-no_class_folder     folder layout: the file has no folder at ``label_level`` (e.g. directly under
-                    the root)
-no_match            regex layout: the file name does not match ``data.regex.pattern``
-missing_label       CSV row with an empty label (or a regex whose ``label`` group matched nothing)
-missing_path        CSV row with an empty path
-missing_file        CSV row whose file does not exist
-not_in_csv          csv layout: an audio file below ``root`` that no CSV row names
-duplicate_id        a second file with the same clip id (``a.wav`` and ``a.flac``, or a CSV row
-                    repeating a file); the first usable one is kept
-unreadable          also: a folder that cannot be listed
-=================== =============================================================================
+A file whose extension is not in ``extensions`` is listed too, not decoded:
+``unsupported_extension`` when it is an audio or video type (:data:`AUDIO_EXTENSIONS`: a clip
+lost), ``other_file`` otherwise (a README, a cover image: not counted as a clip). Hidden files and
+folders (names starting with a dot: ``.DS_Store``, AppleDouble ``._x.wav``, ``.git``) are not data
+and are skipped silently. The count of skipped files per extension is also in
+``manifest.attrs["ignored"]``.
 
-Files whose extension is not in ``extensions`` are not audio to this stage; their count per
-extension is in ``manifest.attrs["ignored"]`` (the CLI prints it).
+``REJECTED_COLUMNS``, ``rejection`` and ``shard_of`` live in :mod:`soundstage.rejections` and are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -43,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,21 +45,23 @@ from pathlib import Path
 import pandas as pd
 
 from soundstage.audio import AudioError, probe_audio
+from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
+
+__all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "REJECTED_COLUMNS", "fingerprint_tree", "ingest",
+           "rejection", "shard_of"]
 
 MANIFEST_COLUMNS = ["id", "path", "label", "group", "duration", "sample_rate", "channels", "format", "shard"]
-REJECTED_COLUMNS = ["path", "id", "stage", "reason", "detail"]
-INGEST_REASONS = frozenset({"no_class_folder", "no_match", "missing_label", "missing_path", "missing_file",
-                            "not_in_csv", "duplicate_id", "unreadable"})
+INGEST_REASONS = frozenset({"unsupported_extension", "other_file", "no_class_folder", "no_match", "missing_label",
+                            "missing_path", "missing_file", "not_in_csv", "duplicate_id", "unreadable"})
 
-
-def shard_of(clip_id: str, n_shards: int) -> int:
-    """Stable shard of a clip: adding clips never moves existing ones to another shard."""
-    return zlib.crc32(clip_id.encode("utf-8")) % n_shards
-
-
-def rejection(path: str | Path, clip_id: str | None, stage: str, reason: str, detail: str) -> dict[str, str]:
-    """One row of a rejected table (``REJECTED_COLUMNS``)."""
-    return {"path": str(path), "id": clip_id or "", "stage": stage, "reason": reason, "detail": detail}
+#: Extensions of audio (and audio-bearing video) files: one of these left out of ``data.extensions``
+#: is a clip the run does not read (``unsupported_extension``), anything else is ``other_file``.
+AUDIO_EXTENSIONS = frozenset({
+    "wav", "wave", "bwf", "rf64", "w64", "flac", "ogg", "oga", "opus", "spx", "mp3", "mp2", "mpga", "au", "snd",
+    "aif", "aiff", "aifc", "caf", "m4a", "m4b", "mp4", "m4v", "aac", "adts", "alac", "wma", "wmv", "asf", "webm",
+    "weba", "mka", "mkv", "mov", "avi", "ape", "wv", "tta", "mpc", "amr", "3gp", "3g2", "ac3", "eac3", "dts",
+    "ra", "rm", "voc", "sd2", "ircam", "sf", "nist", "sph", "htk", "pvf", "xi", "mat", "avr", "paf", "svx", "8svx",
+})
 
 
 @dataclass
@@ -78,12 +74,16 @@ class _Candidate:
     origin: str = ""  # where the candidate came from, for duplicate messages (a CSV row)
 
 
+def _extension(name: str) -> str:
+    return name.rpartition(".")[2].lower() if "." in name else ""
+
+
 def _walk_audio(root: Path, extensions: set[str], *, rejected: list[dict] | None = None,
-                ignored: Counter | None = None) -> list[Path]:
+                skipped: list[Path] | None = None) -> list[Path]:
     """Audio files below ``root`` in a stable (sorted) order; hidden files and folders are skipped.
 
     Folder symlinks are followed (datasets are often linked in), each real folder once. Folders that
-    cannot be listed are added to ``rejected``; files with other extensions are counted in ``ignored``.
+    cannot be listed are added to ``rejected``; files with other extensions are appended to ``skipped``.
     """
     found: list[Path] = []
     visited: set[tuple[int, int]] = set()
@@ -105,21 +105,38 @@ def _walk_audio(root: Path, extensions: set[str], *, rejected: list[dict] | None
         visited.add((st.st_dev, st.st_ino))
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
-            if name.startswith("."):  # .DS_Store, AppleDouble ._x.wav, editor temp files
+            if name.startswith("."):  # .DS_Store, AppleDouble ._x.wav, editor temp files: not data
                 continue
-            ext = name.rpartition(".")[2].lower() if "." in name else ""
-            if ext in extensions:
+            if _extension(name) in extensions:
                 found.append(Path(dirpath, name))
-            elif ignored is not None:
-                ignored[f".{ext}" if ext else "(none)"] += 1
+            elif skipped is not None:
+                skipped.append(Path(dirpath, name))
     return found
 
 
+def _skipped_rows(skipped: list[Path], root: Path, extensions: set[str], *, rejected: list[dict],
+                  ignored: Counter) -> None:
+    """One rejected row per file skipped for its extension (and its count in ``ignored``)."""
+    listed = ", ".join(sorted(extensions))
+    for path in skipped:
+        ext = _extension(path.name)
+        ignored[f".{ext}" if ext else "(none)"] += 1
+        clip_id = _relative_id(path, [root])
+        if ext in AUDIO_EXTENSIONS:
+            rejected.append(rejection(path, clip_id, "ingest", "unsupported_extension",
+                                      f"{path}: .{ext} is not in data.extensions ({listed}): not decoded"))
+        else:
+            what = f"extension .{ext}" if ext else "no extension"
+            rejected.append(rejection(path, clip_id, "ingest", "other_file",
+                                      f"{path}: not an audio file by its name ({what}): not a clip"))
+
+
 def fingerprint_tree(root: str | Path, extensions: list[str] | tuple[str, ...]) -> str:
-    """Hash of (relative path, size, mtime) of every audio file below ``root``.
+    """Hash of (relative path, size, mtime) of every file below ``root`` but hidden ones.
 
     Snakemake passes this as a rule parameter so that adding, removing or touching files re-runs
-    ``ingest`` (a folder's own mtime does not see changes in nested folders).
+    ``ingest`` (a folder's own mtime does not see changes in nested folders). Files of other
+    extensions count too: ingest lists them in its rejected table.
     """
     root = Path(root)
     digest = hashlib.sha1()
@@ -127,7 +144,9 @@ def fingerprint_tree(root: str | Path, extensions: list[str] | tuple[str, ...]) 
         st = root.stat()
         digest.update(f"{root.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         root = root.parent
-    for path in _walk_audio(root, {e.lower() for e in extensions}) if root.is_dir() else []:
+    others: list[Path] = []
+    audio = _walk_audio(root, {e.lower() for e in extensions}, skipped=others) if root.is_dir() else []
+    for path in sorted(audio + others):
         try:
             st = path.stat()
         except OSError:
@@ -147,7 +166,10 @@ def _folder_candidates(root: Path, extensions: set[str], *, label_level: int, gr
                        rejected: list[dict], ignored: Counter) -> list[_Candidate]:
     group_re = re.compile(group_regex) if group_regex else None
     out = []
-    for path in _walk_audio(root, extensions, rejected=rejected, ignored=ignored):
+    skipped: list[Path] = []
+    found = _walk_audio(root, extensions, rejected=rejected, skipped=skipped)
+    _skipped_rows(skipped, root, extensions, rejected=rejected, ignored=ignored)
+    for path in found:
         rel = path.relative_to(root).as_posix()
         clip_id = _clip_id(rel)
         folders = rel.split("/")[:-1]
@@ -170,7 +192,10 @@ def _regex_candidates(root: Path, extensions: set[str], *, pattern: str, rejecte
                       ignored: Counter) -> list[_Candidate]:
     rx = re.compile(pattern)
     out = []
-    for path in _walk_audio(root, extensions, rejected=rejected, ignored=ignored):
+    skipped: list[Path] = []
+    found = _walk_audio(root, extensions, rejected=rejected, skipped=skipped)
+    _skipped_rows(skipped, root, extensions, rejected=rejected, ignored=ignored)
+    for path in found:
         rel = path.relative_to(root).as_posix()
         clip_id = _clip_id(rel)
         # The file name as documented; also its stem and the relative path, so that a pattern
@@ -222,7 +247,8 @@ def _csv_candidates(csv_path: Path, root: Path, extensions: set[str], *, path_co
             raise ValueError(f"data.csv.{key}: column {column!r} not in {csv_path} "
                              f"(columns: {', '.join(table.columns)})")
     base = csv_path.parent
-    on_disk = _walk_audio(root, extensions, rejected=rejected, ignored=ignored) if root.is_dir() else []
+    skipped: list[Path] = []
+    on_disk = _walk_audio(root, extensions, rejected=rejected, skipped=skipped) if root.is_dir() else []
     by_name: dict[str, list[Path]] = {}
     for p in on_disk:
         by_name.setdefault(p.name, []).append(p)
@@ -276,6 +302,9 @@ def _csv_candidates(csv_path: Path, root: Path, extensions: set[str], *, path_co
         if p.resolve() not in used:
             rejected.append(rejection(p, _relative_id(p, [root]), "ingest", "not_in_csv",
                                       f"{p}: audio file below data.root that no row of {csv_path.name} names"))
+    if describes_root:  # the metadata CSV itself is no stray file
+        _skipped_rows([p for p in skipped if p.resolve() != csv_path.resolve()], root, extensions,
+                      rejected=rejected, ignored=ignored)
     return out
 
 
@@ -312,10 +341,12 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
     manifest : pandas.DataFrame
         One row per usable clip with columns ``MANIFEST_COLUMNS`` (+ ``transcript`` when
         ``transcript_column`` is given), sorted by ``id``; ``path`` is absolute, ``duration`` in
-        seconds. ``manifest.attrs["ignored"]``: ``{".ext": count}`` of files skipped for their
-        extension.
+        seconds (the length that decodes: see :func:`soundstage.audio.probe_audio`).
+        ``manifest.attrs["ignored"]``: ``{".ext": count}`` of files skipped for their extension
+        (each is also a ``rejected`` row).
     rejected : pandas.DataFrame
-        One row per unusable file: ``path, id, stage, reason, detail``.
+        One row per unusable or skipped file: ``path, id, stage, reason, detail`` (reasons of
+        :data:`soundstage.rejections.REASONS`).
 
     Raises
     ------

@@ -30,7 +30,7 @@ import pandas as pd
 
 from soundstage import cache
 from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
-from soundstage.ingest import REJECTED_COLUMNS, rejection
+from soundstage.rejections import REJECTED_COLUMNS, rejection
 from soundstage.io import drop_cached, file_stamp, frame_of, read_ahead, records, stamp, write_wav_float32
 
 _CODE = cache.code_version("soundstage.audio", "soundstage.process")

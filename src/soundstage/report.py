@@ -1,11 +1,12 @@
 """Stage ``report``: a Markdown dataset report with matplotlib figures.
 
-``reports/dataset/report.md`` holds: a summary (files found, usable, processed, rejected per stage,
-classes, groups, hours), the class balance (ingested and processed clips, segments, hours and
-groups per class; bar chart), the clip durations (histogram as a figure and as a table), the sample
-rates, channel counts and formats seen, every rejected file with its stage and reason (ingest,
-process and features together; also written to ``rejected.csv``), and the split counts per label
-with a check that no group straddles two splits.
+``reports/dataset/report.md`` holds: a summary (files found, usable, processed, rejected per stage
+and the rejected share, classes, groups, hours), the class balance (ingested and processed clips,
+segments, hours and groups per class; bar chart; classes with very few clips flagged), the clip
+durations (histogram as a figure and as a table), the sample rates, channel counts and formats
+seen, the rejected files (counts per reason with its meaning, how many each setting dropped, then
+every file with its stage and reason: ingest, process and features together, also written to
+``rejected.csv``), and the split counts per label with a check that no group straddles two splits.
 """
 
 from __future__ import annotations
@@ -17,12 +18,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundstage.ingest import REJECTED_COLUMNS
 from soundstage.io import atomic_path, read_csv, write_csv, write_text
+from soundstage.rejections import (
+    NOT_COUNTED,
+    REASONS,
+    files_considered,
+    format_summary,
+    read_rejected,
+    summarize_rejections,
+)
 
 SPLITS = ("train", "val", "test")
 #: Rejected files listed one by one in report.md; the rest are in rejected.csv.
 MAX_LISTED = 500
+#: A class with fewer clips than this, or than this share of the median class, is flagged: too few to
+#: learn or score, and often a mistake (a folder named like a file, ``dog/bark.wav/``, became a class).
+MIN_CLASS_CLIPS = 5
+MIN_CLASS_SHARE_OF_MEDIAN = 0.01
+#: A params key, with its value when the message gives one (``process.duration.min_seconds=0.25``).
+_SETTING = re.compile(r"(?<![\w/.])((?:data|process|features)(?:\.[a-z_]+)+)(?:=([^\s,;)]+))?")
 
 
 def _shard_files(folder: Path, pattern: str, n_shards: int | None) -> list[Path]:
@@ -36,16 +50,77 @@ def _shard_files(folder: Path, pattern: str, n_shards: int | None) -> list[Path]
 
 def collect_rejected(*, ingest_dir: Path, process_dir: Path, features_dir: Path,
                      n_shards: int | None = None) -> pd.DataFrame:
-    """All rejected-file tables of the run, in pipeline order (``path, id, stage, reason, detail``)."""
-    files = [ingest_dir / "rejected.csv",
-             *_shard_files(process_dir / "shards", "*.rejected.csv", n_shards),
-             *_shard_files(features_dir / "shards", "*.rejected.csv", n_shards)]
-    frames = [read_csv(f) for f in files if f.is_file()]
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame(columns=REJECTED_COLUMNS)
-    table = pd.concat(frames, ignore_index=True).reindex(columns=REJECTED_COLUMNS)
-    return table.drop_duplicates(ignore_index=True)
+    """All rejected-file tables of the run, in pipeline order (``path, id, stage, reason, detail``):
+    :func:`soundstage.rejections.read_rejected`."""
+    return read_rejected(ingest_dir=ingest_dir, process_dir=process_dir, features_dir=features_dir,
+                         n_shards=n_shards)
+
+
+def small_classes(labels: pd.Series) -> dict[str, int]:
+    """Classes with very few clips: ``{label: clips}``, fewest first.
+
+    Parameters
+    ----------
+    labels : Series
+        One label per clip (the manifest's ``label``, or the labels of the clips that reach training).
+
+    Returns
+    -------
+    dict of str to int
+        Classes with fewer than :data:`MIN_CLASS_CLIPS` clips or fewer than
+        :data:`MIN_CLASS_SHARE_OF_MEDIAN` of the median class's clips.
+    """
+    counts = pd.Series(labels, dtype=object).dropna().astype(str).value_counts()
+    if counts.empty:
+        return {}
+    floor = MIN_CLASS_SHARE_OF_MEDIAN * float(counts.median())
+    small = counts[(counts < MIN_CLASS_CLIPS) | (counts < floor)]
+    return {str(k): int(v) for k, v in sorted(small.items(), key=lambda kv: (kv[1], kv[0]))}
+
+
+def small_class_warning(labels: pd.Series) -> str | None:
+    """A warning naming the classes of :func:`small_classes`, or ``None`` when there are none.
+
+    A label that looks like an audio file name (``bark.wav``) gets a hint: a folder named like a file
+    inside a class folder (``dog/bark.wav/``) became a class of its own.
+    """
+    from soundstage.ingest import AUDIO_EXTENSIONS
+
+    small = small_classes(labels)
+    if not small:
+        return None
+    counts = pd.Series(labels, dtype=object).dropna().astype(str).value_counts()
+    named = []
+    for label, n in small.items():
+        looks_like_file = label.rpartition(".")[2].lower() in AUDIO_EXTENSIONS and "." in label
+        hint = " (named like an audio file: a folder such as <class>/" + label + "/ is a class of its own)" \
+            if looks_like_file else ""
+        named.append(f"'{label}' {n} clip{'s' if n != 1 else ''}{hint}")
+    return (f"WARNING: {len(small)} of {len(counts)} classes have very few clips (fewer than {MIN_CLASS_CLIPS}, or "
+            f"under {MIN_CLASS_SHARE_OF_MEDIAN:.0%} of the median class, {counts.median():g} clips): "
+            + "; ".join(named) + ". Too few to learn or to score; check data.root and data.folder.label_level.")
+
+
+def settings_dropped(rejected: pd.DataFrame) -> pd.DataFrame:
+    """How many files each params setting dropped, from the rejected rows whose detail names it.
+
+    Returns
+    -------
+    DataFrame
+        ``setting, stage, reason, files``: ``setting`` is the params key(s) a detail names, with the
+        value it gives (``process.duration.min_seconds=0.25``); most files first.
+    """
+    rows = []
+    for row in rejected.to_dict("records"):
+        found = _SETTING.findall(_short_detail(row))
+        valued = [(k, v) for k, v in found if v]
+        if found:  # the keys given with a value are the settings that decided; else every key named
+            setting = ", ".join(dict.fromkeys(f"{k}={v}" if v else k for k, v in (valued or found)))
+            rows.append({"setting": setting, "stage": row["stage"], "reason": row["reason"]})
+    if not rows:
+        return pd.DataFrame(columns=["setting", "stage", "reason", "files"])
+    table = pd.DataFrame(rows).groupby(["setting", "stage", "reason"], sort=False).size().rename("files")
+    return table.reset_index().sort_values("files", ascending=False, kind="stable", ignore_index=True)
 
 
 def _processed(process_dir: Path, n_shards: int | None) -> pd.DataFrame | None:
@@ -135,7 +210,7 @@ def _short_detail(row: dict) -> str:
 
 def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, features_dir: Path,
                    out_dir: Path, dataset: str, n_shards: int | None = None,
-                   max_listed: int = MAX_LISTED) -> Path:
+                   max_listed: int = MAX_LISTED, max_rejected_share: float | None = None) -> Path:
     """Write ``out_dir/report.md`` (+ PNG figures and ``rejected.csv``) and return its path.
 
     Parameters
@@ -150,6 +225,8 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
         stale); all shard tables when ``None``.
     max_listed : int
         Rejected files listed one by one in the Markdown (all of them are in ``rejected.csv``).
+    max_rejected_share : float, optional
+        ``params.yaml: data.max_rejected_share``, shown beside the rejected share.
     """
     ingest_dir, process_dir, split_dir, features_dir, out_dir = map(
         Path, (ingest_dir, process_dir, split_dir, features_dir, out_dir))
@@ -180,6 +257,12 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
         text.append("- processed: not yet")
     stages = ", ".join(f"{s} {int(by_stage.get(s, 0))}" for s in ("ingest", "process", "features"))
     text.append(f"- rejected files: **{len(rejected)}** ({stages})")
+    summary = summarize_rejections(
+        considered=files_considered(manifest=manifest, ingest_rejected=rejected[rejected["stage"] == "ingest"]),
+        tables=[rejected])
+    limit = (f"; the run stops above `data.max_rejected_share` = {max_rejected_share:g}"
+             if max_rejected_share is not None else "")
+    text.append(f"- {format_summary(summary)[:-1]}{limit}")
     if splits is not None and len(splits):
         part = splits.groupby("split")
         text.append("- split: " + ", ".join(
@@ -192,6 +275,9 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
         classes = _class_table(manifest, processed, rejected)
         _figure(out_dir / "class_balance.png", lambda ax: _bars(ax, classes, processed is not None))
         text += ["![class balance](class_balance.png)", "", _md_table(classes), ""]
+        warning = small_class_warning(manifest["label"])
+        if warning:
+            text += [f"**{warning}**", ""]
         ratio = classes["clips"].max() / max(classes["clips"].min(), 1)
         if ratio >= 3:
             text += [f"Imbalanced: the largest class has {ratio:.1f}x the clips of the smallest "
@@ -224,10 +310,23 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     # Rejected files
     text += ["## Rejected files", ""]
     if len(rejected):
-        summary = rejected.groupby(["stage", "reason"], sort=False).size().rename("files").reset_index()
+        per_reason = rejected.groupby(["stage", "reason"], sort=False).size().rename("files").reset_index()
+        per_reason["meaning"] = [REASONS.get(r, "?") + (" (not counted)" if r in NOT_COUNTED else "")
+                                 for r in per_reason["reason"]]
+        text += [_md_table(per_reason), ""]
+        dropped = settings_dropped(rejected)
+        if len(dropped):
+            text += ["What the settings dropped:", ""]
+            text += [f"- `{r['setting']}` dropped **{r['files']}** file{'s' if r['files'] != 1 else ''} "
+                     f"({r['stage']}: {r['reason']})" for r in dropped.to_dict("records")]
+            text.append("")
+        silent = int((rejected["reason"] == "silent").sum())
+        if silent:
+            text += [f"- **{silent}** clip{'s are' if silent != 1 else ' is'} silent (peak below -120 dBFS): "
+                     "nothing to keep, whatever the settings.", ""]
         listed = rejected[["stage", "reason", "path", "detail"]].head(max_listed)
         listed = listed.assign(detail=[_short_detail(r) for r in listed.to_dict("records")])
-        text += [_md_table(summary), "", _md_table(listed), ""]
+        text += [_md_table(listed), ""]
         if len(rejected) > max_listed:
             text += [f"... and {len(rejected) - max_listed} more: see `rejected.csv`.", ""]
         else:

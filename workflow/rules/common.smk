@@ -44,14 +44,14 @@ wildcard_constraints:
 # editing a stage's code re-runs it. Per-clip caches also key on this code.
 CODE = {
     "demo": ["src/soundstage/demo.py"],
-    "ingest": ["src/soundstage/ingest.py"],
+    "ingest": ["src/soundstage/ingest.py", "src/soundstage/audio.py", "src/soundstage/rejections.py"],
     "process": ["src/soundstage/process.py", "src/soundstage/audio.py"],
     "split": ["src/soundstage/split.py"],
     "features": ["src/soundstage/features.py", "src/soundstage/features_core.py"],
     "stats": ["src/soundstage/stats.py", "src/soundstage/moments.py"],
     "train": ["src/soundstage/train.py", "src/soundstage/models.py", "src/soundstage/bundle.py"],
     "evaluate": ["src/soundstage/evaluate.py"],
-    "report": ["src/soundstage/report.py"],
+    "report": ["src/soundstage/report.py", "src/soundstage/rejections.py"],
 }
 
 
@@ -111,14 +111,31 @@ def cli(command):
     return f": > {{log}}; {command} 2>&1 >> {{log}} | tee -a {{log}} >&2"
 
 
+def print_rejections():
+    """The run's rejected files by reason, and classes with very few clips, on the terminal."""
+    from soundstage.io import read_csv
+    from soundstage.rejections import format_summary, summarize_run
+    from soundstage.report import small_class_warning
+
+    dirs = {f"{stage}_dir": f"data/{stage}" for stage in ("ingest", "process", "features")}
+    print(f"soundstage: {format_summary(summarize_run(**dirs, n_shards=len(SHARDS)))}", file=sys.stderr)
+    warning = small_class_warning(read_csv("data/ingest/manifest.csv")["label"])
+    if warning:
+        print(f"soundstage: {warning}", file=sys.stderr)
+
+
 def on_success():
-    """After a plain `snakemake` run of the whole pipeline, record it in dvc.lock (`dvc commit
-    --no-relink`, no workspace file touched, DVC's lock held throughout), so that `dvc status` is
-    clean and `dvc repro` has nothing to redo. Not while DVC runs the stage (it records the stage
-    itself), not for a partial run (stages left out may be stale), not outside a DVC repository."""
+    """At the end of a run that gathered the features: :func:`print_rejections`. After a plain
+    `snakemake` run of the whole pipeline, record it in dvc.lock (`dvc commit --no-relink`, no
+    workspace file touched, DVC's lock held throughout), so that `dvc status` is clean and `dvc
+    repro` has nothing to redo. Not while DVC runs the stage (it records the stage itself), not
+    for a partial run (stages left out may be stale), not outside a DVC repository."""
+    ran = {job.rule.name for job in workflow.dag.jobs}
+    if ran & {"features_table", "all"}:
+        print_rejections()
     if UNDER_DVC or GUARD is None or GUARD.dvc_lock is None:
         return
-    if not any(job.rule.name == "all" for job in workflow.dag.jobs):
+    if "all" not in ran:
         print("soundstage: a partial run: dvc.lock is left as it was (`dvc status` shows what changed)",
               file=sys.stderr)
         return

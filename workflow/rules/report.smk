@@ -9,6 +9,7 @@ rule report:
         "reports/dataset/report.md",
     params:
         cfg=PARAMS,
+        max_rejected_share=config["data"]["max_rejected_share"],
     conda:
         ENV
     log:
