@@ -421,3 +421,17 @@ def test_a_killed_shard_keeps_its_checkpointed_work(tmp_path, rng, monkeypatch, 
         name = f"c{i:02d}.npy"
         assert (tmp_path / "features" / "logmel" / name).read_bytes() == (
             tmp_path / "clean" / "logmel" / name).read_bytes()
+
+
+def test_params_that_cannot_apply_to_one_clip_reject_only_it(tmp_path, rng) -> None:
+    """process.sample_rate: null keeps an 8 kHz clip at 8 kHz, where the default contrast bands pass
+    Nyquist: that clip is rejected naming the key, the shard goes on (it used to fail whole)."""
+    index = make_index(tmp_path, rng, n=3)
+    low = tmp_path / "process" / "audio" / "low.wav"
+    write_clip(low, (0.3 * np.sin(np.arange(4000) / 5)).astype(np.float32), sr=8000)
+    index = pd.concat([index, index.iloc[[0]].assign(id="low", clip_id="low", path="process/audio/low.wav")],
+                      ignore_index=True)
+    table, rejected = run(index, tmp_path)
+    assert list(table["id"]) == ["c00", "c01", "c02"]
+    assert rejected[["id", "stage", "reason"]].values.tolist() == [["low", "features", "cannot_process"]]
+    assert "features.n_bands" in rejected["detail"].iloc[0] and "low.wav" in rejected["detail"].iloc[0]

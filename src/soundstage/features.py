@@ -136,7 +136,9 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         cache, not for the stage's output table.
     rejected : DataFrame
         Clips whose processed audio could not be read or used (``REJECTED_COLUMNS``, stage
-        ``features``; reasons ``unreadable``, ``empty_file``, ``nonfinite``).
+        ``features``; reasons ``unreadable``, ``empty_file``, ``nonfinite``, and ``cannot_process`` when
+        the params cannot apply to the clip, e.g. contrast bands above the Nyquist rate of a clip kept
+        at its native rate).
 
     Raises
     ------
@@ -200,7 +202,11 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         if not np.isfinite(y).all():
             rejected.append(rejection(path, clip_id, "features", "nonfinite", f"{path}: NaN or infinite samples"))
             continue
-        feats, summary = clip_features(y, sr=sr, config=config)
+        try:
+            feats, summary = clip_features(y, sr=sr, config=config)
+        except ValueError as exc:  # params that cannot apply to this clip (its native rate): the others go on
+            rejected.append(rejection(path, clip_id, "features", "cannot_process", f"{path}: {exc}"))
+            continue
         written = [stamp(save_npy(f"{folders[name]}/{clip_id}.npy", feats[name])) for name in save]  # float32
         m = Moments.from_frames(feats["logmel"])
         rows.append({"id": clip_id, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],

@@ -412,7 +412,7 @@ def _contrast_bands(sr: int, n_fft: int, n_bands: int, fmin: float) -> tuple[tup
         if idx.size == 0:
             raise ValueError(
                 f"spectral contrast band {k} ({f_low:g}-{f_high:g} Hz) holds no FFT bin at "
-                f"n_fft={n_fft}, sr={sr}; increase n_fft or reduce n_bands"
+                f"features.n_fft={n_fft}, sr={sr} Hz; increase features.n_fft or reduce features.n_bands"
             )
         bin0 = int(idx[0]) - (1 if k > 0 else 0)
         bin1 = int(freq.size) if k == n_bands else int(idx[-1]) + 1
@@ -487,8 +487,8 @@ def extract(
     # Fail before the STFT: librosa would only raise once it reaches spectral_contrast.
     if "contrast" in cfg.spectral and _CONTRAST_FMIN * 2.0 ** (cfg.n_bands - 1) >= 0.5 * sr:
         raise ValueError(
-            f"spectral contrast with n_bands={cfg.n_bands} exceeds the Nyquist frequency "
-            f"at sr={sr} Hz; reduce n_bands"
+            f"spectral contrast with features.n_bands={cfg.n_bands} exceeds the Nyquist frequency "
+            f"at sr={sr} Hz; reduce features.n_bands (or set process.sample_rate)"
         )
     if not cfg.center and y.size < cfg.n_fft:
         y = np.pad(y, (0, cfg.n_fft - y.size))
