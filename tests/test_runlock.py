@@ -162,3 +162,18 @@ def test_dvc_commit_skips_stages_and_reports_dvcs_error(tmp_path: Path):
     with pytest.raises(Exception, match="missing' does not exist"):
         runlock.dvc_commit(root)
     assert runlock.dvc_commit(root, skip_stages=["demo"]) == ["make"]
+
+
+def test_a_run_inside_dvc_repro_is_named_as_dvc(tmp_path: Path):
+    """`dvc repro` holds DVC's lock and its Snakemake the run lock: a plain run names DVC."""
+    (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
+    dvc, inner = hold_in_child(tmp_path, dvc=True), hold_in_child(tmp_path)
+    try:
+        with pytest.raises(runlock.RunBusy, match="DVC is running"):
+            runlock.guard(tmp_path, read_only=False, take_dvc_lock=True)
+        with pytest.raises(runlock.RunBusy, match="another run is working"):
+            runlock.guard(tmp_path, read_only=False, take_dvc_lock=False)
+    finally:
+        for proc in (dvc, inner):
+            proc.kill()
+            proc.wait()

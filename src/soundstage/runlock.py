@@ -85,13 +85,16 @@ def guard(project: str | Path = ".", *, read_only: bool, take_dvc_lock: bool,
     """
     project = Path(project)
     g = Guard(project)
+    dvc = take_dvc_lock and not read_only and (project / ".dvc").is_dir()
     try:
         g.run_lock = _take_run_lock(project)
     except RunBusy:
         if read_only:
             return g
+        if dvc:  # the live run may be `dvc repro`'s Snakemake: name DVC then
+            _take_dvc_lock(project).unlock()
         raise
-    if take_dvc_lock and not read_only and (project / ".dvc").is_dir():
+    if dvc:
         try:
             g.dvc_lock = _take_dvc_lock(project)
         except RunBusy:
