@@ -102,7 +102,8 @@ def kill_group(proc: subprocess.Popen) -> None:
     """``kill -9`` of the Snakemake process group: Snakemake and every job it started."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    if proc.returncode is None:
+        proc.communicate()
 
 
 def count_files(folder: Path, suffix: str, newer_than: float = 0.0) -> int:
@@ -278,23 +279,29 @@ def test_two_invocations_at_once(faulty: Path, clean: dict[str, str]):
     log = faulty / "logs" / "process" / "000.log"
     t0 = time.time()
     first = start([*SNAKEMAKE, "--forcerun", "process"], faulty)
-    wait_for(lambda: newer(log, t0), first, "process to start")
-    second = run(SNAKEMAKE, faulty, check=False)
-    assert second.returncode != 0 and "another run is working" in second.stderr
-    dvc = run(["dvc", "repro"], faulty, check=False)
-    assert dvc.returncode != 0 and "Unable to acquire lock" in dvc.stdout + dvc.stderr
-    assert ingest.is_file()  # DVC deleted nothing
-    out, err = first.communicate(timeout=900)
-    assert first.returncode == 0, err[-3000:]
+    try:
+        wait_for(lambda: newer(log, t0), first, "process to start")
+        second = run(SNAKEMAKE, faulty, check=False)
+        assert second.returncode != 0 and "another run is working" in second.stderr, second.stderr
+        dvc = run(["dvc", "repro"], faulty, check=False)
+        assert dvc.returncode != 0 and "Unable to acquire lock" in dvc.stdout + dvc.stderr
+        assert ingest.is_file()  # DVC deleted nothing
+        out, err = first.communicate(timeout=900)
+        assert first.returncode == 0, err[-3000:]
+    finally:
+        kill_group(first)
     assert_same_outputs(faulty, clean)
 
     t0 = time.time()
     repro = start(["dvc", "repro", "--force"], faulty)
-    wait_for(lambda: newer(log, t0), repro, "dvc repro's Snakemake to run")
-    meanwhile = run(SNAKEMAKE, faulty, check=False)
-    assert meanwhile.returncode != 0 and "DVC is running" in meanwhile.stderr
-    out, err = repro.communicate(timeout=900)
-    assert repro.returncode == 0, out[-3000:] + err[-3000:]
+    try:
+        wait_for(lambda: newer(log, t0), repro, "dvc repro's Snakemake to run")
+        meanwhile = run(SNAKEMAKE, faulty, check=False)
+        assert meanwhile.returncode != 0 and "DVC is running" in meanwhile.stderr, meanwhile.stderr
+        out, err = repro.communicate(timeout=900)
+        assert repro.returncode == 0, out[-3000:] + err[-3000:]
+    finally:
+        kill_group(repro)
     run(SNAKEMAKE, faulty)
     assert_same_outputs(faulty, clean)
 

@@ -18,10 +18,11 @@ from soundstage.io import atomic_path
 from conftest import project_env
 
 
-def hold_in_child(project: Path, *, dvc: bool = False) -> subprocess.Popen:
-    """A process that takes the run lock (or, with ``dvc``, DVC's own lock) and sleeps."""
+def hold_in_child(project: Path, *, dvc: bool = False, both: bool = False) -> subprocess.Popen:
+    """A process that takes the run lock (with ``both``, DVC's too, as a plain Snakemake does; with
+    ``dvc``, DVC's own lock only, as `dvc repro` does) and sleeps."""
     code = ("from soundstage import runlock; import sys, time; g = runlock.guard(sys.argv[1], read_only=False, "
-            "take_dvc_lock=False); print('held', flush=True); time.sleep(120)")
+            f"take_dvc_lock={both}); print('held', flush=True); time.sleep(120)")
     if dvc:
         code = ("from dvc.lock import make_lock; import sys, time; tmp = sys.argv[1] + '/.dvc/tmp'; "
                 "l = make_lock(tmp + '/lock', tmp_dir=tmp); l.lock(); print('held', flush=True); time.sleep(120)")
@@ -76,7 +77,7 @@ def test_a_live_run_stops_the_second_one_before_it_touches_anything(tmp_path: Pa
     holder = hold_in_child(tmp_path)
     try:
         things = leftovers(tmp_path)  # the live run's own locks and files in progress
-        with pytest.raises(runlock.RunBusy, match=rf"another run is working .*\(pid {holder.pid} on .*wait for that one"):
+        with pytest.raises(runlock.RunBusy, match=rf"another run is working .*snakemake, pid {holder.pid} on .*wait for that one"):
             runlock.guard(tmp_path, read_only=False, take_dvc_lock=False)
         # A dry run is let through, and recovers nothing while the other run lives.
         g = runlock.guard(tmp_path, read_only=True, take_dvc_lock=False)
@@ -165,15 +166,27 @@ def test_dvc_commit_skips_stages_and_reports_dvcs_error(tmp_path: Path):
 
 
 def test_a_run_inside_dvc_repro_is_named_as_dvc(tmp_path: Path):
-    """`dvc repro` holds DVC's lock and its Snakemake the run lock: a plain run names DVC."""
-    (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
-    dvc, inner = hold_in_child(tmp_path, dvc=True), hold_in_child(tmp_path)
+    """DVC lets go of its lock while a stage's command runs: the run lock of that stage's Snakemake
+    names DVC to a second run."""
+    code = ("from soundstage import runlock; import sys, time; g = runlock.guard(sys.argv[1], read_only=False, "
+            "take_dvc_lock=False, under_dvc=True); print('held', flush=True); time.sleep(120)")
+    inner = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             env=project_env())
+    assert inner.stdout.readline().strip() == "held"
     try:
-        with pytest.raises(runlock.RunBusy, match="DVC is running"):
+        with pytest.raises(runlock.RunBusy, match=rf"DVC is running .*dvc repro's snakemake, pid {inner.pid} on"):
             runlock.guard(tmp_path, read_only=False, take_dvc_lock=True)
-        with pytest.raises(runlock.RunBusy, match="another run is working"):
-            runlock.guard(tmp_path, read_only=False, take_dvc_lock=False)
     finally:
-        for proc in (dvc, inner):
-            proc.kill()
-            proc.wait()
+        inner.kill()
+        inner.wait()
+
+
+def test_a_plain_run_holding_both_locks_is_named_as_a_run(tmp_path: Path):
+    (tmp_path / ".dvc" / "tmp").mkdir(parents=True)
+    holder = hold_in_child(tmp_path, both=True)
+    try:
+        with pytest.raises(runlock.RunBusy, match=rf"another run is working .*snakemake, pid {holder.pid} on"):
+            runlock.guard(tmp_path, read_only=False, take_dvc_lock=True)
+    finally:
+        holder.kill()
+        holder.wait()

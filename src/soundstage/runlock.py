@@ -36,6 +36,8 @@ from soundstage.io import is_temp_name
 
 #: Where the run lock lives, relative to the project (Snakemake's own folder, never versioned).
 LOCK_FILE = ".snakemake/soundstage.lock"
+#: How the run lock names a Snakemake that ``dvc repro`` runs for a stage.
+UNDER_DVC_LABEL = "dvc repro's snakemake"
 #: Snakemake options that only read: such invocations never refuse to start.
 READ_ONLY_OPTIONS = ("dryrun", "lint", "list_rules", "list_target_rules", "list_changes", "summary",
                      "detailed_summary", "report", "dag", "rulegraph", "filegraph", "d3dag", "print_compilation",
@@ -76,23 +78,22 @@ def read_only_invocation(argv: Sequence[str] | None = None) -> bool:
     return any(getattr(args, name, False) for name in READ_ONLY_OPTIONS)
 
 
-def guard(project: str | Path = ".", *, read_only: bool, take_dvc_lock: bool,
+def guard(project: str | Path = ".", *, read_only: bool, take_dvc_lock: bool, under_dvc: bool = False,
           outputs: Iterable[str] = ("data", "models", "reports")) -> Guard:
     """Take the run lock (and DVC's, when ``take_dvc_lock``), then :func:`recover`.
 
     Raises :class:`RunBusy` naming the live run, unless ``read_only`` (then nothing is taken and, with
-    a run alive, nothing is recovered either).
+    a run alive, nothing is recovered either). ``under_dvc``: this is a stage of ``dvc repro``, which
+    lets go of DVC's lock while a stage runs; the run lock then names DVC to a second run.
     """
     project = Path(project)
     g = Guard(project)
     dvc = take_dvc_lock and not read_only and (project / ".dvc").is_dir()
     try:
-        g.run_lock = _take_run_lock(project)
+        g.run_lock = _take_run_lock(project, label=UNDER_DVC_LABEL if under_dvc else "snakemake")
     except RunBusy:
         if read_only:
             return g
-        if dvc:  # the live run may be `dvc repro`'s Snakemake: name DVC then
-            _take_dvc_lock(project).unlock()
         raise
     if dvc:
         try:
@@ -104,7 +105,7 @@ def guard(project: str | Path = ".", *, read_only: bool, take_dvc_lock: bool,
     return g
 
 
-def _take_run_lock(project: Path) -> Any:
+def _take_run_lock(project: Path, label: str = "snakemake") -> Any:
     path = project / LOCK_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open for the process's lifetime
@@ -114,12 +115,14 @@ def _take_run_lock(project: Path) -> Any:
         fh.seek(0)
         holder = fh.read().strip() or "unknown process"
         fh.close()
-        raise RunBusy(f"another run is working in {project.resolve()} ({holder}). This run stopped before "
-                      "touching anything: wait for that one to finish, then run the same command again.") from None
+        who = "DVC is running" if holder.startswith(UNDER_DVC_LABEL) else "another run is working"
+        raise RunBusy(f"{who} in {project.resolve()} ({holder}). This run stopped before touching anything: "
+                      "wait for that one to finish, then run the same command again.") from None
     fh.seek(0)
     fh.truncate()
     started = datetime.datetime.now().isoformat(timespec="seconds")
-    fh.write(f"pid {os.getpid()} on {os.uname().nodename}, started {started}: {' '.join(sys.argv)[:300]}\n")
+    fh.write(f"{label}, pid {os.getpid()} on {os.uname().nodename}, started {started}: "
+             f"{' '.join(sys.argv)[:300]}\n")
     fh.flush()
     return fh
 

@@ -27,7 +27,8 @@ UNDER_DVC = os.environ.get("SOUNDSTAGE_UNDER_DVC") == "1"
 GUARD = None
 if workflow.is_main_process:
     try:
-        GUARD = runlock.guard(".", read_only=runlock.read_only_invocation(), take_dvc_lock=not UNDER_DVC)
+        GUARD = runlock.guard(".", read_only=runlock.read_only_invocation(), take_dvc_lock=not UNDER_DVC,
+                              under_dvc=UNDER_DVC)
     except runlock.RunBusy as exc:
         sys.exit(f"soundstage: {exc}")
     if GUARD.recovered and any(GUARD.recovered.values()):
