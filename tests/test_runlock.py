@@ -190,3 +190,29 @@ def test_a_plain_run_holding_both_locks_is_named_as_a_run(tmp_path: Path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_dvc_stage_in_progress_counts_as_dvc_running(tmp_path: Path):
+    """DVC lets go of its lock while a stage's command runs; the stage's entries in DVC's rwlock
+    file (a live pid) still say DVC is running. A dead pid's entries do not."""
+    import json
+
+    tmp = tmp_path / ".dvc" / "tmp"
+    tmp.mkdir(parents=True)
+    stage = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        entry = {"write": {"data/split": {"pid": stage.pid, "cmd": "dvc repro"}},
+                 "read": {"data/process": [{"pid": stage.pid, "cmd": "dvc repro"}]}}
+        (tmp / "rwlock").write_text(json.dumps(entry))
+        with pytest.raises(runlock.RunBusy, match=rf"DVC is running .*pid {stage.pid}: dvc repro"):
+            runlock.guard(tmp_path, read_only=False, take_dvc_lock=True)
+        (tmp / "rwlock").write_text(json.dumps({"write": {"data/split": {"pid": dead.pid, "cmd": "dvc repro"}}}))
+        g = runlock.guard(tmp_path, read_only=False, take_dvc_lock=True)
+        assert g.dvc_lock is not None
+        g.release_dvc()
+        g.run_lock.close()
+    finally:
+        stage.kill()
+        stage.wait()

@@ -132,14 +132,54 @@ def _take_dvc_lock(project: Path) -> Any:
 
     tmp_dir = project / ".dvc" / "tmp"
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    lock = make_lock(str(tmp_dir / "lock"), tmp_dir=str(tmp_dir), hardlink_lock=_dvc_hardlink_lock(project))
+    hardlink = _dvc_hardlink_lock(project)
+    lock = make_lock(str(tmp_dir / "lock"), tmp_dir=str(tmp_dir), hardlink_lock=hardlink)
     try:
         lock.lock()
     except LockError:
-        raise RunBusy(f"DVC is running in {project.resolve()} ({_dvc_holder(tmp_dir / 'lock')}). This run "
-                      "stopped before touching anything: wait for it to finish, then run the same command "
-                      "again.") from None
-    return lock
+        holder = _dvc_holder(tmp_dir / "lock")
+    else:
+        # `dvc repro` lets go of the repository lock while a stage's command runs, and holds the
+        # stage's paths in its rwlock file meanwhile: a live entry there is a DVC run too.
+        holder = _dvc_stage_running(tmp_dir, hardlink)
+        if holder is None:
+            return lock
+        lock.unlock()
+    raise RunBusy(f"DVC is running in {project.resolve()} ({holder}). This run stopped before touching "
+                  "anything: wait for it to finish, then run the same command again.")
+
+
+def _dvc_stage_running(tmp_dir: Path, hardlink: bool) -> str | None:
+    """``pid N: <command>`` of a live process holding paths in DVC's rwlock file, else ``None``."""
+    import json
+
+    from dvc.lock import make_lock
+    from dvc.rwlock import RWLOCK_FILE, RWLOCK_LOCK
+
+    path = tmp_dir / RWLOCK_FILE
+    if not path.is_file():
+        return None
+    with make_lock(str(tmp_dir / RWLOCK_LOCK), tmp_dir=str(tmp_dir), hardlink_lock=hardlink):
+        try:
+            held = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return None
+    infos = [*held.get("write", {}).values(), *(i for infos in held.get("read", {}).values() for i in infos)]
+    for info in infos:
+        pid = int(info.get("pid", 0))
+        if pid > 0 and pid != os.getpid() and _alive(pid):
+            return f"pid {pid}: {info.get('cmd', 'dvc')}"
+    return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _dvc_hardlink_lock(project: Path) -> bool:
