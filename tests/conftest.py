@@ -32,32 +32,21 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
-def fadvice(monkeypatch: pytest.MonkeyPatch) -> dict[int, list[str]]:
-    """Real paths given ``posix_fadvise`` advice, in order, per advice (the advice is still given)."""
+def advised(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Real paths asked to be read ahead (``posix_fadvise(POSIX_FADV_WILLNEED)``), in order (the
+    advice is still given)."""
     if not hasattr(os, "posix_fadvise") or not Path("/proc/self/fd").is_dir():
         pytest.skip("needs posix_fadvise and /proc/self/fd")
-    calls: dict[int, list[str]] = {os.POSIX_FADV_WILLNEED: [], os.POSIX_FADV_DONTNEED: []}
+    calls: list[str] = []
     real = os.posix_fadvise
 
     def record(fd: int, offset: int, length: int, advice: int) -> None:
-        assert (offset, length) == (0, 0) and advice in calls  # whole files, these two kinds only
-        calls[advice].append(os.readlink(f"/proc/self/fd/{fd}"))
+        assert (offset, length, advice) == (0, 0, os.POSIX_FADV_WILLNEED)  # whole files, read-ahead only
+        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
         real(fd, offset, length, advice)
 
     monkeypatch.setattr(os, "posix_fadvise", record)
     return calls
-
-
-@pytest.fixture
-def advised(fadvice: dict[int, list[str]]) -> list[str]:
-    """Real paths asked to be read ahead (``POSIX_FADV_WILLNEED``), in order."""
-    return fadvice[os.POSIX_FADV_WILLNEED]
-
-
-@pytest.fixture
-def dropped(fadvice: dict[int, list[str]]) -> list[str]:
-    """Real paths whose cached pages were let go (``POSIX_FADV_DONTNEED``), in order."""
-    return fadvice[os.POSIX_FADV_DONTNEED]
 
 
 def project_files() -> list[str]:
@@ -115,5 +104,6 @@ def project_env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc

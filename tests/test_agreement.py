@@ -11,7 +11,6 @@ from base64 import urlsafe_b64decode
 from pathlib import Path
 
 import pytest
-
 from conftest import run
 from test_faults import SNAKEMAKE, digits_project, make_digits, nothing_to_do, set_param
 

@@ -14,7 +14,7 @@ import soundfile as sf
 import yaml
 from audio_fixtures import tone, truncate, write_tone
 
-from soundstage import audio
+from soundstage import decode
 from soundstage.cli import main
 from soundstage.io import read_csv
 from soundstage.rejections import TooManyRejectedError, check_rejected_share, format_summary, summarize_run
@@ -96,7 +96,7 @@ def locked_file(monkeypatch: pytest.MonkeyPatch) -> None:
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(audio, "open", guarded, raising=False)
+    monkeypatch.setattr(decode, "open", guarded, raising=False)
 
 
 def cli(*args: str) -> None:

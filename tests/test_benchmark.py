@@ -1,4 +1,4 @@
-"""The benchmark script runs as the README says, on both sides, and its two CMVN results agree.
+"""The benchmark script runs as the README says, on every side, and their CMVN results agree.
 
 A smoke run (``--quick``: a few clips of each length, one pair of runs, a 3x dataset). No time
 is asserted here: speed figures live in ``benchmarks/`` and the README, measured on idle cores.
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_benchmark_quick_run_reports_both_sides_with_the_same_statistics(tmp_path):
+def test_benchmark_quick_run_reports_every_side_with_the_same_statistics(tmp_path):
     report = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_features.py"), "--quick",
@@ -29,20 +29,25 @@ def test_benchmark_quick_run_reports_both_sides_with_the_same_statistics(tmp_pat
     data = json.loads(report.read_text())
 
     assert set(data["sets"]) == {"30 s", "0.25-0.95 s"}
-    for name, (ref, ours) in data["sets"].items():
-        assert ours["clips"] == ref["clips"] > 0 and ours["rejected"] == 0, name
-        assert ours["audio_s"] == pytest.approx(ref["audio_s"], rel=1e-6), name
-        # The train-split log-mel CMVN: all frames in memory (reference) vs merged shard moments.
-        assert ours["count"] == ref["count"] > 0, name
-        np.testing.assert_allclose(ours["mean"], ref["mean"], rtol=0, atol=1e-3, err_msg=name)
-        np.testing.assert_allclose(ours["std"], ref["std"], rtol=1e-5, err_msg=name)
-        assert ours["wall"] > 0 and ref["wall"] > 0 and ours["stats_wall_s"] < ours["wall"], name
-        assert len(ours["walls"]) == len(ref["walls"]) == 1, name
+    for name, runs in data["sets"].items():
+        assert set(runs) == {"reference", "fair", "soundstage"}, name
+        ours = runs["soundstage"]
+        assert ours["rejected"] == 0 and ours["stats_wall_s"] < ours["wall"] and len(ours["walls"]) == 1, name
+        for ref in (runs["reference"], runs["fair"]):  # seed-style, then one STFT per clip
+            assert ours["clips"] == ref["clips"] > 0, name
+            assert ours["audio_s"] == pytest.approx(ref["audio_s"], rel=1e-6), name
+            # The train-split log-mel CMVN: all frames in memory (reference) vs merged shard moments.
+            assert ours["count"] == ref["count"] > 0, name
+            np.testing.assert_allclose(ours["mean"], ref["mean"], rtol=0, atol=1e-3, err_msg=name)
+            np.testing.assert_allclose(ours["std"], ref["std"], rtol=1e-5, err_msg=name)
+            assert ours["wall"] > 0 and ref["wall"] > 0, name
+            assert len(ref["walls"]) == 1, name
     # The 3x dataset is the same audio under new ids: three times the frames, the same statistics.
     assert set(data["scaled"]) == {"30 s x3", "0.25-0.95 s x3"}
     for name, big in data["scaled"].items():
-        one = data["sets"][name.removesuffix(" x3")][1]
+        one = data["sets"][name.removesuffix(" x3")]["soundstage"]
         assert big["clips"] == 3 * one["clips"] and big["count"] == 3 * one["count"], name
         np.testing.assert_allclose(big["mean"], one["mean"], rtol=0, atol=1e-9, err_msg=name)
         np.testing.assert_allclose(big["std"], one["std"], rtol=1e-9, err_msg=name)
-    assert "speed-up" in proc.stdout and "-> OK" in proc.stdout and "MISMATCH" not in proc.stdout
+    assert "vs seed-style" in proc.stdout and "vs fair ref." in proc.stdout
+    assert proc.stdout.count("-> OK") == 4 and "MISMATCH" not in proc.stdout

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 LABELS = ["a", "b", "c"]
 COLUMNS = ["f_mean_0", "f_mean_1", "f_std_0", "f_std_1"]
 PROCESS = {"sample_rate": 8000}
-FEATURES = {"n_mels": 16, "n_mfcc": 8}
+FEATURES = {"n_mels": 16, "n_mfcc": 8, "n_bands": 4}  # 4 contrast bands fit below 4 kHz
 
 
 def meta_of(kind: str, **extra) -> dict:
@@ -61,12 +61,16 @@ def test_random_forest_bundle_pads_a_class_absent_from_training(tmp_path, data):
 
 
 def test_mlp_bundle_applies_its_standardizer(tmp_path, data):
-    scaler = M.Standardizer.fit(data["X"])
+    scaler = M.fit_scaler(data["X"])
     mlp = M.build_mlp(n_features=len(COLUMNS), n_classes=3, hidden=(8,))
-    save_bundle(tmp_path, model=mlp, meta=meta_of("keras_mlp", standardizer=scaler.to_dict()))
+    save_bundle(tmp_path, model=mlp, meta=meta_of("keras_mlp", standardizer=M.scaler_to_dict(scaler)))
     bundle = load_bundle(tmp_path)
-    expected = mlp.predict(scaler.transform(data["X"]), verbose=0)
-    np.testing.assert_allclose(bundle.predict(summary=data["X"]), expected, rtol=1e-6, atol=1e-7)
+    expected = mlp.predict(scaler.transform(data["X"].astype(np.float64)).astype(np.float32), verbose=0)
+    got = bundle.predict(summary=data["X"])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    # A bundle written before the scaler was scikit-learn's stores the standard deviation as "std".
+    _rewrite(tmp_path, standardizer={"mean": scaler.mean_.tolist(), "std": scaler.scale_.tolist()})
+    np.testing.assert_array_equal(load_bundle(tmp_path).predict(summary=data["X"]), got)
 
 
 def test_cnn_bundle_normalizes_raw_logmels(tmp_path):
@@ -199,6 +203,11 @@ STATS_16 = {"mean": [0.0] * 16, "std": [1.0] * 16}
     ("keras_mlp", {"standardizer": {"mean": [0.0, 0.0, 0.0, "0"], "std": [1.0] * 4}},
      r"'standardizer\.mean' must hold finite numbers"),
     ("keras_mlp", {"standardizer": {"mean": [0.0] * 4}}, "'standardizer' must hold"),
+    ("keras_mlp", {"standardizer": {"mean": [0.0] * 4, "scale": [1.0, 0.0, 1.0, 1.0]}},
+     r"'standardizer\.scale' must be positive"),
+    ("keras_mlp", {"standardizer": {"mean": [0.0] * 4, "scale": [1.0] * 3}},
+     r"'standardizer\.scale' must be a list of 4"),
+    ("random_forest", {"features": {**FEATURES, "n_bands": 6}}, r"'features' is not a valid.*features\.n_bands"),
     ("keras_cnn", {"logmel_stats": {"mean": [0.0] * 15, "std": [1.0] * 16}},
      r"'logmel_stats\.mean' must be a list of 16"),
     ("keras_cnn", {"logmel_stats": {"mean": [float("nan")] * 16, "std": [1.0] * 16}},
@@ -255,7 +264,7 @@ def test_model_files_respect_the_umask_and_use_hidden_temporaries(tmp_path, data
         model, extra = M.fit_random_forest(data["X"], data["y"], n_estimators=2, seed=0), {}
     else:
         model = M.build_mlp(n_features=len(COLUMNS), n_classes=3, hidden=(4,))
-        extra = {"standardizer": M.Standardizer.fit(data["X"]).to_dict()}
+        extra = {"standardizer": M.scaler_to_dict(M.fit_scaler(data["X"]))}
     renamed = []
     real_replace = os.replace
     monkeypatch.setattr(M.os, "replace", lambda src, dst: (renamed.append((Path(src), Path(dst))),

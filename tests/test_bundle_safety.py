@@ -32,7 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::U
 
 SR = 8000
 PROCESS = {"sample_rate": SR}
-FEATURES = {"n_fft": 256, "hop_length": 64, "n_mels": 16, "n_mfcc": 8, "chroma": False,
+FEATURES = {"n_fft": 256, "hop_length": 64, "n_mels": 16, "n_mfcc": 8, "chroma": False, "n_bands": 4,
             "spectral": ["centroid"], "summary": ["mean", "std"]}
 LABELS = ["a", "b"]
 
@@ -369,6 +369,7 @@ def test_trusted_skops_types_are_exactly_those_project_forests_need():
     assert set(M.TRUSTED_SKOPS_TYPES) <= needed, "models.TRUSTED_SKOPS_TYPES lists types no forest needs"
 
 
+@pytest.mark.integration  # librosa's JIT / Keras models: seconds each
 def test_trusted_keras_objects_are_exactly_those_project_networks_hold(tmp_path):
     """Trained MLPs and CNNs (compiled, so their optimizer is in the file) over their param variations."""
     rng = np.random.default_rng(0)

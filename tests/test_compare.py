@@ -15,7 +15,8 @@ import pytest
 from soundstage import cli
 from soundstage.compare import METRICS, runs_table
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")]
 
 COMMON = {"seed": "42", "features.n_mels": "128"}
 RUNS = [  # experiment, model, params, metrics, tags, status

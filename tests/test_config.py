@@ -148,6 +148,69 @@ BAD = [
      "(?P<group>...)"),
     ("invalid group_regex", {"data.folder.group_regex": "[a-z"}, "data.folder.group_regex", "invalid regular"),
     ("empty group_regex", {"data.folder.group_regex": ""}, "data.folder.group_regex", "non-empty"),
+    # process: what ProcessConfig checked itself before params.yaml validation was the one check
+    ("unknown trim key", {"process.trim.top_dbb": 50}, "process.trim.top_dbb", "did you mean 'top_db'"),
+    ("number for a process section", {"process.trim": 5}, "process.trim", "expected a mapping"),
+    ("negative trim top_db", {"process.trim.top_db": -3}, "process.trim.top_db", "minimum"),
+    ("text for the trim switch", {"process.trim.enabled": "yes"}, "process.trim.enabled", "expected true or false"),
+    ("zero sample rate", {"process.sample_rate": 0}, "process.sample_rate", "minimum"),
+    ("text sample rate", {"process.sample_rate": "fast"}, "process.sample_rate", "expected an integer or null"),
+    ("unknown filter kind", {"process.filter.kind": "notch"}, "process.filter.kind", "must be one of"),
+    ("zero filter order", {"process.filter.order": 0}, "process.filter.order", "minimum"),
+    ("fractional filter order", {"process.filter.order": 2.5}, "process.filter.order", "expected an integer"),
+    ("NaN target level", {"process.normalize.target_db": float("nan")}, "process.normalize.target_db", "finite"),
+    ("unknown duration mode", {"process.duration.mode": "sliding"}, "process.duration.mode", "must be one of"),
+    ("unknown short policy", {"process.duration.short": "crop"}, "process.duration.short", "must be one of"),
+    ("zero seconds", {"process.duration.seconds": 0}, "process.duration.seconds", "minimum"),
+    ("negative hop", {"process.duration.hop_seconds": -1.0}, "process.duration.hop_seconds", "minimum"),
+    # features: what FeatureConfig checked itself
+    ("unknown features key", {"features.n_fftt": 1024}, "features.n_fftt", "did you mean 'n_fft'"),
+    ("zero n_fft", {"features.n_fft": 0}, "features.n_fft", "minimum"),
+    ("boolean hop", {"features.hop_length": True}, "features.hop_length", "expected an integer"),
+    ("window with a parameter", {"features.window": ["kaiser", 8.0]}, "features.window", "expected text"),
+    ("more MFCCs than default mels", {"features.n_mfcc": 200}, "features.n_mfcc", "features.n_mels"),
+    ("even delta window", {"features.delta_width": 8}, "features.delta_width", "must be odd"),
+    ("rolloff of 1", {"features.roll_percent": 1.0}, "features.roll_percent", "maximum"),
+    ("unknown spectral feature", {"features.spectral": ["centroid", "brightness"]}, "features.spectral.1",
+     "must be one of"),
+    ("unknown summary statistic", {"features.summary": ["mean", "mode"]}, "features.summary.1", "must be one of"),
+    ("zero power", {"features.power": 0.0}, "features.power", "minimum"),
+    ("negative log-mel range", {"features.top_db": -1.0}, "features.top_db", "minimum"),
+    ("text for the mfcc switch", {"features.mfcc": "yes"}, "features.mfcc", "expected true or false"),
+    ("number for the chroma switch", {"features.chroma": 1}, "features.chroma", "expected true or false"),
+    # split: what split.check_ratios checked itself
+    ("negative ratios", {"split.ratios": {"train": 1.2, "val": -0.1, "test": -0.1}}, "split.ratios.test", "minimum"),
+    ("NaN ratio", {"split.ratios": {"train": float("nan"), "val": 0.5, "test": 0.5}}, "split.ratios.train", "finite"),
+    # demo: what make_demo checked itself
+    ("one demo class", {"demo.n_classes": 1}, "demo.n_classes", "minimum"),
+    ("more demo classes than it has", {"demo.n_classes": 9}, "demo.n_classes", "maximum"),
+    ("fractional demo classes", {"demo.n_classes": 2.5}, "demo.n_classes", "expected an integer"),
+    ("no demo clips", {"demo.clips_per_class": 0}, "demo.clips_per_class", "minimum"),
+    ("negative demo clips", {"demo.clips_per_class": -3}, "demo.clips_per_class", "minimum"),
+    ("more demo clips than ids", {"demo.clips_per_class": 4001}, "demo.clips_per_class", "raise demo.n_artists"),
+    ("no demo artist", {"demo.n_artists": 0}, "demo.n_artists", "minimum"),
+    ("more artists than two digits", {"demo.n_artists": 100}, "demo.n_artists", "maximum"),
+    ("zero demo duration", {"demo.duration": 0.0}, "demo.duration", "minimum"),
+    ("negative demo duration", {"demo.duration": -1.0}, "demo.duration", "minimum"),
+    ("NaN demo duration", {"demo.duration": float("nan")}, "demo.duration", "finite"),
+    ("infinite demo duration", {"demo.duration": float("inf")}, "demo.duration", "finite"),
+    ("demo rate below 8 kHz", {"demo.sample_rate": 7999}, "demo.sample_rate", "minimum"),
+    ("boolean demo rate", {"demo.sample_rate": True}, "demo.sample_rate", "expected an integer"),
+    # models and augmentation: what the model functions checked themselves
+    ("learning-rate factor of 1", {"keras_mlp.lr_factor": 1.0}, "keras_mlp.lr_factor", "maximum"),
+    ("learning-rate factor of 0", {"keras_mlp.lr_factor": 0.0}, "keras_mlp.lr_factor", "minimum"),
+    ("no learning-rate patience", {"keras_mlp.lr_patience": 0}, "keras_mlp.lr_patience", "minimum"),
+    ("no early-stopping patience", {"keras_mlp.patience": 0}, "keras_mlp.patience", "minimum"),
+    ("dropout of 1 in the CNN", {"keras_cnn.dropout": 1.0}, "keras_cnn.dropout", "maximum"),
+    ("zero first stride", {"keras_cnn.first_stride": 0}, "keras_cnn.first_stride", "minimum"),
+    ("no conv block", {"keras_cnn.filters": []}, "keras_cnn.filters", "should be non-empty"),
+    ("zero batch size", {"keras_cnn.batch_size": 0}, "keras_cnn.batch_size", "minimum"),
+    ("unknown spec_augment key", {"keras_cnn.spec_augment.freq_maks": 1}, "keras_cnn.spec_augment.freq_maks",
+     "did you mean 'freq_masks'"),
+    ("decreasing gain range", {"augment.gain_db": [3.0, -3.0]}, "augment.gain_db", "must not decrease"),
+    ("one-value noise range", {"augment.noise_snr_db": [15.0]}, "augment.noise_snr_db", "invalid value"),
+    ("zero stretch rate", {"augment.time_stretch": [0.0, 1.1]}, "augment.time_stretch", "invalid value"),
+    ("no augmented copy", {"augment.copies": 0}, "augment.copies", "minimum"),
 ]
 
 
@@ -189,6 +252,8 @@ GOOD = [
      "features.n_mels", 129),
     ("never stop for rejections", {"data.max_rejected_share": 1}, "data.max_rejected_share", 1),
     ("stop on any rejection", {"data.max_rejected_share": 0.0}, "data.max_rejected_share", 0.0),
+    ("every demo id used", {"demo.n_artists": 2, "demo.clips_per_class": 2000}, "demo.clips_per_class", 2000),
+    ("narrowest delta window", {"features.delta_width": 3}, "features.delta_width", 3),
 ]
 
 
@@ -260,7 +325,7 @@ def test_schema_defaults_are_valid_values():
     """Each default passes its own sub-schema (a typo in a default would surface only in use)."""
     import jsonschema
 
-    for dotted, sub, _ in walk(load_schema()):
+    for _dotted, sub, _ in walk(load_schema()):
         if "default" in sub:
             jsonschema.Draft202012Validator(sub).validate(sub["default"])
 

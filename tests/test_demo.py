@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from soundstage.config import load_schema, validate_params
 from soundstage.demo import CLASS_NAMES, ID_PATTERN, make_demo
 
 # Small enough to keep the whole file at a few seconds.
@@ -125,27 +126,12 @@ def test_class_names_are_plain_labels() -> None:
     assert all(re.fullmatch(r"[a-z_]+", name) for name in CLASS_NAMES)
 
 
-@pytest.mark.parametrize(
-    ("name", "value"),
-    [
-        ("n_classes", 1),
-        ("n_classes", len(CLASS_NAMES) + 1),
-        ("n_classes", 2.0),
-        ("clips_per_class", 0),
-        ("clips_per_class", -3),
-        ("n_artists", 0),
-        ("n_artists", 100),
-        ("duration", 0.0),
-        ("duration", -1.0),
-        ("duration", float("nan")),
-        ("duration", float("inf")),
-        ("sample_rate", 7999),
-        ("sample_rate", True),
-        ("seed", -1),
-    ],
-)
-def test_invalid_arguments_raise(tmp_path: Path, name: str, value: object) -> None:
-    out = tmp_path / "out"
-    with pytest.raises(ValueError, match=name):
-        make_demo(out_dir=out, **{**SMALL, name: value})
-    assert not out.exists()  # validation happens before anything is written
+def test_params_bounds_are_the_demo_limits() -> None:
+    """params.yaml validation is the one check of make_demo's arguments (bad values: tests/test_config.py):
+    its bounds are the demo's classes and the digits of its ids."""
+    demo = load_schema()["properties"]["demo"]["properties"]
+    assert demo["n_classes"]["maximum"] == len(CLASS_NAMES)
+    most = demo["n_artists"]["maximum"]
+    p = validate_params({"demo": {"n_artists": most, "clips_per_class": 1000 * most}})["demo"]
+    last_id = f"{CLASS_NAMES[-1]}.{p['n_artists'] - 1:02d}.{p['clips_per_class'] // p['n_artists'] - 1:03d}"
+    assert re.fullmatch(ID_PATTERN, last_id)

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import make_project, run, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dvc")]

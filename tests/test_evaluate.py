@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 from soundstage.bundle import load_bundle
-from soundstage.evaluate import (clip_predictions, evaluate, format_table, predict_rows, score,
-                                 summarize)
+from soundstage.evaluate import clip_predictions, combine_metrics, evaluate, format_table, predict_rows, score
 from soundstage.train import train
 
 # One worker runs this module: its trained bundle is built once (xdist --dist loadgroup).
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"),
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"),
               pytest.mark.xdist_group("evaluate")]
 
 LABELS = ["bird", "car", "rain"]
@@ -67,6 +67,8 @@ def test_clip_predictions_averages_segments():
                                [[0.4, 1.4 / 3, 0.4 / 3], [0.4, 0.2, 0.4]])
     # Clip x: mean p_car 0.467 beats 0.4; clip y: a tie between bird and rain goes to the first label.
     assert out["predicted"].tolist() == ["car", "bird"]
+    with pytest.raises(ValueError):  # one clip id per row of probabilities
+        clip_predictions(rows.iloc[:-1], probs, LABELS)
 
 
 def test_clip_predictions_empty():
@@ -154,7 +156,7 @@ def test_evaluate_empty_split_and_summary(trained, tmp_path):
     assert pd.read_csv(out / "predictions_val.csv").empty
     assert (out / "confusion_val.png").is_file()
 
-    summary = summarize(metrics_files=[out / "metrics.json"])
+    summary = combine_metrics(metrics_files=[out / "metrics.json"])
     assert summary == {"random_forest": {"val": {}, "test": {k: metrics["test"][k] for k in
                                                              ("accuracy", "balanced_accuracy", "macro_f1")}}}
     text = format_table(summary)

@@ -25,7 +25,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-
 from conftest import make_project, project_env, run, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
@@ -45,7 +44,8 @@ def make_digits(root: Path, n: int, *, seconds: float = 1.0, sr: int = 16000, se
         digit, speaker, take = i % 10, SPEAKERS[(i // 10) % len(SPEAKERS)], i // (10 * len(SPEAKERS))
         t = np.arange(int(sr * seconds * rng.uniform(0.7, 1.3))) / sr
         f0 = 180 + 70 * digit + 6 * SPEAKERS.index(speaker)
-        y = 0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(2 * np.pi * 2.5 * f0 * t) + 0.03 * rng.standard_normal(t.size)
+        y = (0.3 * np.sin(2 * np.pi * f0 * t) + 0.1 * np.sin(2 * np.pi * 2.5 * f0 * t)
+             + 0.03 * rng.standard_normal(t.size))
         sf.write(root / f"{digit}_{speaker}_{take}.wav", y.astype(np.float32), sr, subtype="PCM_16")
     return root
 

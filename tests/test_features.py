@@ -22,12 +22,12 @@ from soundstage.features import (
     enabled_features,
     feature_columns,
     features_shard,
-    read_index,
     read_table,
     write_table,
 )
 from soundstage.features_core import FeatureConfig, extract
-from soundstage.ingest import REJECTED_COLUMNS
+from soundstage.io import read_csv
+from soundstage.rejections import REJECTED_COLUMNS
 
 SR = 16000
 HOP = 512
@@ -121,7 +121,7 @@ def test_write_table_reads_back_like_to_parquet(tmp_path, rng) -> None:
     import pyarrow.parquet as pq
 
     stored = pq.read_schema(tmp_path / "fast.parquet").names
-    assert stored == META_COLUMNS + INTERNAL_COLUMNS + ["__summary__"]
+    assert stored == META_COLUMNS + INTERNAL_COLUMNS + ["summary"]
     assert len(feature_columns(table)) > 100
     # A table in the plain layout (older versions, pandas) is read as it is.
     pd.testing.assert_frame_equal(read_table(tmp_path / "pandas.parquet"), slow)
@@ -317,11 +317,11 @@ def test_unreadable_audio_is_rejected_and_the_others_continue(tmp_path, rng) -> 
     assert not (tmp_path / "features" / "logmel" / "c01.npy").exists()
 
 
-def test_read_index_keeps_keys_as_text(tmp_path, rng) -> None:
+def test_index_keys_stay_text(tmp_path, rng) -> None:
     """SHA-1 keys like 4e4924939249... crash pandas' float parser (pandas#63089) unless read as text."""
     index = make_index(tmp_path, rng, n=2).assign(key=["4e492493924924", "0123"], id=["001", "2e5"])
     index.to_csv(tmp_path / "000.csv", index=False)
-    back = read_index(tmp_path / "000.csv")
+    back = read_csv(tmp_path / "000.csv")
     assert list(back["key"]) == ["4e492493924924", "0123"] and list(back["id"]) == ["001", "2e5"]
     table, _ = run(back, tmp_path)
     assert list(table["id"]) == ["001", "2e5"]
@@ -356,16 +356,6 @@ def test_build_table_of_nothing(tmp_path) -> None:
     empty = pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
     table = build_table(shard_tables=[empty], splits=pd.DataFrame({"id": ["x"], "split": ["train"]}))
     assert table.empty and list(table.columns) == META_COLUMNS + ["split"]
-
-
-def test_table_of_equals_pandas_construction(tmp_path, rng) -> None:
-    table, _ = run(make_index(tmp_path, rng, n=3), tmp_path)
-    rows = table.to_dict("records")
-    pd.testing.assert_frame_equal(features._table_of(rows), pd.DataFrame(rows))
-    pd.testing.assert_frame_equal(features._table_of(rows[:1]), pd.DataFrame(rows[:1]))
-    # Rows whose keys differ (or come in another order) take pandas' own path.
-    odd = [dict(reversed(list(rows[0].items()))), rows[1], {**rows[2], "extra": 1.0}]
-    pd.testing.assert_frame_equal(features._table_of(odd), pd.DataFrame(odd))
 
 
 class Killed(BaseException):
@@ -405,7 +395,8 @@ def test_matrices_rewritten_by_a_killed_run_are_never_reused(tmp_path, rng, monk
 
 def test_a_killed_shard_keeps_its_checkpointed_work(tmp_path, rng, monkeypatch, count_extract) -> None:
     index = make_index(tmp_path, rng, n=6)
-    clean, _ = features_shard(index=index, out_dir=tmp_path / "clean", config=CFG, relative_to=tmp_path)  # uninterrupted
+    # uninterrupted
+    clean, _ = features_shard(index=index, out_dir=tmp_path / "clean", config=CFG, relative_to=tmp_path)
     monkeypatch.setattr(features, "CHECKPOINT_SECONDS", 0.0)
     saved: list[pd.DataFrame] = []
     with monkeypatch.context() as m:

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from audio_fixtures import BAD_FILE_REASONS, PROBE_DETECTS, make_bad_files, write_tone
 
-from soundstage import audio
-from soundstage.ingest import INGEST_REASONS, MANIFEST_COLUMNS, REJECTED_COLUMNS, fingerprint_tree, ingest, shard_of
-from soundstage.rejections import REASONS
+from soundstage import decode
+from soundstage.ingest import INGEST_REASONS, MANIFEST_COLUMNS, fingerprint_tree, ingest
+from soundstage.rejections import REASONS, REJECTED_COLUMNS, shard_of
 
 EXTS = ["wav", "flac", "ogg", "mp3", "au", "snd", "aiff", "aif"]
 
@@ -243,7 +243,7 @@ def test_unreadable_file_rejected(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             raise PermissionError(13, "Permission denied")
         return real_open(file, *args, **kwargs)
 
-    monkeypatch.setattr(audio, "open", guarded, raising=False)
+    monkeypatch.setattr(decode, "open", guarded, raising=False)
     manifest, rejected = run(root)
     assert manifest["path"].tolist() == [str(good)]
     assert reasons(rejected) == {"locked.wav": "unreadable"}
@@ -441,8 +441,8 @@ def test_fingerprint_changes_with_files(tmp_path: Path) -> None:
 
 def test_known_bad_reasons_are_covered() -> None:
     # every probe-detectable fixture reason is an audio reason, and every reason is in the one list
-    assert {BAD_FILE_REASONS[n] for n in PROBE_DETECTS} <= audio.REASONS
-    assert audio.REASONS | INGEST_REASONS <= set(REASONS)
+    assert {BAD_FILE_REASONS[n] for n in PROBE_DETECTS} <= decode.REASONS
+    assert decode.REASONS | INGEST_REASONS <= set(REASONS)
 
 
 def test_shared_table_helpers_are_reexported() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -17,7 +18,7 @@ N_CLASSES = 3
 
 # Keras' JAX backend calls np.array(x) on objects without a `copy` keyword (not our code).
 # One worker runs this module: its fitted models are built once (xdist --dist loadgroup).
-pytestmark = [pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
+pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning"),
               pytest.mark.xdist_group("models")]
 
 
@@ -57,7 +58,7 @@ def blobs() -> dict[str, np.ndarray]:
     X_tr, y_tr = make_blobs(20, seed=1)
     X_va, y_va = make_blobs(6, seed=2)
     X_te, y_te = make_blobs(10, seed=3)
-    scaler = M.Standardizer.fit(X_tr)
+    scaler = M.fit_scaler(X_tr)
     return {
         "X_tr": X_tr, "y_tr": y_tr, "X_va": X_va, "y_va": y_va, "X_te": X_te, "y_te": y_te,
         "Z_tr": scaler.transform(X_tr), "Z_va": scaler.transform(X_va),
@@ -165,31 +166,35 @@ def test_fit_random_forest_rejects_bad_labels(y):
 # ------------------------------------------------------------------ standardizer
 
 
-def test_standardizer_roundtrip_and_zero_variance():
-    X = np.column_stack([np.arange(10.0), np.full(10, 3.0)])
-    s = M.Standardizer.fit(X)
+def test_scaler_roundtrip_and_zero_variance():
+    X = np.column_stack([np.arange(10.0), np.full(10, 3.0), 3.0 + np.arange(10) * 1e-10])
+    s = M.fit_scaler(X)
     Z = s.transform(X)
-    assert Z.dtype == np.float32
     np.testing.assert_allclose(Z[:, 0].mean(), 0, atol=1e-6)
     np.testing.assert_allclose(Z[:, 0].std(), 1, atol=1e-6)
     np.testing.assert_array_equal(Z[:, 1], 0.0)  # constant column: no division by ~0
-    # Unseen values in a constant column stay finite and moderate.
-    assert np.isfinite(s.transform(np.array([[1.0, 4.0]]))).all()
-    assert abs(s.transform(np.array([[1.0, 4.0]]))[0, 1]) <= 1.0
-    s2 = M.Standardizer.from_dict(s.to_dict())
-    np.testing.assert_array_equal(s2.mean, s.mean)
-    np.testing.assert_array_equal(s2.std, s.std)
-    assert s2.mean.dtype == np.float64
-    np.testing.assert_allclose(s.inverse_transform(s.transform(X, dtype=np.float64)), X)
+    # Unseen values in a constant or near-constant column stay finite and moderate.
+    unseen = s.transform(np.array([[1.0, 4.0, 4.0]]))
+    assert np.isfinite(unseen).all() and (np.abs(unseen[0, 1:]) <= 1.0).all()
+    s2 = M.scaler_from_dict(json.loads(json.dumps(M.scaler_to_dict(s))))
+    np.testing.assert_array_equal(s2.mean_, s.mean_)
+    np.testing.assert_array_equal(s2.scale_, s.scale_)
+    assert s2.mean_.dtype == np.float64
+    np.testing.assert_array_equal(s2.transform(X), Z)
+    np.testing.assert_allclose(s.inverse_transform(Z), X)
+    # A bundle written before the scaler was scikit-learn's stores "std", floored the same way.
+    old = M.scaler_from_dict({"mean": [1.0, 2.0, 3.0], "std": [2.0, 0.0, 1e-9]})
+    np.testing.assert_array_equal(old.scale_, [2.0, 1.0, 1.0])
+    np.testing.assert_array_equal(old.transform(np.array([[3.0, 2.0, 4.0]])), [[1.0, 0.0, 1.0]])
 
 
-def test_standardizer_rejects_bad_input():
+def test_scaler_rejects_bad_input():
     with pytest.raises(ValueError):
-        M.Standardizer.fit(np.array([[np.nan, 1.0]]))
+        M.fit_scaler(np.array([[np.nan, 1.0]]))
     with pytest.raises(ValueError):
-        M.Standardizer.fit(np.zeros((0, 3)))
+        M.fit_scaler(np.zeros((0, 3)))
     with pytest.raises(ValueError):
-        M.Standardizer.fit(np.zeros((4, 2))).transform(np.zeros((4, 3)))
+        M.fit_scaler(np.zeros((4, 2))).transform(np.zeros((4, 3)))
 
 
 # ------------------------------------------------------------------ MLP
@@ -256,8 +261,6 @@ def test_build_cnn_first_stride():
     assert strided.get_layer("conv_0").output.shape[1:3] == (8, 12)
     assert strided.count_params() == plain.count_params()  # same weights, a quarter of the positions
     assert strided.output_shape == (None, N_CLASSES)
-    with pytest.raises(ValueError, match="first_stride"):
-        M.build_cnn(n_mels=16, crop_frames=24, n_classes=N_CLASSES, first_stride=0)
 
 
 def test_callbacks_follow_params():
@@ -266,18 +269,15 @@ def test_callbacks_follow_params():
     assert (plateau.monitor, plateau.factor, plateau.patience) == ("val_loss", 0.2, 3)
     assert M._callbacks(monitor="loss", patience=9)[1].patience == 3  # default: patience // 3
     assert M._callbacks(monitor="loss", patience=1)[1].patience == 2
-    for bad in ({"lr_factor": 1.0}, {"lr_factor": 0.0}, {"lr_patience": 0}, {"patience": 0}):
-        with pytest.raises(ValueError):
-            M._callbacks(monitor="loss", **{"patience": 5, **bad})
 
 
-def test_normalize_logmel():
+def test_standardize_logmel():
     spec = np.array([[-10.0, -20.0, -30.0], [5.0, 5.0, 5.0]], dtype=np.float32)
-    out = M.normalize_logmel(spec, mean=[-20.0, 5.0], std=[10.0, 0.0])
+    out = M.standardize_logmel(spec, mean=[-20.0, 5.0], std=[10.0, 0.0])
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, [[1.0, 0.0, -1.0], [0.0, 0.0, 0.0]])  # zero std: floored, no inf
     with pytest.raises(ValueError, match="mel bins"):
-        M.normalize_logmel(spec, mean=[0.0], std=[1.0])
+        M.standardize_logmel(spec, mean=[0.0], std=[1.0])
 
 
 def test_cnn_trains_and_predicts_whole_clips(cnn_fit):
@@ -434,21 +434,6 @@ def test_augment_waveform_silence_and_bad_input():
     np.testing.assert_array_equal(out, silent)
     with pytest.raises(ValueError):
         M.augment_waveform(np.zeros((2, 100)), sr=SR, rng=np.random.default_rng(0))
-    with pytest.raises(ValueError):
-        M.augment_waveform(np.ones(100), sr=SR, rng=np.random.default_rng(0), gain_db=(3, -3))
-
-
-# ------------------------------------------------------------------ aggregation
-
-
-def test_aggregate_segments():
-    probs = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [0.2, 0.8], [0.6, 0.4]])
-    ids = ["b", "a", "b", "c", "b"]
-    clips, agg = M.aggregate_segments(probs, ids)
-    assert clips == ["b", "a", "c"]
-    np.testing.assert_allclose(agg, [[0.7, 0.3], [0.0, 1.0], [0.2, 0.8]])
-    with pytest.raises(ValueError):
-        M.aggregate_segments(probs, ids[:-1])
 
 
 def test_import_is_cheap():

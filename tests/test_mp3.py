@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from audio_fixtures import l3_frames, mp3_samples_per_frame, tone, write_mp3
 
-from soundstage.audio import AudioError, load_audio, probe_audio, to_mono
+from soundstage.decode import AudioError, load_audio, probe_audio
+from soundstage.dsp import to_mono
 from soundstage.ingest import ingest
 
 TAGS = {  # name: write_mp3 keyword arguments

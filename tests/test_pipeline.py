@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import make_project, run, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("snakemake")]

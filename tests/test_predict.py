@@ -27,7 +27,8 @@ from soundstage import cli
 from soundstage.predict import PredictError, predict
 
 # One worker runs this module: its pipeline fixture is built once (xdist --dist loadgroup).
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"),
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"),
               pytest.mark.xdist_group("predict")]
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from soundstage import audio, ingest, rejections
+from soundstage import decode, ingest, rejections
 from soundstage.io import write_csv
 from soundstage.rejections import (
     NOT_COUNTED,
@@ -68,7 +68,7 @@ def test_every_reason_the_code_emits_is_in_the_list_and_back() -> None:
     unknown = {r: sorted(m) for r, m in emitted.items() if r not in REASONS}
     assert not unknown, f"reasons missing from soundstage.rejections.REASONS: {unknown}"
     assert set(emitted) == set(REASONS), f"listed but never emitted: {set(REASONS) - set(emitted)}"
-    assert audio.REASONS | ingest.INGEST_REASONS <= set(REASONS)
+    assert decode.REASONS | ingest.INGEST_REASONS <= set(REASONS)
     assert NOT_COUNTED <= set(REASONS)
 
 
@@ -227,12 +227,3 @@ def test_summarize_run_reads_every_stage(tmp_path: Path) -> None:
     assert "/r/old.wav" in set(everything["path"])  # without n_shards every shard table counts
     missing = read_rejected(ingest_dir=tmp_path / "no", process_dir=tmp_path / "no", features_dir=tmp_path / "no")
     assert list(missing.columns) == REJECTED_COLUMNS and missing.empty
-
-
-def test_ingest_reexports_the_helpers() -> None:
-    from soundstage.ingest import REJECTED_COLUMNS as columns
-    from soundstage.ingest import rejection as make_row
-    from soundstage.ingest import shard_of
-
-    assert columns is REJECTED_COLUMNS and make_row is rejection and shard_of is rejections.shard_of
-    assert shard_of("blues/blues.00000", 8) == rejections.shard_of("blues/blues.00000", 8) < 8

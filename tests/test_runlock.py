@@ -11,12 +11,12 @@ from base64 import urlsafe_b64encode
 from pathlib import Path
 
 import pytest
+from conftest import project_env
 
 from soundstage import runlock
 from soundstage.io import atomic_path
 
-from conftest import project_env
-
+pytestmark = pytest.mark.integration  # DVC and child processes
 
 def hold_in_child(project: Path, *, dvc: bool = False, both: bool = False) -> subprocess.Popen:
     """A process that takes the run lock (with ``both``, DVC's too, as a plain Snakemake does; with
@@ -77,7 +77,8 @@ def test_a_live_run_stops_the_second_one_before_it_touches_anything(tmp_path: Pa
     holder = hold_in_child(tmp_path)
     try:
         things = leftovers(tmp_path)  # the live run's own locks and files in progress
-        with pytest.raises(runlock.RunBusy, match=rf"another run is working .*snakemake, pid {holder.pid} on .*wait for that one"):
+        busy = rf"another run is working .*snakemake, pid {holder.pid} on .*wait for that one"
+        with pytest.raises(runlock.RunBusy, match=busy):
             runlock.guard(tmp_path, read_only=False, take_dvc_lock=False)
         # A dry run is let through, and recovers nothing while the other run lives.
         g = runlock.guard(tmp_path, read_only=True, take_dvc_lock=False)

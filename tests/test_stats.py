@@ -11,12 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_features import make_index
 
 import soundstage.stats as stats
 from soundstage.features import features_shard
 from soundstage.features_core import FeatureConfig
+from soundstage.models import standardize_logmel
 from soundstage.moments import Moments
-from test_features import make_index
 
 CFG = FeatureConfig(n_mels=40, n_mfcc=13, chroma=False, spectral=(), rms=False, zcr=False)
 TRAIN = {"c00", "c02", "c03", "c05", "c06"}
@@ -145,7 +146,9 @@ def test_export_normalized_has_zero_mean_unit_std_over_train(dataset, tmp_path) 
     table, logmel_dir = dataset
     m = stats.train_moments(shard_tables=[table], train_ids=TRAIN)
     out = tmp_path / "normalized"
-    n = stats.export_normalized(ids=list(table["id"]), logmel_dir=logmel_dir, out_dir=out, mean=m.mean, std=m.std)
+    shard_table = tmp_path / "000.parquet"
+    table.to_parquet(shard_table)
+    n = stats.export_normalized(shard_tables=[shard_table], logmel_dir=logmel_dir, out_dir=out, mean=m.mean, std=m.std)
     assert n == len(table)
     first = np.load(out / "c00.npy")
     assert first.dtype == np.float32 and first.shape == np.load(logmel_dir / "c00.npy").shape
@@ -160,6 +163,6 @@ def test_export_normalized_has_zero_mean_unit_std_over_train(dataset, tmp_path) 
 def test_normalize_maps_a_constant_bin_to_zero() -> None:
     logmel = np.array([[-100.0, -100.0], [1.0, 3.0]], dtype=np.float32)
     m = Moments.from_frames(logmel)
-    out = stats.normalize(logmel, mean=m.mean, std=m.std)
+    out = standardize_logmel(logmel, mean=m.mean, std=m.std)
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, [[0.0, 0.0], [-1.0, 1.0]])

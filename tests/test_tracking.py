@@ -9,6 +9,7 @@ import pytest
 
 from soundstage import tracking
 
+pytestmark = pytest.mark.integration  # real MLflow stores
 
 def _repo(tmp_path: Path) -> Path:
     root = tmp_path / "proj"

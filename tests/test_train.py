@@ -26,13 +26,14 @@ from soundstage.features_core import FeatureConfig
 from soundstage.train import Augmented, augment_clips, fit, train
 
 # One worker runs this module: its dataset and MLflow store are built once (xdist --dist loadgroup).
-pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"),
+pytestmark = [pytest.mark.integration,
+              pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning", "ignore::UserWarning"),
               pytest.mark.xdist_group("train")]
 
 SR = 8000
 LABELS = ["high", "low", "mid"]
 FREQS = {"low": 220.0, "mid": 700.0, "high": 2000.0}
-FEATURES = {"n_fft": 256, "hop_length": 64, "n_mels": 16, "n_mfcc": 8, "chroma": False,
+FEATURES = {"n_fft": 256, "hop_length": 64, "n_mels": 16, "n_mfcc": 8, "chroma": False, "n_bands": 4,
             "spectral": ["centroid", "rolloff"], "summary": ["mean", "std"]}
 PARAMS = {
     "random_forest": {"n_estimators": 20, "max_depth": None, "min_samples_leaf": 1, "max_features": "sqrt",
@@ -138,13 +139,10 @@ def test_augment_clips_is_seeded_per_clip_and_copy(dataset):
     np.testing.assert_allclose(plain.rows[cols].to_numpy(np.float64)[0], original[0], rtol=1e-5, atol=1e-5)
 
 
-def test_augment_clips_errors(dataset, tmp_path):
+def test_augment_clips_errors(dataset, tmp_path):  # bad augment params: tests/test_config.py
     rows = dataset["table"].head(1)
     with pytest.raises(FileNotFoundError, match="processed audio"):
         augment_clips(rows=rows, audio_dir=tmp_path, feature_config=dataset["config"], seed=0)
-    with pytest.raises(ValueError, match="copies"):
-        augment_clips(rows=rows, audio_dir=dataset["root"] / "audio", feature_config=dataset["config"], seed=0,
-                      copies=0)
 
 
 def test_fit_uses_augmented_rows_but_real_statistics(dataset):
@@ -156,8 +154,8 @@ def test_fit_uses_augmented_rows_but_real_statistics(dataset):
     assert history == {}
     assert rf.n_features_in_ == len(meta["feature_columns"])
     mlp, meta, history = fit(model="keras_mlp", table=table, params=PARAMS["keras_mlp"], seed=0, augmented=aug)
-    real = M.Standardizer.fit(table.loc[table["split"] == "train", meta["feature_columns"]].to_numpy(np.float64))
-    np.testing.assert_array_equal(meta["standardizer"]["mean"], real.mean)
+    real = M.fit_scaler(table.loc[table["split"] == "train", meta["feature_columns"]].to_numpy(np.float64))
+    np.testing.assert_array_equal(meta["standardizer"]["mean"], real.mean_)
     assert 1 <= len(history["val_loss"]) <= PARAMS["keras_mlp"]["epochs"]
     with pytest.raises(ValueError, match="log-mels"):
         fit(model="keras_cnn", table=table, params=PARAMS["keras_cnn"], seed=0,
@@ -208,7 +206,7 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     table = dataset["table"]
     rows = table[table["split"] == "test"]
     if model == "keras_cnn":
-        from soundstage.train import load_logmels
+        from soundstage.features import load_logmels
 
         stats = bundle.meta["logmel_stats"]
         mean, std = np.asarray(stats["mean"])[:, None], np.asarray(stats["std"])[:, None]
@@ -217,7 +215,7 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     else:
         x = rows[bundle.meta["feature_columns"]].to_numpy(np.float32)
         if model == "keras_mlp":
-            x = M.Standardizer.from_dict(bundle.meta["standardizer"]).transform(x)
+            x = M.scaler_from_dict(bundle.meta["standardizer"]).transform(x.astype(np.float64)).astype(np.float32)
     if model == "random_forest":
         flavored = mlflow.sklearn.load_model(uri_model)
         expected = bundle.model.predict_proba(x)

@@ -1,15 +1,16 @@
 """Self-contained model bundles: everything ``predict`` needs to reproduce evaluation.
 
 A bundle folder (``models/<model>/``) holds ``bundle.json`` — model name and kind, label list,
-feature columns, the processing and feature parameters used in training, normalization statistics
-(the summary-feature standardizer for the dense net, the train log-mel mean/std for the CNN), the hash
-of the training parameters — and the model file (``model.skops`` for scikit-learn, never a pickle;
+feature columns, the processing and feature parameters used in training, standardization statistics
+(the summary features' mean and scale for the dense net, the train log-mel mean/std for the CNN), the
+hash of the training parameters — and the model file (``model.skops`` for scikit-learn, never a pickle;
 ``model.keras`` for Keras).
 
 A bundle may come from anyone (``soundstage predict`` on a downloaded folder), so it is data and is
-checked as such: :func:`load_bundle` validates every field of ``bundle.json`` (types, lengths, sizes)
-and refuses unknown ones; the model file's name is fixed by the kind, never read from ``bundle.json``,
-so a bundle names no file (``mlflow.tracking_uri`` is the one location it records, for ``evaluate``);
+checked as such: :func:`load_bundle` validates every field of ``bundle.json`` (types, lengths, sizes;
+the ``process`` and ``features`` parameters as ``params.yaml`` is validated) and refuses unknown ones;
+the model file's name is fixed by the kind, never read from ``bundle.json``, so a bundle names no
+file (``mlflow.tracking_uri`` is the one location it records, for ``evaluate``);
 :func:`soundstage.models.load_model` refuses model files that could run code.
 """
 
@@ -29,7 +30,6 @@ from soundstage import models
 from soundstage.io import write_json
 
 FORMAT = "soundstage-bundle/1"
-KINDS = ("random_forest", "keras_mlp", "keras_cnn")
 
 #: Metadata every bundle carries, what each kind adds, and what a bundle may carry besides.
 REQUIRED = ("model", "kind", "labels", "feature_columns", "process", "features")
@@ -81,8 +81,8 @@ class Bundle:
 
     @property
     def process_config(self) -> Any:
-        """The training-time :class:`soundstage.audio.ProcessConfig`."""
-        from soundstage.audio import ProcessConfig
+        """The training-time :class:`soundstage.dsp.ProcessConfig`."""
+        from soundstage.dsp import ProcessConfig
 
         return ProcessConfig.from_dict(self.meta["process"])
 
@@ -97,14 +97,14 @@ class Bundle:
         """Class probabilities ``(n, n_labels)`` from summary rows (RF, MLP) or log-mels (CNN).
 
         ``summary`` columns must be in ``meta["feature_columns"]`` order; ``logmels`` are raw
-        (un-normalized) ``(n_mels, t)`` matrices: the bundle applies its own statistics.
+        (unstandardized) ``(n_mels, t)`` matrices: the bundle applies its own statistics.
         """
         n_classes = len(self.labels)
         if self.kind == "keras_cnn":
             if logmels is None:
                 raise ValueError("a CNN bundle predicts from log-mels")
             stats = self.meta["logmel_stats"]
-            specs = [models.normalize_logmel(s, mean=stats["mean"], std=stats["std"]) for s in logmels]
+            specs = [models.standardize_logmel(s, mean=stats["mean"], std=stats["std"]) for s in logmels]
             cnn = self.meta["cnn"]
             return models.predict_cnn(self.model, specs, crop_frames=cnn["crop_frames"], hop_frames=cnn["hop_frames"])
         if summary is None:
@@ -113,8 +113,8 @@ class Bundle:
         n_cols = len(self.meta["feature_columns"])
         if X.ndim != 2 or X.shape[1] != n_cols:
             raise ValueError(f"summary must have shape (n, {n_cols}) (the bundle's feature_columns), got {X.shape}")
-        if self.kind == "keras_mlp":
-            X = models.Standardizer.from_dict(self.meta["standardizer"]).transform(X)
+        if self.kind == "keras_mlp":  # in float64, as in training
+            X = models.scaler_from_dict(self.meta["standardizer"]).transform(X.astype(np.float64))
         return models.predict_proba(self.model, X, kind=self.kind, n_classes=n_classes)
 
 
@@ -125,7 +125,7 @@ def save_bundle(directory: str | Path, *, model: Any, meta: dict[str, Any]) -> B
     ``OSError`` (a full disk...) names the file being written.
     """
     directory = Path(directory)
-    if meta.get("kind") not in KINDS:
+    if meta.get("kind") not in models.MODEL_KINDS:
         raise ValueError(f"unknown model kind {meta.get('kind')!r}")
     full = {"format": FORMAT, **meta}
     validate_meta(full, source=directory / "bundle.json")
@@ -181,9 +181,10 @@ def validate_meta(meta: Any, *, source: str | Path) -> None:
 
     Fields: ``format`` (``FORMAT``), ``model`` (a name, not a path), ``kind``, ``labels`` (2 to
     ``MAX_LABELS`` distinct strings), ``feature_columns`` (distinct strings, at least one for summary
-    models), ``process`` and ``features`` (valid :class:`~soundstage.audio.ProcessConfig` and
-    :class:`~soundstage.features_core.FeatureConfig` mappings), per kind ``standardizer`` (``mean``,
-    ``std``: finite, one per feature column, ``std >= 0``), ``logmel_stats`` (same, one per mel bin) and
+    models), ``process`` and ``features`` (valid ``params.yaml`` sections, see
+    :func:`soundstage.config.validate_params`), per kind ``standardizer`` (``mean`` and ``scale``, or
+    ``std`` in bundles written before: finite, one per feature column, ``scale > 0``, ``std >= 0``),
+    ``logmel_stats`` (``mean``, ``std``, one per mel bin) and
     ``cnn`` (``crop_frames``, ``hop_frames``: ints in ``1 .. MAX_CROP_FRAMES``); optionally
     ``training``, ``params``, ``seed``, ``mlflow``, ``tags``, ``params_hash``. Any other field is refused.
 
@@ -198,7 +199,7 @@ def validate_meta(meta: Any, *, source: str | Path) -> None:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise BundleError(f"{source}: unsupported bundle format {found!r}")
     kind = meta.get("kind")
-    if kind not in KINDS:
+    if kind not in models.MODEL_KINDS:
         raise bad("kind", f"names an unknown model kind {str(kind)[:100]!r}")
     missing = [k for k in (*REQUIRED, *REQUIRED_BY_KIND[kind]) if k not in meta]
     if missing:
@@ -214,12 +215,14 @@ def validate_meta(meta: Any, *, source: str | Path) -> None:
     _check_names(meta["labels"], "labels", bad, min_len=2, max_len=MAX_LABELS)
     _check_names(meta["feature_columns"], "feature_columns", bad, min_len=0 if kind == "keras_cnn" else 1,
                  max_len=MAX_FEATURE_COLUMNS)
-    configs = _check_configs(meta, bad)
+    params = _check_params(meta, bad)
 
     if kind == "keras_mlp":
-        _check_stats(meta["standardizer"], "standardizer", len(meta["feature_columns"]), bad)
+        scaler = meta["standardizer"]
+        spread = "std" if isinstance(scaler, dict) and "std" in scaler else "scale"  # std: bundles of before
+        _check_stats(scaler, "standardizer", len(meta["feature_columns"]), bad, spread=spread)
     if kind == "keras_cnn":
-        _check_stats(meta["logmel_stats"], "logmel_stats", configs["features"].n_mels, bad)
+        _check_stats(meta["logmel_stats"], "logmel_stats", params["features"]["n_mels"], bad)
         cnn = meta["cnn"]
         _check_keys(cnn, "cnn", required={"crop_frames", "hop_frames"}, bad=bad)
         for key in ("crop_frames", "hop_frames"):
@@ -265,7 +268,7 @@ def _check_keys(value: Any, name: str, *, required: set[str], bad: Any, optional
         raise bad(name, f"must be a mapping, got {type(value).__name__}")
     allowed = required | (optional or set())
     missing = sorted(required - set(value))
-    unknown = sorted((str(k)[:100] for k in set(value) - allowed))
+    unknown = sorted(str(k)[:100] for k in set(value) - allowed)
     if missing or unknown:
         raise bad(name, f"must hold {sorted(allowed)}; missing {missing}, unexpected {unknown}")
 
@@ -283,34 +286,32 @@ def _check_names(value: Any, name: str, bad: Any, *, min_len: int, max_len: int)
         raise bad(name, "holds duplicates")
 
 
-def _check_stats(value: Any, name: str, n: int, bad: Any) -> None:
-    """``{"mean": [...], "std": [...]}``: ``n`` finite numbers each, ``std >= 0``."""
-    _check_keys(value, name, required={"mean", "std"}, bad=bad)
-    for key in ("mean", "std"):
+def _check_stats(value: Any, name: str, n: int, bad: Any, *, spread: str = "std") -> None:
+    """``{"mean": [...], spread: [...]}``: ``n`` finite numbers each, a ``std >= 0``, a ``scale > 0`` (a divisor)."""
+    _check_keys(value, name, required={"mean", spread}, bad=bad)
+    for key in ("mean", spread):
         numbers_ = value[key]
         if not isinstance(numbers_, list) or len(numbers_) != n:
             length = len(numbers_) if isinstance(numbers_, list) else type(numbers_).__name__
             raise bad(f"{name}.{key}", f"must be a list of {n} numbers, got {length}")
         if not all(isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x) for x in numbers_):
             raise bad(f"{name}.{key}", "must hold finite numbers only")
-    if any(x < 0 for x in value["std"]):
-        raise bad(f"{name}.std", "must not be negative")
+    if any(x < 0 or (x == 0 and spread == "scale") for x in value[spread]):
+        raise bad(f"{name}.{spread}", "must be positive" if spread == "scale" else "must not be negative")
 
 
-def _check_configs(meta: dict[str, Any], bad: Any) -> dict[str, Any]:
-    """The bundle's :class:`ProcessConfig` and :class:`FeatureConfig`, built (hence validated) from it."""
-    from soundstage.audio import ProcessConfig
-    from soundstage.features_core import FeatureConfig
+def _check_params(meta: dict[str, Any], bad: Any) -> dict[str, Any]:
+    """The bundle's ``process`` and ``features``, validated (and default-filled) as ``params.yaml`` is."""
+    from soundstage.config import ParamsError, validate_params
 
-    out = {}
-    for name, cls in (("process", ProcessConfig), ("features", FeatureConfig)):
+    for name in ("process", "features"):
         if not isinstance(meta[name], dict):
             raise bad(name, f"must be a mapping, got {type(meta[name]).__name__}")
-        try:
-            out[name] = cls.from_dict(meta[name])
-        except (TypeError, ValueError) as exc:
-            raise bad(name, f"is not a valid configuration: {str(exc)[:300]}") from None
-    return out
+    try:
+        return validate_params({"process": meta["process"], "features": meta["features"]})
+    except ParamsError as exc:
+        section = exc.key.partition(".")[0] or "process"
+        raise bad(section, f"is not a valid configuration: {exc.key}: {exc.problem}"[:300]) from None
 
 
 def _check_model_shape(model: Any, meta: dict[str, Any], path: Path) -> None:

@@ -75,7 +75,7 @@ def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
 
 def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
-    from soundstage.audio import ProcessConfig
+    from soundstage.dsp import ProcessConfig
     from soundstage.io import read_csv, write_csv
     from soundstage.process import process_shard
 
@@ -119,9 +119,9 @@ def cmd_split(args: argparse.Namespace, p: dict[str, Any]) -> None:
 def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
-    from soundstage.features import build_table, features_shard, read_index, read_table, write_table
+    from soundstage.features import build_table, features_shard, read_table, write_table
     from soundstage.features_core import FeatureConfig
-    from soundstage.io import write_csv, write_parquet
+    from soundstage.io import read_csv, write_csv, write_parquet
 
     out = Path(args.out_dir)
     if args.table:
@@ -132,7 +132,7 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
                                            n_shards=p["sharding"]["n_shards"]),
                              max_share=p["data"]["max_rejected_share"])
         shard_tables = [read_table(f) for f in args.inputs]
-        splits = pd.concat([read_index(f) for f in args.splits], ignore_index=True)
+        splits = pd.concat([read_csv(f) for f in args.splits], ignore_index=True)
         table = build_table(shard_tables=shard_tables, splits=splits)
         write_parquet(out / "table.parquet", table)
         print(f"features: table of {len(table)} clips x {table.shape[1] - 5} features -> {out / 'table.parquet'}")
@@ -142,7 +142,7 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     shard_name = Path(args.index).stem
     cache_file = out / "cache" / f"{shard_name}.parquet"
     previous = read_table(cache_file) if cache_file.is_file() else None
-    table, rejected = features_shard(index=read_index(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
+    table, rejected = features_shard(index=read_csv(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
                                      save=save, previous=previous, relative_to=Path.cwd(),
                                      shard=int(shard_name) if shard_name.isdigit() else None,
                                      n_shards=p["sharding"]["n_shards"], progress=_progress(),
@@ -157,13 +157,11 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
 def cmd_stats(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import numpy as np
-    import pandas as pd
 
     from soundstage import stats
-    from soundstage.features import read_index
-    from soundstage.io import save_npz, write_json
+    from soundstage.io import read_csv, save_npz, write_json
 
-    train_ids = set(read_index(args.train)["id"].astype(str))
+    train_ids = set(read_csv(args.train)["id"].astype(str))
     # One shard table in memory at a time: memory stays flat in dataset size.
     tables = (stats.read_moments(f) for f in args.inputs)
     m = stats.train_moments(shard_tables=tables, train_ids=train_ids)
@@ -171,68 +169,44 @@ def cmd_stats(args: argparse.Namespace, p: dict[str, Any]) -> None:
     save_npz(out / "logmel.npz", mean=m.mean, std=m.std, count=np.asarray(m.count))
     write_json(out / "logmel.json", {"count": m.count, "n_clips": len(train_ids), "mean": m.mean, "std": m.std})
     if p["stats"]["export_normalized"]:
-        ids = sorted(set().union(*(set(pd.read_parquet(f, columns=["id"])["id"].astype(str)) for f in args.inputs)))
-        n = stats.export_normalized(ids=ids, logmel_dir=args.logmel_dir, out_dir=out / "normalized",
+        n = stats.export_normalized(shard_tables=args.inputs, logmel_dir=args.logmel_dir, out_dir=out / "normalized",
                                     mean=m.mean, std=m.std)
         print(f"stats: wrote {n} normalized log-mels to {out / 'normalized'}")
     print(f"stats: {m.count} train frames from {len(train_ids)} clips -> {out / 'logmel.npz'}")
 
 
-def _model_params(p: dict[str, Any], model: str) -> dict[str, Any]:
-    from soundstage.config import flatten
-
-    sections = {"seed": p["seed"], "data": {"name": p["data"]["name"], "root": p["data"]["root"]},
-                "process": p["process"], "features": p["features"], "split": p["split"], model: p[model],
-                "augment": _augment_params(p, model) or {"enabled": False}}
-    return flatten(sections)
-
-
-def _augment_params(p: dict[str, Any], model: str) -> dict[str, Any] | None:
-    """``params.yaml: augment`` when waveform augmentation applies to ``model``, else ``None``."""
-    aug = p["augment"]
-    return dict(aug) if aug["enabled"] and model in aug["models"] else None
-
-
 def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage import tracking
-    from soundstage.ingest import fingerprint_tree
+    from soundstage.config import augment_params, model_params
     from soundstage.train import train
 
     inputs = {"table": args.table, **({"stats": args.stats} if args.model == "keras_cnn" else {})}
-    tags = {**tracking.git_info(), **tracking.data_versions(inputs)}
-    # The raw data's DVC hash is current in dvc.lock only while DVC itself runs the pipeline (a plain
-    # Snakemake run commits dvc.lock after training); the file-listing fingerprint always is.
-    raw = tracking.dvc_raw_version() if os.environ.get("SOUNDSTAGE_UNDER_DVC") == "1" else None
-    if raw:
-        tags["data.raw"] = raw
-    tags["data.raw_fingerprint"] = fingerprint_tree(p["data"]["root"], p["data"]["extensions"])
-    tags["data.name"] = p["data"]["name"]
-    augment = _augment_params(p, args.model)
     bundle = train(model=args.model, table_path=args.table, out_dir=args.out_dir, params=dict(p[args.model]),
                    seed=p["seed"], process_params=p["process"],
                    feature_params={k: v for k, v in p["features"].items() if k != "save"},
                    experiment=p["data"]["name"], tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"]),
-                   tags=tags, flat_params=_model_params(p, args.model), n_jobs=args.threads,
+                   tags=tracking.run_tags(p, inputs), flat_params=model_params(p, args.model), n_jobs=args.threads,
                    logmel_dir=args.logmel_dir if args.model == "keras_cnn" else None,
                    stats_path=args.stats if args.model == "keras_cnn" else None,
-                   augment=augment, audio_dir=args.audio_dir)
+                   augment=augment_params(p, args.model), audio_dir=args.audio_dir)
     t = bundle.meta["training"]
     print(f"train[{args.model}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), {t['n_val']} val"
           f" -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
 
 
 def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
-    from soundstage.evaluate import evaluate, format_table, summarize
+    from soundstage.evaluate import combine_metrics, evaluate, format_table
     from soundstage.io import write_json
 
     if args.summary:
         from soundstage.cache import key_of
+        from soundstage.config import model_params
 
         # By default the models params.yaml trains (an old model's folder may remain in reports/).
         inputs = args.inputs or [f"reports/evaluate/{m}/metrics.json" for m in p["train"]["models"]]
         models = {json.loads(Path(f).read_text(encoding="utf-8"))["model"] for f in inputs}
-        hashes = {m: key_of(_model_params(p, m)) for m in models if m in p}
-        summary = summarize(metrics_files=inputs, params_hashes=hashes)
+        hashes = {m: key_of(model_params(p, m)) for m in models if m in p}
+        summary = combine_metrics(metrics_files=inputs, params_hashes=hashes)
         if args.out:
             write_json(args.out, summary)
         print(format_table(summary))
@@ -271,7 +245,8 @@ def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:
     else:
         import pandas as pd
 
-        with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.3f}".format):
+        with pd.option_context("display.max_columns", None, "display.width", 200,
+                               "display.float_format", "{:.3f}".format):
             print(table.to_string(index=False) if len(table) else "(no file predicted)")
     for e in errors:
         print(f"predict: error: {e.message}", file=sys.stderr)
@@ -290,6 +265,8 @@ def cmd_report(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from soundstage.models import MODEL_KINDS
+
     ap = argparse.ArgumentParser(prog="soundstage", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     sub = ap.add_subparsers(dest="command", required=True, metavar="<stage>")
@@ -331,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("train", help="train one model and log it to MLflow")
-    s.add_argument("--model", required=True, choices=["random_forest", "keras_mlp", "keras_cnn"])
+    s.add_argument("--model", required=True, choices=MODEL_KINDS)
     s.add_argument("--table", default="data/features/table.parquet")
     s.add_argument("--stats", default="data/stats/logmel.npz")
     s.add_argument("--logmel-dir", default="data/features/logmel")

@@ -2,15 +2,19 @@
 
 Validation happens in one place, here, against ``workflow/schemas/params.schema.yaml`` (JSON Schema
 written in YAML) plus the checks a schema cannot express (ratios summing to 1, filter cutoffs,
-``features.fmax`` and the spectral-contrast bands below Nyquist, mel bands that the FFT can fill,
-regexes that compile and name the right groups). Every error names the dotted key.
-Library functions never read params themselves: the CLI passes explicit keyword arguments.
+``features.fmax`` and the spectral-contrast bands below Nyquist, mel bands that the FFT can fill, an
+odd delta window, demo clip ids that fit their digits, regexes that compile and name the right
+groups). Every error names the dotted key. The config dataclasses built from validated params
+(:class:`soundstage.dsp.ProcessConfig`, :class:`soundstage.features_core.FeatureConfig`) check
+nothing again. Library functions never read params themselves: the CLI passes explicit keyword
+arguments.
 """
 
 from __future__ import annotations
 
 import copy
 import difflib
+import itertools
 import math
 import re
 from collections.abc import Hashable, Mapping
@@ -28,6 +32,7 @@ class ParamsError(ValueError):
 
     def __init__(self, key: str, message: str) -> None:
         self.key = key
+        self.problem = message  # without the "params.yaml: <key>: " prefix
         super().__init__(f"params.yaml: {key}: {message}" if key else f"params.yaml: {message}")
 
 
@@ -186,7 +191,8 @@ def _semantic_checks(p: dict[str, Any]) -> None:
     flt = p["process"]["filter"]
     cutoff = flt["cutoff"]
     if flt["kind"] == "bandpass" and (len(cutoff) != 2 or cutoff[0] >= cutoff[1]):
-        raise ParamsError("process.filter.cutoff", f"bandpass needs two increasing cutoffs [low, high] in Hz, got {cutoff}")
+        raise ParamsError("process.filter.cutoff",
+                          f"bandpass needs two increasing cutoffs [low, high] in Hz, got {cutoff}")
     if flt["kind"] != "bandpass" and len(cutoff) != 1:
         raise ParamsError("process.filter.cutoff", f"{flt['kind']} needs exactly one cutoff in Hz, got {cutoff}")
     if nyquist is not None and max(cutoff) >= nyquist:
@@ -198,8 +204,11 @@ def _semantic_checks(p: dict[str, Any]) -> None:
         raise ParamsError("process.duration.hop_seconds", "hop is more than 4 windows: most audio would be skipped")
 
     feats = p["features"]
+    if feats["delta_width"] % 2 == 0:
+        raise ParamsError("features.delta_width", f"must be odd (centred on its frame), got {feats['delta_width']}")
     if feats["win_length"] is not None and feats["win_length"] > feats["n_fft"]:
-        raise ParamsError("features.win_length", f"{feats['win_length']} must not exceed features.n_fft ({feats['n_fft']})")
+        raise ParamsError("features.win_length",
+                          f"{feats['win_length']} must not exceed features.n_fft ({feats['n_fft']})")
     if feats["n_mfcc"] > feats["n_mels"]:
         raise ParamsError("features.n_mfcc", f"{feats['n_mfcc']} must not exceed features.n_mels ({feats['n_mels']})")
     n_bins = feats["n_fft"] // 2 + 1
@@ -213,12 +222,24 @@ def _semantic_checks(p: dict[str, Any]) -> None:
         raise ParamsError("features.fmax", f"{feats['fmax']:g} Hz is above Nyquist ({nyquist:g} Hz "
                                            f"for process.sample_rate {rate})")
     if feats["fmax"] is not None and feats["fmax"] <= feats["fmin"]:
-        raise ParamsError("features.fmax", f"{feats['fmax']:g} Hz must be greater than features.fmin ({feats['fmin']:g} Hz)")
+        raise ParamsError("features.fmax",
+                          f"{feats['fmax']:g} Hz must be greater than features.fmin ({feats['fmin']:g} Hz)")
     if nyquist is not None and feats["fmin"] >= nyquist:
         raise ParamsError("features.fmin", f"{feats['fmin']:g} Hz is at or above Nyquist ({nyquist:g} Hz "
                                            f"for process.sample_rate {rate})")
     if "logmel" not in feats["save"] and "keras_cnn" in p["train"]["models"]:
         raise ParamsError("features.save", "keras_cnn trains on log-mels: keep 'logmel' in features.save")
+
+    for key in ("noise_snr_db", "time_stretch", "pitch_shift", "gain_db"):
+        bounds = p["augment"][key]
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ParamsError(f"augment.{key}", f"[low, high] must not decrease, got {bounds}")
+
+    demo = p["demo"]
+    if demo["clips_per_class"] > _MAX_DEMO_CLIPS_PER_ARTIST * demo["n_artists"]:
+        raise ParamsError("demo.clips_per_class", f"{demo['clips_per_class']} clips over {demo['n_artists']} artist(s) "
+                                                  f"need more than the {_MAX_DEMO_CLIPS_PER_ARTIST} clip numbers per "
+                                                  "artist that a demo id holds: raise demo.n_artists")
 
     data = p["data"]
     if data["layout"] == "csv" and not data["csv"]["path"]:
@@ -235,6 +256,9 @@ def _semantic_checks(p: dict[str, Any]) -> None:
     if data["folder"]["group_regex"] is not None:
         _check_regex("data.folder.group_regex", data["folder"]["group_regex"], required=("group",))
 
+
+#: Clips per demo artist: the three digits of the clip number in a demo id (``soundstage.demo.ID_PATTERN``).
+_MAX_DEMO_CLIPS_PER_ARTIST = 1000
 
 #: Lower edge (Hz) of the first spectral-contrast octave band (librosa's ``fmin``, features_core's too).
 CONTRAST_FMIN = 200.0
@@ -253,7 +277,7 @@ def _check_contrast_bands(n_bands: int, *, n_fft: int, rate: int) -> None:
                                               f"at or above Nyquist ({nyquist:g} Hz for process.sample_rate {rate}): "
                                               f"use features.n_bands <= {fits} (checked even while contrast is off)")
     step = nyquist / (n_fft // 2)  # FFT bin spacing, as numpy.linspace(0, nyquist, n_fft // 2 + 1) spaces them
-    for k, (low, high) in enumerate(zip(edges[:-1], edges[1:])):
+    for k, (low, high) in enumerate(itertools.pairwise(edges)):
         if not any(low <= j * step <= high for j in range(n_fft // 2 + 1)):
             raise ParamsError("features.n_fft", f"{n_fft} gives FFT bins {step:g} Hz apart at process.sample_rate "
                                                 f"{rate}: spectral-contrast band {k} ({low:g}-{high:g} Hz) holds none; "
@@ -314,6 +338,21 @@ def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError("", f"{path} must hold a mapping of keys, not {_describe(raw)}")
     return validate_params(raw)
+
+
+def augment_params(params: Mapping[str, Any], model: str) -> dict[str, Any] | None:
+    """``params.yaml: augment`` when waveform augmentation applies to ``model``, else ``None``."""
+    aug = params["augment"]
+    return dict(aug) if aug["enabled"] and model in aug["models"] else None
+
+
+def model_params(params: Mapping[str, Any], model: str) -> dict[str, Any]:
+    """Every param that shapes a trained ``model``, flattened (:func:`flatten`): what its MLflow run
+    records and what its metrics' ``params_hash`` hashes."""
+    sections = {"seed": params["seed"], "data": {"name": params["data"]["name"], "root": params["data"]["root"]},
+                "process": params["process"], "features": params["features"], "split": params["split"],
+                model: params[model], "augment": augment_params(params, model) or {"enabled": False}}
+    return flatten(sections)
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soundstage import models
 from soundstage.bundle import Bundle, load_bundle
+from soundstage.features import load_logmels
 from soundstage.io import atomic_path, write_json
-from soundstage.train import load_logmels
 
 SCORED_SPLITS = ("val", "test")
 
@@ -34,20 +33,26 @@ def predict_rows(bundle: Bundle, rows: pd.DataFrame, *, logmel_dir: str | Path |
 
 
 def clip_predictions(rows: pd.DataFrame, probs: np.ndarray, labels: list[str]) -> pd.DataFrame:
-    """Average segment probabilities per clip: ``clip_id, label, predicted, p_<label>...``."""
-    clips, clip_probs = models.aggregate_segments(probs, rows["clip_id"].astype(str).tolist())
-    truth = rows.groupby("clip_id", sort=False)["label"].first().reindex(clips)
-    out = pd.DataFrame({"clip_id": clips, "label": truth.to_numpy().astype(str),
-                        "predicted": [labels[i] for i in clip_probs.argmax(axis=1)]})
-    for i, lab in enumerate(labels):
-        out[f"p_{lab}"] = clip_probs[:, i]
-    return out
+    """Segment probabilities ``probs [shape=(len(rows), n_labels)]`` averaged per clip: ``clip_id, label,
+    predicted, p_<label>...``, one row per clip in order of first appearance."""
+    columns = [f"p_{lab}" for lab in labels]
+    segments = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=columns)
+    segments.insert(0, "clip_id", rows["clip_id"].astype(str).to_numpy())
+    segments.insert(1, "label", rows["label"].astype(str).to_numpy())
+    clips = segments.groupby("clip_id", sort=False).agg({"label": "first", **dict.fromkeys(columns, "mean")})
+    clips.insert(1, "predicted", np.asarray(labels, dtype=object)[clips[columns].to_numpy().argmax(axis=1)])
+    return clips.reset_index()
 
 
 def score(truth: list[str] | np.ndarray, predicted: list[str] | np.ndarray, labels: list[str]) -> dict[str, Any]:
     """Classification metrics of clip-level predictions."""
-    from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report,
-                                 confusion_matrix, precision_recall_fscore_support)
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        classification_report,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
 
     if len(truth) == 0:
         return {"n": 0}
@@ -144,7 +149,7 @@ class StaleMetrics(ValueError):
     """A metrics file describes a model trained with other parameters than the current ones."""
 
 
-def summarize(*, metrics_files: list[str | Path], params_hashes: dict[str, str] | None = None) -> dict[str, Any]:
+def combine_metrics(*, metrics_files: list[str | Path], params_hashes: dict[str, str] | None = None) -> dict[str, Any]:
     """Combine per-model metrics into ``{model: {split: {accuracy, balanced_accuracy, macro_f1}}}``.
 
     ``params_hashes`` (``{model: hash}`` of the current parameters, as ``train`` records them in the
@@ -171,10 +176,11 @@ def format_table(summary: dict[str, Any]) -> str:
     """The metrics table ``make run`` prints."""
     head = f"{'model':<16} {'val acc':>8} {'val F1':>8} {'test acc':>9} {'test F1':>8}"
     lines = [head, "-" * len(head)]
+    def cell(scores: dict[str, Any], split: str, key: str) -> str:
+        v = scores.get(split, {}).get(key)
+        return "n/a" if v is None else f"{v:.3f}"
+
     for model, m in summary.items():
-        def g(split: str, key: str) -> str:
-            v = m.get(split, {}).get(key)
-            return "n/a" if v is None else f"{v:.3f}"
-        lines.append(f"{model:<16} {g('val', 'accuracy'):>8} {g('val', 'macro_f1'):>8} "
-                     f"{g('test', 'accuracy'):>9} {g('test', 'macro_f1'):>8}")
+        lines.append(f"{model:<16} {cell(m, 'val', 'accuracy'):>8} {cell(m, 'val', 'macro_f1'):>8} "
+                     f"{cell(m, 'test', 'accuracy'):>9} {cell(m, 'test', 'macro_f1'):>8}")
     return "\n".join(lines)

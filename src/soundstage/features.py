@@ -22,39 +22,36 @@ table holds one row per clip: ``META_COLUMNS`` (``id, clip_id, label, group``), 
 ``key``, the moments of its log-mel frames (``count`` frames, per-bin ``logmel_mean`` and
 ``logmel_m2`` as lists of ``n_mels`` float64, see :class:`soundstage.moments.Moments`) from which
 the ``stats`` stage merges train-split statistics without opening any matrix, and the summary
-columns ``<feature>_<stat>_<k>`` (:func:`soundstage.features_core.summarize`).
+columns ``<feature>_<stat>_<k>`` (:func:`soundstage.features_core.summary_statistics`).
 
 ``build_table`` then gathers the shard tables with the split assignment into one Parquet table
 (``id, clip_id, label, group, split`` + summary columns, float32) ready for scikit-learn.
 
 Re-running a shard reuses every clip whose key is unchanged (its processed audio's key, the
-feature params, ``save`` and this code) and whose matrices exist; only new or changed clips are
-decoded and computed, and the matrices of clips that left the shard are deleted.
+feature params, ``save`` and this code) and whose matrices are still the versions its cache
+stamped; only new or changed clips are read and computed, and the matrices of clips that left the
+shard are deleted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from soundstage import cache
-from soundstage.audio import downmix_frames
-from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summarize
-from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
-from soundstage.io import read_csv as read_index  # noqa: F401 - re-exported for the CLI and benchmark
-from soundstage.io import frame_of, read_ahead, read_wav_float32, records, save_npy, stamp
+from soundstage import cache, stages
+from soundstage.decode import downmix_frames
+from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summary_statistics
+from soundstage.io import save_npy, stamp, write_parquet
 from soundstage.moments import Moments
+from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
 
-_CODE = cache.code_version("soundstage.features", "soundstage.features_core", "soundstage.moments")
 META_COLUMNS = ["id", "clip_id", "label", "group"]
 INTERNAL_COLUMNS = ["key", "stamp", "count", "logmel_mean", "logmel_m2"]
+#: The ``attrs`` key of a stored shard table naming its ``summary`` vector's entries.
+SUMMARY_NAMES = "summary_columns"
 #: Seconds between two :func:`features_shard` checkpoints of a long shard.
 CHECKPOINT_SECONDS = 60.0
 
@@ -86,7 +83,7 @@ def clip_features(y: np.ndarray, *, sr: int, config: FeatureConfig) -> tuple[dic
     if "mfcc_delta" in feats:
         stacked = np.concatenate([feats["mfcc"], feats.pop("mfcc_delta"), feats.pop("mfcc_delta2")], axis=0)
         feats = {key: stacked if key == "mfcc" else value for key, value in feats.items()}  # keep the order
-    return feats, summarize(feats, stats=tuple(config.summary))
+    return feats, summary_statistics(feats, stats=tuple(config.summary))
 
 
 def enabled_features(config: FeatureConfig) -> tuple[str, ...]:
@@ -145,7 +142,7 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     ValueError
         When ``save`` names a feature that is unknown or disabled in ``config``.
     """
-    from tqdm.auto import tqdm
+    import soundfile as sf
 
     save = tuple(dict.fromkeys(save))
     enabled = enabled_features(config)
@@ -154,157 +151,90 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         raise ValueError(f"features.save: {', '.join(map(repr, bad))} not computed with these params "
                          f"(choose from {', '.join(enabled)})")
     out_dir = Path(out_dir)
-    base = Path(relative_to) if relative_to is not None else None
-    # Everything but the clip's own identity is hashed once per shard, not once per clip.
-    params_key = cache.key_of(_CODE, config.to_dict(), sorted(save))
-    folders = {name: os.fspath(out_dir / name) for name in save}  # joined as strings per clip
-    reuse: dict[str, dict] = {}
-    if previous is not None and len(previous):
-        reuse = {str(r["id"]): r for r in records(previous)}
-
-    rows: list[dict] = []
+    params_key = cache.key_of(stages.code_version("features"), config.to_dict(), sorted(save))  # hashed once per shard
     rejected: list[dict] = []
-    # First what each clip needs (its reused row, or its processed audio to read), then the work,
-    # reading the files ahead of their turn.
-    plan = []
-    for row in records(index):
-        clip_id = str(row["id"])
-        key = cache.key_of(params_key, row["key"], clip_id)
-        old = reuse.get(clip_id)
-        if (old is not None and old["key"] == key
-                and old.get("stamp") == cache.stamps(f"{folders[n]}/{clip_id}.npy" for n in save)):
-            plan.append((row, clip_id, key, old, None))
-        else:
-            path = Path(row["path"]) if base is None or Path(row["path"]).is_absolute() else base / row["path"]
-            plan.append((row, clip_id, key, None, path))
-    work = read_ahead(plan, lambda step: step[4])
-    last_checkpoint = time.monotonic()
-    for done, (row, clip_id, key, old, path) in enumerate(tqdm(work, total=len(plan), desc="features", unit="clip",
-                                                               disable=not progress)):
-        if checkpoint is not None and rows and time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-            pending = [reuse[step[1]] for step in plan[done:] if step[1] in reuse]
-            checkpoint(_table_of(rows + pending))
-            last_checkpoint = time.monotonic()
-        if old is not None:
-            rows.append({**old, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
-                         "logmel_mean": _as_list(old["logmel_mean"]), "logmel_m2": _as_list(old["logmel_m2"])})
-            continue
+
+    def files(row: dict) -> list[str]:
+        return [str(out_dir / name / f"{row['id']}.npy") for name in save]
+
+    def audio_path(row: dict) -> Path:
+        return Path(row["path"]) if relative_to is None else Path(relative_to) / row["path"]
+
+    def compute(clip_id: str, key: str, row: dict) -> list[dict]:
+        path = audio_path(row)
         try:
-            y, sr = read_wav_float32(path)
+            y, sr = sf.read(path, dtype="float32", always_2d=False)
         except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
             rejected.append(rejection(path, clip_id, "features", "unreadable", f"{path}: {exc}"))
-            continue
+            return []
         if y.ndim > 1:
             y = downmix_frames(y)
         if y.size == 0:
             rejected.append(rejection(path, clip_id, "features", "empty_file", f"{path}: no samples"))
-            continue
+            return []
         if not np.isfinite(y).all():
             rejected.append(rejection(path, clip_id, "features", "nonfinite", f"{path}: NaN or infinite samples"))
-            continue
+            return []
         try:
             feats, summary = clip_features(y, sr=sr, config=config)
         except ValueError as exc:  # params that cannot apply to this clip (its native rate): the others go on
             rejected.append(rejection(path, clip_id, "features", "cannot_process", f"{path}: {exc}"))
-            continue
-        written = [stamp(save_npy(f"{folders[name]}/{clip_id}.npy", feats[name])) for name in save]  # float32
+            return []
+        row_files = files({"id": clip_id})
+        written = [stamp(save_npy(f, feats[name])) for f, name in zip(row_files, save, strict=True)]
         m = Moments.from_frames(feats["logmel"])
-        rows.append({"id": clip_id, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
-                     "key": key, "stamp": ";".join(written), "count": m.count, "logmel_mean": m.mean.tolist(),
-                     "logmel_m2": m.m2.tolist(), **summary})
+        return [{"id": clip_id, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"], "key": key,
+                 "stamp": ";".join(written), "count": m.count, "logmel_mean": m.mean.tolist(),
+                 "logmel_m2": m.m2.tolist(), **summary}]
 
-    # Clips that left the shard (or were rejected now) leave no stale matrices behind.
-    current = {str(r["id"]) for r in rows}
-    for clip_id in set(reuse) - current:
-        if shard is not None and n_shards is not None and shard_of(str(reuse[clip_id]["clip_id"]), n_shards) != shard:
-            continue
-        for name in SAVEABLE:
-            with contextlib.suppress(FileNotFoundError):
-                (out_dir / name / f"{clip_id}.npy").unlink()
-    table = _table_of(rows) if rows else pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
-    return table, frame_of(rejected, REJECTED_COLUMNS)
+    def refresh(old: dict, row: dict) -> dict:
+        # Parquet gives the moments back as arrays; lists keep the column as fresh rows have it.
+        return {**old, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"],
+                "logmel_mean": np.asarray(old["logmel_mean"]).tolist(),
+                "logmel_m2": np.asarray(old["logmel_m2"]).tolist()}
 
+    def owned(old: dict) -> bool:  # a clip moved to another shard (n_shards changed) is that shard's
+        return shard is None or n_shards is None or shard_of(str(old["clip_id"]), n_shards) == shard
 
-def _table_of(rows: list[dict]) -> pd.DataFrame:
-    """``pd.DataFrame(rows)``, the summary columns built as one float block (~0.3 instead of ~0.8 ms
-    for a small shard's ~180 columns) when every row has the same keys in the same order."""
-    columns = list(rows[0])
-    head = [c for c in META_COLUMNS + INTERNAL_COLUMNS if c in columns]
-    if columns[: len(head)] != head or any(list(r) != columns for r in rows[1:]):
-        return pd.DataFrame(rows)
-    rest = columns[len(head):]
-    left = pd.DataFrame({c: [r[c] for r in rows] for c in head})
-    right = pd.DataFrame(np.array([[r[c] for c in rest] for r in rows], dtype=np.float64).reshape(len(rows), -1),
-                         columns=rest)
-    return pd.concat([left, right], axis=1) if rest else left
+    clips = [(str(row["id"]), cache.key_of(params_key, row["key"], str(row["id"])), row)
+             for row in index.to_dict("records")]
+    table = cache.update_shard(clips, previous=previous, clip_column="id", files=files, path_of=audio_path,
+                               compute=compute, refresh=refresh, owned=owned,
+                               empty_columns=META_COLUMNS + INTERNAL_COLUMNS, checkpoint=checkpoint,
+                               checkpoint_seconds=CHECKPOINT_SECONDS, progress="features" if progress else None)
+    return table, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 
-def _as_list(values: object) -> list[float]:
-    # Parquet gives numpy arrays back; keep the column homogeneous (lists) for the next write.
-    return values.tolist() if isinstance(values, np.ndarray) else list(values)  # type: ignore[call-overload]
+def load_logmels(ids: list[str], logmel_dir: str | Path) -> list[np.ndarray]:
+    """``logmel_dir/<id>.npy`` of each id (float32 ``(n_mels, n_frames)``, dB, as ``features`` writes it),
+    memory-mapped: the OS pages in only the crops a batch touches."""
+    return [np.load(Path(logmel_dir) / f"{i}.npy", mmap_mode="r") for i in ids]
 
 
 def write_table(path: str | Path, table: pd.DataFrame) -> None:
-    """Write a shard table as Parquet, atomically; :func:`read_table` reads it back.
+    """Write a shard table as Parquet (``to_parquet``), atomically; :func:`read_table` reads it back.
 
-    The summary columns (every float64 column outside ``META_COLUMNS + INTERNAL_COLUMNS``, ~170
-    by default) are stored together, as one ``fixed_size_list<double>`` column ``__summary__``
-    with their names in the schema metadata: a Parquet writer (and reader) pays ~12 us per
-    column, most of a small shard's table cost. ``logmel_mean`` / ``logmel_m2`` are
-    ``list<double>`` columns (numpy arrays when read back); no index is stored. ``stats`` reads
-    the moment columns alone (:func:`soundstage.stats.read_moments`); ``pd.read_parquet`` sees
-    the packed column as one array per row.
+    The summary columns (float64, outside ``META_COLUMNS + INTERNAL_COLUMNS``) are stored as one
+    ``summary`` column of ``(n_summary,)`` vectors, their names in ``DataFrame.attrs`` (kept in the
+    file's pandas metadata): a Parquet writer and reader pay per column.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from soundstage.io import atomic_path
-
-    fixed = set(META_COLUMNS + INTERNAL_COLUMNS)
-    packed = [c for c, dtype in table.dtypes.items() if dtype == np.float64 and c not in fixed]
-    arrays, names = [], []
-    for col in table.columns:
-        if col in ("logmel_mean", "logmel_m2"):
-            arrays.append(pa.array([_as_list(v) for v in table[col]], type=pa.list_(pa.float64())))
-        elif col not in packed:
-            arrays.append(pa.array(table[col].to_numpy(), from_pandas=True))
-        else:
-            continue
-        names.append(str(col))
-    metadata = None
-    if packed:
-        block = np.ascontiguousarray(table[packed].to_numpy(dtype=np.float64))  # (clips, columns)
-        arrays.append(pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), len(packed)))
-        names.append(_PACKED)
-        metadata = {_PACKED_NAMES: json.dumps([str(c) for c in packed])}
-    with atomic_path(path) as tmp:
-        # No dictionary pages or column statistics: float features gain nothing from either.
-        pq.write_table(pa.Table.from_arrays(arrays, names=names, metadata=metadata), tmp,
-                       use_dictionary=False, write_statistics=False)
+    fixed = [c for c in table.columns if c in META_COLUMNS + INTERNAL_COLUMNS]
+    names = [c for c in table.columns if c not in fixed]
+    packed = table[fixed].assign(summary=list(table[names].to_numpy(np.float64)))
+    packed.attrs = {SUMMARY_NAMES: names}
+    write_parquet(path, packed)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A shard table written by :func:`write_table`, as the DataFrame it was written from.
-
-    The packed summary columns come back as separate float64 columns, in their order, after the
-    others. A table without packed columns (written by an older version, or by pandas) is read
-    as it is.
-    """
-    import pyarrow.parquet as pq
-
-    arrow = pq.read_table(path, use_threads=False)
-    meta = arrow.schema.metadata or {}
-    if _PACKED not in arrow.column_names or _PACKED_NAMES.encode() not in meta:
-        return arrow.to_pandas()
-    names = json.loads(meta[_PACKED_NAMES.encode()])
-    packed = arrow.column(_PACKED).combine_chunks()
-    block = packed.flatten().to_numpy().reshape(len(packed), len(names))
-    rest = arrow.drop_columns([_PACKED]).replace_schema_metadata(None).to_pandas()
-    return pd.concat([rest, pd.DataFrame(block, columns=names, index=rest.index)], axis=1)
-
-
-_PACKED = "__summary__"
-_PACKED_NAMES = "soundstage.summary_columns"
+    """A shard table written by :func:`write_table` (``pd.read_parquet``), summary columns unpacked
+    after the others; a table without a ``summary`` column is returned as it is."""
+    table = pd.read_parquet(path)
+    names = table.attrs.pop(SUMMARY_NAMES, None)
+    if names is None or "summary" not in table.columns:
+        return table
+    vectors = table.pop("summary").to_numpy()
+    block = np.stack(vectors) if len(vectors) else np.empty((0, len(names)))
+    return pd.concat([table, pd.DataFrame(block, columns=names, index=table.index)], axis=1)
 
 
 def build_table(*, shard_tables: list[pd.DataFrame], splits: pd.DataFrame) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Pure feature extraction: one STFT per clip, every feature derived from it.
 
 No file I/O here: :mod:`soundstage.features` (the stage) decodes audio, calls :func:`extract`
-and :func:`summarize`, and writes the results.
+and :func:`summary_statistics`, and writes the results.
 
 Conventions
 -----------
@@ -41,10 +41,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -56,7 +55,7 @@ __all__ = [
     "SUMMARY_STATS",
     "FeatureConfig",
     "extract",
-    "summarize",
+    "summary_statistics",
 ]
 
 #: Spectral shape features that ``FeatureConfig.spectral`` may name.
@@ -75,7 +74,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "tempo",
 )
 
-#: Statistics :func:`summarize` can compute over frames (per row).
+#: Statistics :func:`summary_statistics` can compute over frames (per row).
 SUMMARY_STATS: tuple[str, ...] = ("mean", "std", "min", "max", "median", "skew", "kurtosis")
 
 # librosa defaults that are not exposed as tunables.
@@ -86,7 +85,8 @@ _ZC_THRESHOLD = 1e-10  # |y| <= this counts as 0 in zero_crossings
 
 @dataclass(frozen=True)
 class FeatureConfig:
-    """Feature-extraction settings (the ``features`` section of ``params.yaml``).
+    """Feature-extraction settings: the ``features`` section of ``params.yaml``, as
+    :func:`soundstage.config.validate_params` validated it (this class checks nothing itself).
 
     STFT: ``n_fft`` / ``win_length`` / ``hop_length`` in samples, ``window``, ``center``,
     ``pad_mode`` as in :func:`librosa.stft`.
@@ -105,7 +105,7 @@ class FeatureConfig:
 
     Spectral: the names in ``spectral`` (see :data:`SPECTRAL_FEATURES`), with
     ``roll_percent`` for rolloff and ``n_bands`` for contrast. ``rms``, ``zcr``, ``tempo``
-    toggle those features. ``summary`` names the statistics of :func:`summarize`.
+    toggle those features. ``summary`` names the statistics of :func:`summary_statistics`.
     """
 
     n_fft: int = 2048
@@ -126,7 +126,7 @@ class FeatureConfig:
     chroma: bool = True
     n_chroma: int = 12
     tuning: float | None = 0.0
-    spectral: tuple[str, ...] = field(default=SPECTRAL_FEATURES)
+    spectral: tuple[str, ...] = SPECTRAL_FEATURES
     roll_percent: float = 0.85
     n_bands: int = 6
     rms: bool = True
@@ -134,83 +134,13 @@ class FeatureConfig:
     tempo: bool = False
     summary: tuple[str, ...] = ("mean", "std")
 
-    def __post_init__(self) -> None:
-        # YAML gives lists; the dataclass is frozen and hashable, so store tuples.
-        object.__setattr__(self, "spectral", tuple(self.spectral))
-        object.__setattr__(self, "summary", tuple(self.summary))
-        self._validate()
-
-    def _validate(self) -> None:
-        def positive_int(name: str, value: Any, minimum: int = 1) -> None:
-            is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-            if not is_int or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-        positive_int("n_fft", self.n_fft, 2)
-        for name in ("center", "mfcc", "mfcc_deltas", "chroma", "rms", "zcr", "tempo"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("window", "pad_mode"):
-            if not isinstance(getattr(self, name), str):
-                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
-        positive_int("hop_length", self.hop_length)
-        if self.win_length is not None:
-            positive_int("win_length", self.win_length)
-            if self.win_length > self.n_fft:
-                raise ValueError(f"win_length={self.win_length} exceeds n_fft={self.n_fft}")
-        positive_int("n_mels", self.n_mels)
-        positive_int("n_mfcc", self.n_mfcc, 0)
-        if self.n_mfcc > self.n_mels:
-            raise ValueError(f"n_mfcc={self.n_mfcc} exceeds n_mels={self.n_mels}")
-        positive_int("delta_width", self.delta_width, 3)
-        if self.delta_width % 2 != 1:
-            raise ValueError(f"delta_width must be odd, got {self.delta_width}")
-        positive_int("n_chroma", self.n_chroma)
-        positive_int("n_bands", self.n_bands)
-        if self.fmin < 0:
-            raise ValueError(f"fmin must be >= 0 Hz, got {self.fmin}")
-        if self.fmax is not None and self.fmax <= self.fmin:
-            raise ValueError(f"fmax={self.fmax} must exceed fmin={self.fmin}")
-        if not self.power > 0:
-            raise ValueError(f"power must be > 0, got {self.power}")
-        if self.top_db is not None and self.top_db < 0:
-            raise ValueError(f"top_db must be >= 0 or None, got {self.top_db}")
-        if not 0.0 < self.roll_percent < 1.0:
-            raise ValueError(f"roll_percent must lie in (0, 1), got {self.roll_percent}")
-        for name in self.spectral:
-            if name not in SPECTRAL_FEATURES:
-                raise ValueError(
-                    f"unknown spectral feature {name!r}; choose from {SPECTRAL_FEATURES}"
-                )
-        for name in self.summary:
-            if name not in SUMMARY_STATS:
-                raise ValueError(f"unknown summary statistic {name!r}; choose from {SUMMARY_STATS}")
-
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> FeatureConfig:
-        """Build a config from a mapping (e.g. the ``features`` section of ``params.yaml``).
-
-        Missing keys take their defaults, and so does ``None`` for a field that cannot be
-        ``None`` (``n_fft: null`` means "unspecified"); for the fields where ``None`` has a
-        meaning (``win_length``, ``fmax``, ``top_db``, ``tuning``) it is kept. ``d=None``
-        gives the default config.
-
-        Raises
-        ------
-        ValueError
-            On an unknown key (named in the message) or an invalid value.
-        """
-        if d is None:
-            return cls()
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [key for key in d if key not in fields]
-        if unknown:
-            raise ValueError(f"unknown feature config key(s): {', '.join(map(repr, unknown))}")
-        kwargs = {
-            key: value
-            for key, value in d.items()
-            if value is not None or key in _NULLABLE_FIELDS
-        }
+        """Build from a validated ``features`` mapping (without ``save``); missing keys take the defaults."""
+        kwargs = dict(d or {})
+        for name in ("spectral", "summary"):  # YAML gives lists; the frozen, hashable config holds tuples
+            if name in kwargs:
+                kwargs[name] = tuple(kwargs[name])
         return cls(**kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -219,9 +149,6 @@ class FeatureConfig:
         out["spectral"] = list(self.spectral)
         out["summary"] = list(self.summary)
         return out
-
-
-_NULLABLE_FIELDS = frozenset({"win_length", "fmax", "top_db", "tuning"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -798,7 +725,7 @@ def _zero_crossing_rate(
 # ---------------------------------------------------------------------------------------------
 
 
-def summarize(
+def summary_statistics(
     feats: Mapping[str, np.ndarray],
     *,
     stats: Iterable[str] = ("mean", "std"),

@@ -18,7 +18,7 @@ Three layouts (``params.yaml: data.layout``):
 Every file is probed (header only, plus an MP3's frame headers; decoding happens in ``process``).
 Files that cannot be used are listed in the rejected table with a reason and the file in
 ``detail``; the rest of the dataset goes on. Ingest's own reasons are :data:`INGEST_REASONS` (the
-audio ones come from :mod:`soundstage.audio`); all of them are described in
+audio ones come from :mod:`soundstage.decode`); all of them are described in
 :data:`soundstage.rejections.REASONS`. The first usable file of a clip id is kept; later ones are
 ``duplicate_id``.
 
@@ -44,11 +44,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from soundstage.audio import AudioError, probe_audio
+from soundstage.decode import AudioError, probe_audio
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
 
-__all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "REJECTED_COLUMNS", "fingerprint_tree", "ingest",
-           "rejection", "shard_of"]
+__all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "fingerprint_tree", "ingest"]
 
 MANIFEST_COLUMNS = ["id", "path", "label", "group", "duration", "sample_rate", "channels", "format", "shard"]
 INGEST_REASONS = frozenset({"unsupported_extension", "other_file", "no_class_folder", "no_match", "missing_label",
@@ -341,7 +340,7 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
     manifest : pandas.DataFrame
         One row per usable clip with columns ``MANIFEST_COLUMNS`` (+ ``transcript`` when
         ``transcript_column`` is given), sorted by ``id``; ``path`` is absolute, ``duration`` in
-        seconds (the length that decodes: see :func:`soundstage.audio.probe_audio`).
+        seconds (the length that decodes: see :func:`soundstage.decode.probe_audio`).
         ``manifest.attrs["ignored"]``: ``{".ext": count}`` of files skipped for their extension
         (each is also a ``rejected`` row).
     rejected : pandas.DataFrame

@@ -8,7 +8,7 @@ Conventions
 -----------
 - Labels ``y`` are integer class indices ``0 .. n_classes - 1``.
 - Summary-feature matrices are ``X [shape=(n_samples, n_features)]``.
-- Spectrograms are normalised log-mels ``[shape=(n_mels, n_frames)]`` (zero mean, unit variance
+- Spectrograms are standardized log-mels ``[shape=(n_mels, n_frames)]`` (zero mean, unit variance
   per mel bin on the train split), so ``0`` is the neutral fill value for padding and masking.
 - Randomness is explicit: a ``seed`` (training) or a ``numpy.random.Generator`` (augmentation).
   Keras training never relies on the global NumPy/Python RNG for data order: each epoch's
@@ -23,7 +23,6 @@ import json
 import os
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -32,6 +31,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import keras
     from sklearn.ensemble import RandomForestClassifier
+    from sklearn.preprocessing import StandardScaler
 
 ModelKind = Literal["random_forest", "keras_mlp", "keras_cnn"]
 MODEL_KINDS: tuple[str, ...] = ("random_forest", "keras_mlp", "keras_cnn")
@@ -165,72 +165,46 @@ def fit_random_forest(
 
 
 # --------------------------------------------------------------------------------------------
-# Standardisation of summary features
+# Standardization of summary features
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Standardizer:
-    """Per-column z-scoring fitted on the train split.
+def fit_scaler(X: np.ndarray) -> StandardScaler:
+    """``sklearn.preprocessing.StandardScaler`` fitted on ``X [shape=(n_samples, n_features)]`` (the
+    train split's summary rows), in float64.
 
-    Columns whose standard deviation is below ``STD_FLOOR`` (constant on the train split) are
-    divided by 1 instead of by ~0, as scikit-learn's ``StandardScaler`` does: they map to
-    ``x - mean`` (0 on train) rather than blowing up unseen values by 1e8.
-
-    Attributes
-    ----------
-    mean, std : np.ndarray [shape=(n_features,)], float64
+    Columns whose standard deviation is below ``STD_FLOOR`` (constant on the train split up to noise)
+    get scale 1 rather than ~0, so unseen values there stay moderate instead of growing by 1e8.
+    Transform float64 rows (``scaler.transform(X.astype(np.float64))``) to get the numbers
+    the dense net was trained on.
     """
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.utils import assert_all_finite
 
-    mean: np.ndarray
-    std: np.ndarray
+    X = np.asarray(X, dtype=np.float64)
+    assert_all_finite(X)  # StandardScaler would silently skip NaN
+    scaler = StandardScaler().fit(X)
+    scaler.scale_[scaler.scale_ < STD_FLOOR] = 1.0
+    return scaler
 
-    def __post_init__(self) -> None:
-        mean = np.asarray(self.mean, dtype=np.float64).reshape(-1)
-        std = np.asarray(self.std, dtype=np.float64).reshape(-1)
-        if mean.shape != std.shape:
-            raise ValueError(f"mean {mean.shape} and std {std.shape} differ in shape")
-        if not (np.isfinite(mean).all() and np.isfinite(std).all()) or (std < 0).any():
-            raise ValueError("mean/std must be finite and std non-negative")
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
 
-    @classmethod
-    def fit(cls, X: np.ndarray) -> Standardizer:
-        """Fit on ``X [shape=(n_samples, n_features)]`` (float64 accumulation)."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or len(X) == 0:
-            raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
-        if not np.isfinite(X).all():
-            raise ValueError("X contains NaN or inf")
-        return cls(mean=X.mean(axis=0), std=X.std(axis=0))
+def scaler_to_dict(scaler: StandardScaler) -> dict[str, list[float]]:
+    """``{"mean": [...], "scale": [...]}``, one float per feature: what a bundle stores (float64
+    round-trips exactly through JSON)."""
+    return {"mean": scaler.mean_.tolist(), "scale": scaler.scale_.tolist()}
 
-    @property
-    def n_features(self) -> int:
-        return int(self.mean.shape[0])
 
-    @property
-    def scale(self) -> np.ndarray:
-        """Divisor actually used: ``std`` with near-zero entries replaced by 1."""
-        return np.where(self.std < STD_FLOOR, 1.0, self.std)
+def scaler_from_dict(d: dict[str, Any]) -> StandardScaler:
+    """The scaler a bundle stored with :func:`scaler_to_dict`; a bundle written before the scaler was
+    scikit-learn's stores ``std`` instead of ``scale``, floored here as :func:`fit_scaler` floors it."""
+    from sklearn.preprocessing import StandardScaler
 
-    def transform(self, X: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
-        """Return ``(X - mean) / scale`` as ``dtype`` (float32 by default, for Keras)."""
-        X = np.asarray(X, dtype=np.float64)
-        if X.ndim != 2 or X.shape[1] != self.n_features:
-            raise ValueError(f"expected shape (n, {self.n_features}), got {X.shape}")
-        return ((X - self.mean) / self.scale).astype(dtype)
-
-    def inverse_transform(self, Z: np.ndarray) -> np.ndarray:
-        return np.asarray(Z, dtype=np.float64) * self.scale + self.mean
-
-    def to_dict(self) -> dict[str, list[float]]:
-        """JSON-ready representation (plain floats; float64 round-trips exactly via repr)."""
-        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Standardizer:
-        return cls(mean=np.asarray(d["mean"]), std=np.asarray(d["std"]))
+    scaler = StandardScaler()
+    scaler.mean_ = np.asarray(d["mean"], dtype=np.float64)
+    scale = np.asarray(d["scale"] if "scale" in d else d["std"], dtype=np.float64)
+    scaler.scale_ = np.where(scale < STD_FLOOR, 1.0, scale)
+    scaler.n_features_in_ = len(scaler.mean_)
+    return scaler
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,8 +219,6 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 def _n_train_batches(n: int, batch_size: int) -> int:
     """Full batches only (the remainder changes every epoch anyway): a ragged last batch would
     make JAX compile the train step a second time for its shape."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return max(1, n // batch_size)
 
 
@@ -286,14 +258,8 @@ def _callbacks(
     """Early stopping (best weights restored) and learning-rate reduction on a plateau of
     ``monitor``; ``lr_patience`` defaults to ``max(2, patience // 3)``."""
     keras = _keras()
-    if patience < 1:
-        raise ValueError(f"patience must be >= 1, got {patience}")
-    if not 0.0 < lr_factor < 1.0:
-        raise ValueError(f"lr_factor must be in (0, 1), got {lr_factor}")
     if lr_patience is None:
         lr_patience = max(2, patience // 3)
-    if lr_patience < 1:
-        raise ValueError(f"lr_patience must be >= 1, got {lr_patience}")
     return [
         keras.callbacks.EarlyStopping(
             monitor=monitor, patience=patience, restore_best_weights=True
@@ -335,8 +301,6 @@ def build_mlp(
     keras = _keras()
     if n_features < 1 or n_classes < 2:
         raise ValueError(f"need n_features >= 1 and n_classes >= 2, got {n_features}, {n_classes}")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     reg = keras.regularizers.L2(l2) if l2 > 0 else None
     inputs = keras.Input(shape=(n_features,), name="features")
     x = inputs
@@ -370,7 +334,7 @@ def fit_keras_mlp(
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train :func:`build_mlp` with Adam and sparse categorical cross-entropy.
 
-    ``X_*`` should already be standardised (see :class:`Standardizer`). Early stopping
+    ``X_*`` should already be standardized (see :func:`fit_scaler`). Early stopping
     (``patience`` epochs, best weights restored) and learning-rate reduction (times
     ``lr_factor`` after ``lr_patience`` epochs without improvement) watch ``val_loss``
     (``loss`` when no validation set is given).
@@ -416,7 +380,7 @@ def fit_keras_mlp(
 
 
 # --------------------------------------------------------------------------------------------
-# CNN on normalised log-mels
+# CNN on standardized log-mels
 # --------------------------------------------------------------------------------------------
 
 
@@ -442,10 +406,6 @@ def build_cnn(
     keras = _keras()
     if n_mels < 1 or crop_frames < 1 or n_classes < 2:
         raise ValueError("need n_mels >= 1, crop_frames >= 1 and n_classes >= 2")
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-    if len(filters) < 1 or first_stride < 1:
-        raise ValueError(f"need at least one conv block and first_stride >= 1, got {filters}, {first_stride}")
     layers = keras.layers
     inputs = keras.Input(shape=(n_mels, crop_frames, 1), name="logmel")
     x = inputs
@@ -477,11 +437,11 @@ def spec_augment(
     time_masks: int = 2,
     time_width: int = 16,
 ) -> np.ndarray:
-    """SpecAugment-style masking of a normalised spectrogram (training only).
+    """SpecAugment-style masking of a standardized spectrogram (training only).
 
     Each mask has a width drawn uniformly from ``0 .. width`` (clipped to the axis length) and
     a start drawn uniformly so that it lies within the array; masked cells are set to 0, the
-    per-bin mean after normalisation.
+    per-bin mean after standardization.
 
     Parameters
     ----------
@@ -509,8 +469,8 @@ def spec_augment(
     return out
 
 
-def normalize_logmel(spec: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Per-bin z-scoring of a log-mel with train statistics (the CNN's input normalisation).
+def standardize_logmel(spec: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per-bin z-scoring of a log-mel with train statistics (the CNN's input).
 
     Parameters
     ----------
@@ -528,6 +488,7 @@ def normalize_logmel(spec: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> 
     if mean.shape[0] != spec.shape[0] or std.shape[0] != spec.shape[0]:
         raise ValueError(f"statistics for {mean.shape[0]} mel bins, spectrogram has {spec.shape[0]}")
     return ((np.asarray(spec, dtype=np.float64) - mean) / std).astype(np.float32)
+
 
 
 def _pad_frames(spec: np.ndarray, crop_frames: int) -> np.ndarray:
@@ -552,7 +513,7 @@ def random_crops(
     Parameters
     ----------
     spec : np.ndarray [shape=(n_mels, T)]
-        Clips shorter than ``crop_frames`` are right-padded with 0 (the normalised mean).
+        Clips shorter than ``crop_frames`` are right-padded with 0 (the standardized mean).
 
     Returns
     -------
@@ -666,7 +627,7 @@ def fit_keras_cnn(
     seed: int,
     verbose: int = 0,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
-    """Train :func:`build_cnn` on random crops of normalised log-mels.
+    """Train :func:`build_cnn` on random crops of standardized log-mels.
 
     Every epoch draws ``crops_per_clip`` new random crops per training clip (from
     ``np.random.default_rng([seed, epoch])``) and, when ``spec_augment_params`` is given,
@@ -699,11 +660,6 @@ def fit_keras_cnn(
     for s in (*train_specs, *(val_specs or ())):
         if _check_spec(s).shape[0] != n_mels:
             raise ValueError(f"all spectrograms must have {n_mels} mel bins, got {s.shape}")
-    if spec_augment_params is not None:
-        unknown = set(spec_augment_params) - {"freq_masks", "freq_width", "time_masks", "time_width"}
-        if unknown:
-            raise ValueError(f"unknown spec_augment parameters: {sorted(unknown)}")
-
     validation = None
     if val_specs is not None and y_val is not None and len(val_specs):
         y_val = np.asarray(y_val)
@@ -751,7 +707,7 @@ def predict_cnn(
     Parameters
     ----------
     specs : sequence of np.ndarray [shape=(n_mels, T_i)]
-        Normalised log-mels; clips shorter than ``crop_frames`` are padded to one crop.
+        Standardized log-mels; clips shorter than ``crop_frames`` are padded to one crop.
     hop_frames : int, optional
         Hop between crop starts; default ``crop_frames // 2``.
 
@@ -818,6 +774,9 @@ def augment_waveform(
         Sample rate in Hz.
     rng : np.random.Generator
         All randomness comes from here: same generator state, same output.
+    noise_snr_db, time_stretch, pitch_shift, gain_db : (low, high) or None
+        dB, rate (> 0), semitones, dB: ``params.yaml: augment``, whose ranges
+        :func:`soundstage.config.validate_params` checks.
     keep_length : bool
         Trim or zero-pad a time-stretched signal back to ``n_samples`` so that fixed-duration
         segments stay fixed.
@@ -833,14 +792,6 @@ def augment_waveform(
         raise ValueError(f"expected a non-empty mono 1-D signal, got shape {y.shape}")
     if not np.isfinite(y).all():
         raise ValueError("signal contains NaN or inf")
-    for name, rng_range in (
-        ("noise_snr_db", noise_snr_db), ("time_stretch", time_stretch),
-        ("pitch_shift", pitch_shift), ("gain_db", gain_db),
-    ):
-        if rng_range is not None and (len(rng_range) != 2 or rng_range[0] > rng_range[1]):
-            raise ValueError(f"{name} must be a (low, high) pair with low <= high, got {rng_range}")
-    if time_stretch is not None and time_stretch[0] <= 0:
-        raise ValueError(f"time_stretch rates must be > 0, got {time_stretch}")
 
     n = y.size
     out = y.copy()
@@ -866,42 +817,6 @@ def augment_waveform(
             noise_power = power / 10.0 ** (draws["noise_snr_db"] / 10.0)
             out = out + rng.normal(0.0, np.sqrt(noise_power), size=out.shape)
     return np.asarray(out, dtype=np.float32)
-
-
-# --------------------------------------------------------------------------------------------
-# Segment -> clip aggregation
-# --------------------------------------------------------------------------------------------
-
-
-def aggregate_segments(
-    probs: np.ndarray, clip_ids: Sequence[str]
-) -> tuple[list[str], np.ndarray]:
-    """Average segment probabilities per clip.
-
-    Parameters
-    ----------
-    probs : np.ndarray [shape=(n_segments, n_classes)]
-    clip_ids : sequence of str, length ``n_segments``
-
-    Returns
-    -------
-    clips : list of str
-        Unique clip ids in order of first appearance.
-    clip_probs : np.ndarray [shape=(n_clips, n_classes)], float64
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    ids = [str(c) for c in clip_ids]
-    if probs.ndim != 2 or len(ids) != len(probs):
-        raise ValueError(
-            f"probs must be (n_segments, n_classes) with one clip id per row, "
-            f"got {probs.shape} and {len(ids)} ids"
-        )
-    index: dict[str, int] = {}
-    owner = np.array([index.setdefault(c, len(index)) for c in ids], dtype=np.int64)
-    sums = np.zeros((len(index), probs.shape[1]))
-    np.add.at(sums, owner, probs)
-    counts = np.bincount(owner, minlength=len(index))
-    return list(index), sums / np.maximum(counts, 1)[:, None]
 
 
 # --------------------------------------------------------------------------------------------

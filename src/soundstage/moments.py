@@ -11,17 +11,13 @@ pairwise update of Chan, Golub & LeVeque (1979):
 The merge is exact in real arithmetic and numerically stable in floating point: unlike
 ``Σx`` / ``Σx²`` accumulators it never subtracts two large, nearly equal numbers, so a
 feature with a large offset (e.g. 1e6 ± 1) keeps its variance to ~1e-12 relative. All
-accumulation is float64 whatever the input dtype. No file I/O except the explicit
-:meth:`Moments.to_npz` / :meth:`Moments.from_npz`.
+accumulation is float64 whatever the input dtype.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -86,7 +82,7 @@ class Moments:
         n_bins, n_frames = x.shape
         if n_frames == 0:
             return cls.empty(n_bins)
-        mean = np.add.reduce(x, axis=1, dtype=np.float64) / n_frames  # np.mean's arithmetic, without its wrapper
+        mean = x.mean(axis=1, dtype=np.float64)
         dev = x.astype(np.float64, copy=True)
         dev -= mean[:, np.newaxis]
         m2 = np.einsum("ij,ij->i", dev, dev)
@@ -187,45 +183,3 @@ class Moments:
     def std(self) -> np.ndarray:
         """Population standard deviation per bin; NaN when ``count == 0``."""
         return np.sqrt(self.var)
-
-    # -- serialisation --------------------------------------------------------------------
-
-    def to_dict(self) -> dict[str, np.ndarray]:
-        """Arrays ``count`` (int64, 0-d), ``mean``, ``m2`` and the derived ``std`` (float64)."""
-        return {
-            "count": np.asarray(self.count, dtype=np.int64),
-            "mean": self.mean.copy(),
-            "m2": self.m2.copy(),
-            "std": self.std,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Moments:
-        """Inverse of :meth:`to_dict`; ``std`` is ignored when ``m2`` is present.
-
-        A mapping with only ``count``, ``mean`` and ``std`` (the architecture's
-        ``logmel.npz`` contract) is accepted too: ``m2 = std² · count``.
-        """
-        count = int(np.asarray(d["count"]))
-        if "m2" in d:
-            m2 = np.asarray(d["m2"], dtype=np.float64)
-        else:
-            std = np.asarray(d["std"], dtype=np.float64)
-            m2 = np.zeros_like(std) if count == 0 else std**2 * count
-        return cls(count, np.asarray(d["mean"], dtype=np.float64), m2)
-
-    def to_npz(self, path: str | os.PathLike[str]) -> None:
-        """Write :meth:`to_dict` to ``path`` (uncompressed ``.npz``) atomically.
-
-        The file is written next to ``path`` and moved into place with :func:`os.replace`,
-        so readers never see a partial file. ``path`` is used as given (no ``.npz`` added).
-        """
-        from soundstage.io import save_npz
-
-        save_npz(path, **self.to_dict())
-
-    @classmethod
-    def from_npz(cls, path: str | os.PathLike[str]) -> Moments:
-        """Read a file written by :meth:`to_npz` (or one with ``count``/``mean``/``std``)."""
-        with np.load(path, allow_pickle=False) as data:
-            return cls.from_dict({key: data[key] for key in data.files})

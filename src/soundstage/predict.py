@@ -1,11 +1,11 @@
 """``soundstage predict BUNDLE FILE...``: label and class probabilities for new audio files.
 
 Applies exactly the training-time chain stored in the bundle, as the pipeline does:
-decode (:func:`~soundstage.audio.load_audio`) → the bundle's ``process`` parameters
-(:func:`~soundstage.audio.preprocess`, float32 segments, as written by the ``process`` stage) →
+decode (:func:`~soundstage.decode.load_audio`) → the bundle's ``process`` parameters
+(:func:`~soundstage.dsp.preprocess`, float32 segments, as written by the ``process`` stage) →
 features from one STFT (:func:`~soundstage.features.clip_features` with the bundle's ``features``
 parameters; log-mels as float32, as the ``features`` stage stores them) → the bundle's own
-normalization → model. Segments of a file (when the bundle was trained on segmented audio) are
+standardization → model. Segments of a file (when the bundle was trained on segmented audio) are
 averaged, as ``evaluate`` averages a clip's segments. A file that cannot be used (missing,
 undecodable, silent, too short...) gets a per-file error; the others are still predicted.
 """
@@ -18,14 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundstage.audio import AudioError, load_audio, preprocess, to_mono
 from soundstage.bundle import Bundle, load_bundle
+from soundstage.decode import AudioError, load_audio
+from soundstage.dsp import preprocess, to_mono
 from soundstage.features import clip_features
 
 
 @dataclass
 class PredictError:
-    """Why one file was not predicted: ``reason`` is the code of :class:`~soundstage.audio.AudioError`
+    """Why one file was not predicted: ``reason`` is the code of :class:`~soundstage.decode.AudioError`
     (``not_found``, ``unreadable``, ``not_audio``, ``truncated``, ``silent``, ``too_short``,
     ``cannot_process``...); ``message`` names the file."""
 
@@ -62,7 +63,7 @@ def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np
     summaries, logmels = [], []
     for seg in segments:
         # With process.mono: false the features stage downmixes the stored (n, channels) frames with
-        # audio.downmix_frames; to_mono of the (channels, n) segment gives the same numbers.
+        # decode.downmix_frames; to_mono of the (channels, n) segment gives the same numbers.
         audio = to_mono(seg.audio)
         feats, summary = clip_features(audio, sr=out_sr, config=fconf)
         missing = [c for c in columns if c not in summary]

@@ -6,13 +6,8 @@ Each clip of the shard becomes one or more processed segments, written as float3
 id is ``<clip_id>__s<k>``; its group is the clip's group, or the clip id when the dataset has no
 groups, so no clip is ever split across train/val/test.
 
-Each raw file is read once per run: the files still to decode are read ahead of their turn
-(:func:`soundstage.io.read_ahead`), and a decoded file's pages are let go of from the page cache
-(:func:`soundstage.io.drop_cached`), so a large dataset does not evict the processed clips that
-``features`` reads next.
-
 A clip that cannot be used becomes one rejected row naming its file, and the shard goes on: the
-reasons of :mod:`soundstage.audio` (``truncated`` mid-stream, ``nonfinite``, ``silent`` or
+reasons of :mod:`soundstage.decode` (``truncated`` mid-stream, ``nonfinite``, ``silent`` or
 ``too_short`` after trimming...), or ``cannot_process`` when the params cannot apply to this clip
 (a filter cutoff above the Nyquist rate of its native rate with ``sample_rate: null``) or an
 unexpected error is raised while decoding or processing it.
@@ -20,20 +15,18 @@ unexpected error is raised while decoding or processing it.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from soundstage import cache
-from soundstage.audio import AudioError, ProcessConfig, load_audio, preprocess
+from soundstage import cache, stages
+from soundstage.decode import AudioError, load_audio
+from soundstage.dsp import ProcessConfig, preprocess
+from soundstage.io import stamp, write_wav
 from soundstage.rejections import REJECTED_COLUMNS, rejection
-from soundstage.io import drop_cached, file_stamp, frame_of, read_ahead, records, stamp, write_wav_float32
 
-_CODE = cache.code_version("soundstage.audio", "soundstage.process")
 INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
 #: Seconds between two :func:`process_shard` checkpoints of a long shard.
 CHECKPOINT_SECONDS = 60.0
@@ -64,10 +57,7 @@ def _group_of(row: dict, clip_id: str) -> str:
 def _process_clip(path: str, config: ProcessConfig):
     """Decode and preprocess one file; every failure becomes an AudioError naming the file."""
     try:
-        try:
-            y, sr = load_audio(path, mono=config.mono)
-        finally:
-            drop_cached(path)  # decoded once per run: its pages serve this clip's own writes
+        y, sr = load_audio(path, mono=config.mono)
         return preprocess(y, sr=sr, config=config)
     except AudioError as exc:
         raise (exc.with_path(path) if exc.path is None else exc) from None
@@ -122,83 +112,47 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         ``REJECTED_COLUMNS``, one row per rejected clip (stage ``process``), ``detail`` naming
         the file.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir)
     base = Path(relative_to).resolve() if relative_to is not None else None
+    elsewhere: set[str] = set()
     if "shard" in manifest.columns:
-        mine = manifest["shard"].to_numpy().astype(int) == int(shard)
-        elsewhere = {str(i) for i in manifest["id"].to_numpy()[~mine]}
-        manifest = manifest if mine.all() else manifest[mine]
-    else:
-        elsewhere = set()
-    rows = records(manifest)
-    reuse: dict[str, list[dict]] = {}
-    if previous is not None and len(previous):
-        for old_row in records(previous):
-            reuse.setdefault(str(old_row["clip_id"]), []).append(old_row)
-
+        mine = manifest["shard"].astype(int) == int(shard)
+        elsewhere = set(manifest.loc[~mine, "id"].astype(str))
+        manifest = manifest[mine]
     segmented = config.duration.mode == "segment"
-    params_key = cache.key_of(_CODE, config.to_dict())
-    # Resolved once: a segment's file is this folder plus its id, with no per-clip realpath.
+    params_key = cache.key_of(stages.code_version("process"), config.to_dict())  # hashed once per shard
     audio_dir = (out_dir / "audio").resolve()
     audio_rel = _rel(audio_dir, base)
-    out_rows: list[dict] = []
     rejected: list[dict] = []
-    kept_files: set[Path] = set()
-    # First what each clip needs (reused outputs or a decode), then the work, reading the files
-    # to decode ahead of their turn.
-    plan = []
-    for row in rows:
-        clip_id = str(row["id"])
-        key = _clip_key(row, params_key)
-        old = reuse.get(clip_id)
-        if not (old and all(r["key"] == key and r.get("stamp") == file_stamp(_resolve(r["path"], base))
-                            for r in old)):
-            old = None
-        plan.append((row, clip_id, key, old))
-    work = read_ahead(plan, lambda step: None if step[3] else step[0]["path"])
-    last_checkpoint = time.monotonic()
-    for done, (row, clip_id, key, old) in enumerate(tqdm(work, total=len(plan), desc=f"process[{shard:03d}]",
-                                                         unit="clip", disable=not progress)):
-        if checkpoint is not None and out_rows and time.monotonic() - last_checkpoint > CHECKPOINT_SECONDS:
-            pending = [r for step in plan[done:] for r in reuse.get(step[1], [])]
-            checkpoint(frame_of(out_rows + pending, INDEX_COLUMNS + ["stamp"]))
-            last_checkpoint = time.monotonic()
-        group = _group_of(row, clip_id)
-        if old:
-            out_rows.extend({**r, "label": row["label"], "group": group, "shard": shard} for r in old)
-            kept_files.update(_resolve(r["path"], base) for r in old)
-            continue
+
+    def compute(clip_id: str, key: str, row: dict) -> list[dict]:
         try:
             segments, out_sr = _process_clip(str(row["path"]), config)
         except AudioError as exc:
             rejected.append(rejection(row["path"], clip_id, "process", exc.reason, str(exc)))
-            continue
+            return []
+        out = []
         for seg in segments:
             seg_id = _segment_id(clip_id, seg.index, segmented=segmented)
-            dest = audio_dir / f"{seg_id}.wav"
             # WAV wants (frames, channels); multichannel segments are (channels, n).
-            written = write_wav_float32(dest, seg.audio.T, out_sr)
-            kept_files.add(dest)
-            out_rows.append({"id": seg_id, "clip_id": clip_id, "path": f"{audio_rel}/{seg_id}.wav",
-                             "label": row["label"], "group": group, "duration": seg.audio.shape[-1] / out_sr,
-                             "start": float(seg.start), "sample_rate": out_sr, "shard": shard, "key": key,
-                             "stamp": stamp(written)})
+            written = write_wav(audio_dir / f"{seg_id}.wav", seg.audio.T, out_sr)
+            out.append({"id": seg_id, "clip_id": clip_id, "path": f"{audio_rel}/{seg_id}.wav", "label": row["label"],
+                        "group": _group_of(row, clip_id), "duration": seg.audio.shape[-1] / out_sr,
+                        "start": float(seg.start), "sample_rate": out_sr, "shard": shard, "key": key,
+                        "stamp": stamp(written)})
+        return out
 
-    # Clips that left the manifest (or changed their segmentation) leave no stale files behind;
-    # a clip that moved to another shard (n_shards changed) is that shard's business. Candidates
-    # are compared with the kept files by real path (symlinks), computed only when there are any.
-    candidates = [path for clip_id, rows in reuse.items() if clip_id not in elsewhere
-                  for path in (_resolve(r["path"], base) for r in rows) if path not in kept_files]
-    if candidates:
-        kept_real = {path.resolve() for path in kept_files}
-        for stale in candidates:
-            if stale.resolve() not in kept_real:
-                with contextlib.suppress(FileNotFoundError):
-                    stale.unlink()
+    def refresh(old: dict, row: dict) -> dict:
+        return {**old, "label": row["label"], "group": _group_of(row, str(row["id"])), "shard": shard}
 
-    return frame_of(out_rows, INDEX_COLUMNS + ["stamp"]), frame_of(rejected, REJECTED_COLUMNS)
+    index = cache.update_shard(
+        [(str(row["id"]), _clip_key(row, params_key), row) for row in manifest.to_dict("records")],
+        previous=previous, clip_column="clip_id", files=lambda r: [_resolve(r["path"], base)],
+        path_of=lambda row: row["path"], compute=compute, refresh=refresh,
+        owned=lambda r: str(r["clip_id"]) not in elsewhere,  # else another shard's job writes its files
+        empty_columns=INDEX_COLUMNS + ["stamp"], checkpoint=checkpoint, checkpoint_seconds=CHECKPOINT_SECONDS,
+        progress=f"process[{shard:03d}]" if progress else None)
+    return index, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 
 def _rel(path: Path, base: Path | None) -> str:
@@ -210,6 +164,5 @@ def _rel(path: Path, base: Path | None) -> str:
         return str(path.resolve())
 
 
-def _resolve(path: str, base: Path | None) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or base is None else base / p
+def _resolve(path: str, base: Path | None) -> str:
+    return path if base is None else os.path.join(base, path)  # an absolute path stays as it is

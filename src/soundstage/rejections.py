@@ -184,7 +184,7 @@ class TooManyRejectedError(ValueError):
         self.key = key
         lines = [f"rejected {summary.rejected} of {summary.considered} files ({summary.share:.1%}), more than "
                  f"{key} = {max_share:g} ({max_share:.1%}) allows; the run stops instead of training on the rest."]
-        for reason, n in summary.by_reason.items():
+        for reason in summary.by_reason:
             if reason in NOT_COUNTED:
                 continue
             stages = ", ".join(f"{s} {k}" for s, k in summary.by_stage[reason].items())

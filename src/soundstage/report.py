@@ -149,18 +149,13 @@ def _figure(path: Path, draw: Callable) -> None:
     plt.close(fig)
 
 
-def _cell(value: object) -> str:
-    if isinstance(value, float):
-        value = f"{value:.3g}" if not value.is_integer() else f"{value:.0f}"
-    return " ".join(str(value).split()).replace("|", "\\|")
-
-
 def _md_table(frame: pd.DataFrame) -> str:
-    cols = [_cell(c) for c in frame.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_cell(v) for v in row) + " |")
-    return "\n".join(lines)
+    """``frame`` as a Markdown table: text cells on one line with ``|`` escaped, and never read as
+    numbers (a label ``007`` stays ``007``); cells unpadded."""
+    text = [i for i, dtype in enumerate(frame.dtypes) if not pd.api.types.is_numeric_dtype(dtype)]
+    cells = frame.replace({r"\s+": " ", r"\|": r"\|"}, regex=True)
+    # tabulate counts the columns of the rows: an empty table has none to exempt from number parsing
+    return cells.to_markdown(index=False, numalign=None, stralign=None, disable_numparse=text if len(frame) else True)
 
 
 def _fmt_seconds(s: float) -> str:

@@ -44,7 +44,6 @@ stable for growing datasets; ``split_table`` warns about classes missing from a 
 from __future__ import annotations
 
 import hashlib
-import math
 import warnings
 from collections.abc import Mapping
 
@@ -59,28 +58,9 @@ class SmallClassWarning(UserWarning):
     """A class has too few groups to appear in every split, or ended up missing from one."""
 
 
-def check_ratios(ratios: Mapping[str, float]) -> np.ndarray:
-    """Return ``ratios`` as an array ordered like :data:`SPLITS`.
-
-    Raises
-    ------
-    ValueError
-        For a missing or unknown split name, a negative or non-finite ratio, a zero train ratio, or
-        ratios not summing to 1 (within 1e-6).
-    """
-    unknown = sorted(set(ratios) - set(SPLITS))
-    missing = [s for s in SPLITS if s not in ratios]
-    if unknown or missing:
-        raise ValueError(f"ratios need exactly the keys {', '.join(SPLITS)} "
-                         f"(missing: {missing or 'none'}, unknown: {unknown or 'none'})")
-    ratio = np.array([float(ratios[s]) for s in SPLITS])
-    if not np.all(np.isfinite(ratio)) or np.any(ratio < 0):
-        raise ValueError(f"ratios must be finite and >= 0, got {dict(ratios)}")
-    if ratio[0] <= 0:
-        raise ValueError("ratios: train must be > 0")
-    if not math.isclose(ratio.sum(), 1.0, abs_tol=1e-6):
-        raise ValueError(f"ratios must sum to 1, got {ratio.sum():g}")
-    return ratio
+def _ratio_array(ratios: Mapping[str, float]) -> np.ndarray:
+    """``ratios`` ordered like :data:`SPLITS` (``params.yaml: split.ratios``, validated there)."""
+    return np.array([float(ratios[s]) for s in SPLITS])
 
 
 def group_keys(rows: pd.DataFrame) -> pd.Series:
@@ -126,14 +106,15 @@ def assign_splits(rows: pd.DataFrame, *, ratios: Mapping[str, float], seed: int,
         Must hold ``label``; ``group`` is optional (missing or empty: the row's ``clip_id``, else
         its ``id``, is its group).
     ratios : mapping
-        ``{"train": .., "val": .., "test": ..}``, each >= 0 (train > 0), summing to 1.
+        ``{"train": .., "val": .., "test": ..}``, each >= 0 (train > 0), summing to 1
+        (``params.yaml: split.ratios``; :func:`soundstage.config.validate_params` checks them).
     seed : int
         Seed of every random choice.
     stable : bool
         Hash-based assignment that never moves an existing group when rows are added (see the
         module docstring for the trade-off).
     """
-    ratio = check_ratios(ratios)
+    ratio = _ratio_array(ratios)
     if rows.empty:
         return pd.Series([], dtype=str, index=rows.index, name="split")
     groups = group_keys(rows)
@@ -210,19 +191,19 @@ def _greedy(groups: np.ndarray, labels: np.ndarray, *, ratio: np.ndarray, seed: 
         for s in act:
             row, want = cur[s], tgt[s]
             deltas.append(sum((abs(want[lab] - row[lab] - c) - abs(want[lab] - row[lab])) / tot[lab]
-                              for lab, c in zip(labs, cs)))
+                              for lab, c in zip(labs, cs, strict=True)))
         low = min(deltas)
-        cand = [s for s, d in zip(act, deltas) if d <= low + _TOL]
+        cand = [s for s, d in zip(act, deltas, strict=True) if d <= low + _TOL]
         if len(cand) > 1:  # equally good: the split least full relative to its targets
-            fills = [sum((cur[s][lab] + c) / tgt[s][lab] * c for lab, c in zip(labs, cs)) for s in cand]
+            fills = [sum((cur[s][lab] + c) / tgt[s][lab] * c for lab, c in zip(labs, cs, strict=True)) for s in cand]
             low = min(fills)
-            cand = [s for s, f in zip(cand, fills) if f <= low + _TOL * max(1.0, abs(low))]
+            cand = [s for s, f in zip(cand, fills, strict=True) if f <= low + _TOL * max(1.0, abs(low))]
         best = cand[int(_unit(seed, str(gnames[g]), "tie") * len(cand))] if len(cand) > 1 else cand[0]
         owner[g] = best
         row = cur[best]
-        for lab, c in zip(labs, cs):
+        for lab, c in zip(labs, cs, strict=True):
             row[lab] += c
-    return {str(name): SPLITS[s] for name, s in zip(gnames, owner)}
+    return {str(name): SPLITS[s] for name, s in zip(gnames, owner, strict=True)}
 
 
 def counts_table(labels: pd.Series, split: pd.Series) -> pd.DataFrame:
@@ -254,7 +235,7 @@ def split_table(rows: pd.DataFrame, *, ratios: Mapping[str, float], seed: int,
     and when a class with enough groups still misses a split (stable mode draws each group
     independently; multi-label groups can make full coverage impossible).
     """
-    ratio = check_ratios(ratios)
+    ratio = _ratio_array(ratios)
     rows = rows.reset_index(drop=True)
     split = assign_splits(rows, ratios=ratios, seed=seed, stable=stable)
     out = rows.assign(split=split.to_numpy())
@@ -266,7 +247,7 @@ def split_table(rows: pd.DataFrame, *, ratios: Mapping[str, float], seed: int,
 
 def _warn_missing(labels: pd.Series, groups: pd.Series, counts: pd.DataFrame, ratio: np.ndarray, *,
                   stable: bool) -> None:
-    active = [s for s, r in zip(SPLITS, ratio) if r > 0]
+    active = [s for s, r in zip(SPLITS, ratio, strict=True) if r > 0]
     n_groups = groups.groupby(labels).nunique()
     table = counts.iloc[:-1].set_index("label")  # without the totals row (a class may be named "total")
     for label, n in n_groups.items():

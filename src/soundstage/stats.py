@@ -4,7 +4,7 @@ The ``features`` shards already hold each clip's log-mel moments (frame count, m
 stage merges those of the train clips with the parallel-variance formula (Chan et al.), in float64,
 without opening a single matrix. Shard tables may be passed one at a time (any iterable), so
 memory holds one shard's moments at most: it is flat in dataset size, and adding clips costs only
-their own moments. Consumers apply the statistics themselves (:func:`normalize`);
+their own moments. Consumers apply the statistics themselves (:func:`soundstage.models.standardize_logmel`);
 ``export_normalized`` optionally writes normalized log-mel copies.
 """
 
@@ -24,34 +24,8 @@ MOMENT_COLUMNS = ["id", "count", "logmel_mean", "logmel_m2"]
 
 
 def read_moments(path: str | Path) -> pd.DataFrame:
-    """The :data:`MOMENT_COLUMNS` of one feature shard table (Parquet), for :func:`train_moments`.
-
-    ``pyarrow.parquet.ParquetFile.read`` of those four columns, one thread, with the two list
-    columns unpacked as rows of one ``(clips, n_mels)`` matrix: ~1 ms per shard, where
-    ``pd.read_parquet`` (a dataset scan of a ~180-column table, then one array object per list)
-    takes ~3.
-    """
-    import pyarrow.parquet as pq
-
-    table = pq.ParquetFile(path).read(columns=MOMENT_COLUMNS, use_threads=False)
-    lists = {name: _rows_of(table.column(name)) for name in ("logmel_mean", "logmel_m2")}
-    if any(rows is None for rows in lists.values()):
-        return table.to_pandas()  # ragged or null lists: shard_moments sees them as they are
-    return pd.DataFrame({"id": table.column("id").to_pylist(), "count": table.column("count").to_numpy(),
-                         **lists})
-
-
-def _rows_of(column) -> list[np.ndarray] | None:
-    """The rows of a list<double> column as views of one matrix; ``None`` if ragged or with nulls."""
-    arr = column.combine_chunks()
-    n = len(arr)
-    if n == 0:
-        return []
-    offsets = arr.offsets.to_numpy()
-    width = (offsets[-1] - offsets[0]) // n
-    if arr.null_count or not np.array_equal(np.diff(offsets), np.full(n, width)):
-        return None
-    return list(arr.flatten().to_numpy().reshape(n, width))
+    """The :data:`MOMENT_COLUMNS` of one feature shard table (Parquet), for :func:`train_moments`."""
+    return pd.read_parquet(path, columns=MOMENT_COLUMNS)
 
 
 def shard_moments(table: pd.DataFrame, *, ids: set[str]) -> Moments | None:
@@ -61,7 +35,7 @@ def shard_moments(table: pd.DataFrame, *, ids: set[str]) -> Moments | None:
     """
     if table.empty:
         return None
-    keep = np.fromiter((str(i) in ids for i in table["id"]), dtype=bool, count=len(table))
+    keep = table["id"].astype(str).isin(ids).to_numpy()
     if not keep.any():
         return None
     counts = table["count"].to_numpy(dtype=np.int64)[keep]
@@ -103,25 +77,18 @@ def train_moments(*, shard_tables: Iterable[pd.DataFrame], train_ids: set[str]) 
     return total
 
 
-def normalize(logmel: np.ndarray, *, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Apply per-bin statistics to a ``(n_mels, t)`` log-mel; returns float32.
-
-    ``(logmel - mean) / std`` per bin, with ``std`` floored at 1e-8 (a constant bin maps to 0).
-    """
-    from soundstage.models import normalize_logmel  # the one implementation the CNN and bundles use
-
-    return normalize_logmel(logmel, mean=mean, std=std)
-
-
-def export_normalized(*, ids: Iterable[str], logmel_dir: str | Path, out_dir: str | Path, mean: np.ndarray,
-                      std: np.ndarray) -> int:
-    """Write normalized copies ``out_dir/<id>.npy`` (float32 ``(n_mels, t)``) of every clip's log-mel.
+def export_normalized(*, shard_tables: Iterable[str | Path], logmel_dir: str | Path, out_dir: str | Path,
+                      mean: np.ndarray, std: np.ndarray) -> int:
+    """Write a normalized copy ``out_dir/<id>.npy`` (float32 ``(n_mels, t)``,
+    :func:`soundstage.models.standardize_logmel`) of the log-mel of every clip in the feature
+    ``shard_tables`` (Parquet paths).
 
     One clip in memory at a time; returns how many were written.
     """
-    n = 0
+    from soundstage.models import standardize_logmel
+
+    ids = sorted(set().union(*(set(pd.read_parquet(f, columns=["id"])["id"].astype(str)) for f in shard_tables)))
     for clip_id in ids:
-        src = Path(logmel_dir) / f"{clip_id}.npy"
-        save_npy(Path(out_dir) / f"{clip_id}.npy", normalize(np.load(src), mean=mean, std=std))
-        n += 1
-    return n
+        spec = np.load(Path(logmel_dir) / f"{clip_id}.npy")
+        save_npy(Path(out_dir) / f"{clip_id}.npy", standardize_logmel(spec, mean=mean, std=std))
+    return len(ids)

@@ -112,6 +112,23 @@ def data_versions(inputs: dict[str, str | Path], *, root: str | Path | None = No
     return tags
 
 
+def run_tags(params: dict[str, Any], inputs: dict[str, str | Path]) -> dict[str, str]:
+    """The tags of a training run: git commit and state, the version of each input (``data.<name>``),
+    the raw data's DVC hash (``data.raw``, while DVC runs the pipeline) and file-listing fingerprint
+    (``data.raw_fingerprint``) and the dataset's name (``data.name``)."""
+    from soundstage.ingest import fingerprint_tree
+
+    tags = {**git_info(), **data_versions(inputs)}
+    # dvc.lock's raw hash is current only while DVC itself runs the pipeline (a plain Snakemake run
+    # commits dvc.lock after training); the file-listing fingerprint always is.
+    raw = dvc_raw_version() if os.environ.get("SOUNDSTAGE_UNDER_DVC") == "1" else None
+    if raw:
+        tags["data.raw"] = raw
+    tags["data.raw_fingerprint"] = fingerprint_tree(params["data"]["root"], params["data"]["extensions"])
+    tags["data.name"] = params["data"]["name"]
+    return tags
+
+
 def dvc_raw_version(root: str | Path | None = None) -> str | None:
     """The DVC hash of the raw dataset folder as recorded by the last ``dvc repro`` (if any)."""
     lock = Path(root or os.getcwd()) / "dvc.lock"

@@ -1,7 +1,7 @@
 """Stage ``train``: fit one model on the train split, bundle it, and record the run in MLflow.
 
 Models (``params.yaml: train.models``): ``random_forest`` and ``keras_mlp`` on the summary table,
-``keras_cnn`` on log-mels normalized with the train statistics of the ``stats`` stage. Validation
+``keras_cnn`` on log-mels standardized with the train statistics of the ``stats`` stage. Validation
 data drives early stopping of the Keras models; the test split is never read here.
 
 Waveform augmentation (``params.yaml: augment``, off by default) runs here, for training only: each
@@ -11,8 +11,8 @@ whose features are computed with the same :class:`~soundstage.features_core.Feat
 :func:`~soundstage.features.clip_features` as the real clips. The CNN gets their log-mels as extra
 training clips, the forest and the dense net their summary rows. Each copy draws from
 ``np.random.default_rng([seed, crc32(id), k])``: the same params give the same copies, in any order.
-Normalization statistics (log-mel mean/std, the dense net's standardizer) stay those of the real
-train clips.
+Standardization statistics (log-mel mean/std, the dense net's scaler) stay those of the real train
+clips.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pandas as pd
 from soundstage import models
 from soundstage.bundle import Bundle, save_bundle
 from soundstage.cache import key_of
-from soundstage.features import feature_columns
+from soundstage.features import feature_columns, load_logmels
 
 #: Keys of ``params.yaml: augment`` passed to :func:`soundstage.models.augment_waveform`.
 AUGMENT_TRANSFORMS = ("noise_snr_db", "time_stretch", "pitch_shift", "gain_db")
@@ -45,7 +45,7 @@ class Augmented:
         ``id, clip_id, label, group, split`` (``"train"``) + the summary feature columns; a copy's
         id is ``<id>__aug<k>``.
     logmels : list of np.ndarray [shape=(n_mels, n_frames)], float32, dB
-        Raw (un-normalized) log-mels in ``rows`` order; empty when not requested.
+        Raw (unstandardized) log-mels in ``rows`` order; empty when not requested.
     """
 
     rows: pd.DataFrame
@@ -53,11 +53,6 @@ class Augmented:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-
-def load_logmels(ids: list[str], logmel_dir: str | Path) -> list[np.ndarray]:
-    """Memory-mapped log-mels: the OS pages in only the crops a batch touches."""
-    return [np.load(Path(logmel_dir) / f"{i}.npy", mmap_mode="r") for i in ids]
 
 
 def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: Any, seed: int, copies: int = 1,
@@ -81,12 +76,11 @@ def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: 
     logmels : bool
         Keep each copy's log-mel (the CNN trains on them).
     """
-    from soundstage.audio import downmix_frames
-    from soundstage.features import clip_features
-    from soundstage.io import read_wav_float32
+    import soundfile as sf
 
-    if copies < 1:
-        raise ValueError(f"augment.copies must be >= 1, got {copies}")
+    from soundstage.decode import downmix_frames
+    from soundstage.features import clip_features
+
     ranges = {"noise_snr_db": noise_snr_db, "time_stretch": time_stretch, "pitch_shift": pitch_shift,
               "gain_db": gain_db}
     ranges = {k: (None if v is None else tuple(float(x) for x in v)) for k, v in ranges.items()}
@@ -97,7 +91,7 @@ def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: 
         path = Path(audio_dir) / f"{clip}.wav"
         if not path.is_file():
             raise FileNotFoundError(f"augment: no processed audio for {clip!r} at {path}")
-        y, sr = read_wav_float32(path)
+        y, sr = sf.read(path, dtype="float32", always_2d=False)  # (n,) or (n, channels), as written
         if y.ndim > 1:  # as the features stage does with process.mono: false
             y = downmix_frames(y)
         for k in range(copies):
@@ -128,7 +122,7 @@ def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n
     -------
     fitted : the model object
     meta : dict
-        Bundle metadata (kind, labels, feature columns, normalization statistics).
+        Bundle metadata (kind, labels, feature columns, standardization statistics).
     history : dict
         Per-epoch training curves (empty for the forest).
     """
@@ -162,25 +156,26 @@ def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n
         fitted = models.fit_random_forest(X_all, y_all, seed=seed, n_jobs=n_jobs, **params)
     elif model == "keras_mlp":
         # Statistics of the real clips only: augmented copies must not move the reference.
-        scaler = models.Standardizer.fit(X_train.astype(np.float64))
-        meta["standardizer"] = scaler.to_dict()
-        X_val = scaler.transform(summary_x(val)) if len(val) else None
-        fitted, history = models.fit_keras_mlp(scaler.transform(X_all), y_all, X_val, y_val if len(val) else None,
-                                               n_classes=len(labels), seed=seed, **params)
+        scaler = models.fit_scaler(X_train)
+        meta["standardizer"] = models.scaler_to_dict(scaler)
+        X_val = scaler.transform(summary_x(val).astype(np.float64)) if len(val) else None
+        fitted, history = models.fit_keras_mlp(scaler.transform(X_all.astype(np.float64)), y_all, X_val,
+                                               y_val if len(val) else None, n_classes=len(labels), seed=seed, **params)
     elif model == "keras_cnn":
         if logmel_dir is None or logmel_stats is None:
             raise ValueError("keras_cnn needs the log-mel folder and the train log-mel statistics")
-        def norm(spec: np.ndarray) -> np.ndarray:
-            return models.normalize_logmel(spec, mean=logmel_stats["mean"], std=logmel_stats["std"])
+        def standardize(spec: np.ndarray) -> np.ndarray:
+            return models.standardize_logmel(spec, mean=logmel_stats["mean"], std=logmel_stats["std"])
 
         p = dict(params)
         spec_augment = p.pop("spec_augment", None)
-        train_specs = [norm(s) for s in load_logmels(train["id"].astype(str).tolist(), logmel_dir)]
+        train_specs = [standardize(s) for s in load_logmels(train["id"].astype(str).tolist(), logmel_dir)]
         if extra is not None:
             if len(augmented.logmels) != len(extra):
                 raise ValueError("train: augmented rows come without their log-mels")
-            train_specs += [norm(s) for s in augmented.logmels]
-        val_specs = [norm(s) for s in load_logmels(val["id"].astype(str).tolist(), logmel_dir)] if len(val) else None
+            train_specs += [standardize(s) for s in augmented.logmels]
+        val_specs = ([standardize(s) for s in load_logmels(val["id"].astype(str).tolist(), logmel_dir)]
+                     if len(val) else None)
         fitted, history = models.fit_keras_cnn(train_specs, y_all, val_specs, y_val if len(val) else None,
                                                n_classes=len(labels), seed=seed, spec_augment_params=spec_augment, **p)
         meta["logmel_stats"] = {"mean": np.asarray(logmel_stats["mean"]).tolist(),
@@ -257,7 +252,7 @@ def _example_input(fitted: Any, model: str, table: pd.DataFrame, meta: dict[str,
         return np.zeros((2, *shape), dtype=np.float32)
     X = table[meta["feature_columns"]].head(2).to_numpy(np.float32)
     if model == "keras_mlp":
-        X = models.Standardizer.from_dict(meta["standardizer"]).transform(X)
+        X = models.scaler_from_dict(meta["standardizer"]).transform(X.astype(np.float64)).astype(np.float32)
     return X
 
 
@@ -268,7 +263,7 @@ def _log_model(fitted: Any, model: str, *, example: np.ndarray | None = None) ->
     loader trusts; one holding a type outside that list raises ``ValueError`` and nothing is logged.
 
     The signature maps the model's direct input (summary rows for the forest, *standardized* rows
-    for the dense net, normalized ``(n_mels, crop_frames, 1)`` crops for the CNN) to class
+    for the dense net, standardized ``(n_mels, crop_frames, 1)`` crops for the CNN) to class
     probabilities (the forest's pyfunc predicts with ``predict_proba``). Requirements are pinned
     from the installed versions instead of MLflow's slow inference in a subprocess. Returns the
     ``ModelInfo``.

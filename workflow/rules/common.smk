@@ -3,10 +3,10 @@ import os
 import sys
 from pathlib import Path
 
-from soundstage import runlock
+from soundstage import runlock, stages
+from soundstage.models import MODEL_KINDS
 from soundstage.config import load_params
 from soundstage.ingest import fingerprint_tree
-
 
 PARAMS = workflow.configfiles[-1] if workflow.configfiles else "params.yaml"
 
@@ -27,8 +27,9 @@ UNDER_DVC = os.environ.get("SOUNDSTAGE_UNDER_DVC") == "1"
 GUARD = None
 if workflow.is_main_process:
     try:
-        GUARD = runlock.guard(".", read_only=runlock.read_only_invocation(), take_dvc_lock=not UNDER_DVC,
-                              under_dvc=UNDER_DVC)
+        GUARD = runlock.guard(
+            ".", read_only=runlock.read_only_invocation(), take_dvc_lock=not UNDER_DVC, under_dvc=UNDER_DVC
+        )
     except runlock.RunBusy as exc:
         sys.exit(f"soundstage: {exc}")
     if GUARD.recovered and any(GUARD.recovered.values()):
@@ -38,22 +39,20 @@ if workflow.is_main_process:
 
 wildcard_constraints:
     shard=r"\d{3}",
-    model="|".join(["random_forest", "keras_mlp", "keras_cnn"]),
+    model="|".join(MODEL_KINDS),
 
 
-# The modules each stage runs: inputs of its rules (as the scripts are deps in dvc.yaml), so that
-# editing a stage's code re-runs it. Per-clip caches also key on this code.
-CODE = {
-    "demo": ["src/soundstage/demo.py"],
-    "ingest": ["src/soundstage/ingest.py", "src/soundstage/audio.py", "src/soundstage/rejections.py"],
-    "process": ["src/soundstage/process.py", "src/soundstage/audio.py"],
-    "split": ["src/soundstage/split.py"],
-    "features": ["src/soundstage/features.py", "src/soundstage/features_core.py"],
-    "stats": ["src/soundstage/stats.py", "src/soundstage/moments.py"],
-    "train": ["src/soundstage/train.py", "src/soundstage/models.py", "src/soundstage/bundle.py"],
-    "evaluate": ["src/soundstage/evaluate.py"],
-    "report": ["src/soundstage/report.py", "src/soundstage/rejections.py"],
-}
+# The code and params each stage reads (soundstage.stages, also behind dvc.yaml's deps and params):
+# code files are rule inputs, params values rule params, so that a change to either re-runs it.
+CODE = {stage: stages.code_files(stage) for stage in stages.STAGES}
+
+
+def stage_params(stage, rule=None):
+    return stages.param_values(config, stage, rule=rule or stage)
+
+
+def get_train_params(wildcards):
+    return stages.param_values(config, "train", model=wildcards.model)
 
 
 def is_demo():
@@ -75,10 +74,6 @@ def get_data_fingerprint(wildcards):
     return [fingerprint_tree(r, data["extensions"]) if os.path.exists(r) else "missing" for r in roots]
 
 
-def get_model_params(wildcards):
-    return config[wildcards.model]
-
-
 def get_train_inputs(wildcards):
     inputs = {"table": "data/features/table.parquet", "code": CODE["train"]}
     if wildcards.model == "keras_cnn":
@@ -97,8 +92,14 @@ def get_evaluate_inputs(wildcards):
 def get_final_outputs():
     """Every output of every rule: a missing one (removed after its job failed, or by hand) is
     re-made, and whatever depends on it after it, even when the later results still exist."""
-    outputs = [rules.ingest.output, rules.split.output, rules.features_table.output, rules.stats.output,
-               rules.metrics.output, rules.report.output] + ([rules.demo.output] if is_demo() else [])
+    outputs = [
+        rules.ingest.output,
+        rules.split.output,
+        rules.features_table.output,
+        rules.stats.output,
+        rules.metrics.output,
+        rules.report.output,
+    ] + ([rules.demo.output] if is_demo() else [])
     for shard in SHARDS:
         outputs += [expand(rules.process.output, shard=shard), expand(rules.features.output, shard=shard)]
     for model in MODELS:
@@ -137,11 +138,15 @@ def on_success():
     if UNDER_DVC or GUARD is None or GUARD.dvc_lock is None:
         return
     if "all" not in ran:
-        print("soundstage: a partial run: dvc.lock is left as it was (`dvc status` shows what changed)",
-              file=sys.stderr)
+        print(
+            "soundstage: a partial run: dvc.lock is left as it was (`dvc status` shows what changed)", file=sys.stderr
+        )
         return
     try:
         runlock.dvc_commit(".", skip_stages=[] if is_demo() else ["demo"], held=GUARD)
     except Exception as exc:  # noqa: BLE001 - the run itself succeeded; say why DVC did not record it
-        print(f"soundstage: the run succeeded, but DVC could not record it in dvc.lock: {exc}\n"
-              "Run `dvc commit --force --no-relink` once the cause is fixed.", file=sys.stderr)
+        print(
+            f"soundstage: the run succeeded, but DVC could not record it in dvc.lock: {exc}\n"
+            "Run `dvc commit --force --no-relink` once the cause is fixed.",
+            file=sys.stderr,
+        )

@@ -5,13 +5,12 @@ if is_demo():
             code=CODE["demo"],
         output:
             directory(DEMO_ROOT),
-        params:
-            cfg=PARAMS,
-            demo=config["demo"],
-            seed=config["seed"],
-        conda:
-            ENV
         log:
             "logs/demo.log",
+        conda:
+            ENV
+        params:
+            cfg=PARAMS,
+            watched=stage_params("demo"),
         shell:
             cli("soundstage --params {params.cfg} demo --out {output}")

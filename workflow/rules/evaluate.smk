@@ -3,28 +3,34 @@ rule evaluate:
         unpack(get_evaluate_inputs),
     output:
         metrics="reports/evaluate/{model}/metrics.json",
-        confusion=expand("reports/evaluate/{{model}}/confusion_{split}.{ext}", split=["val", "test"], ext=["json", "png"]),
+        confusion=expand(
+            "reports/evaluate/{{model}}/confusion_{split}.{ext}", split=["val", "test"], ext=["json", "png"]
+        ),
         predictions=expand("reports/evaluate/{{model}}/predictions_{split}.csv", split=["val", "test"]),
-    params:
-        cfg=PARAMS,
-    conda:
-        ENV
     log:
         "logs/evaluate/{model}.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
     shell:
-        cli("soundstage --params {params.cfg} evaluate --bundle {input.bundle} --out-dir reports/evaluate/{wildcards.model}")
+        cli(
+            "soundstage --params {params.cfg} evaluate --bundle {input.bundle} --out-dir reports/evaluate/{wildcards.model}"
+        )
 
 
 rule metrics:
     input:
-        expand("reports/evaluate/{model}/metrics.json", model=MODELS),
+        metrics=expand("reports/evaluate/{model}/metrics.json", model=MODELS),
+        code=CODE["metrics"],
     output:
         "reports/metrics.json",
-    params:
-        cfg=PARAMS,
-    conda:
-        ENV
     log:
         "logs/metrics.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
     shell:
-        cli("soundstage --params {params.cfg} evaluate --summary --inputs {input} --out {output}") + " && cat {log}"
+        cli("soundstage --params {params.cfg} evaluate --summary --inputs {input.metrics} --out {output}")
+        + " && cat {log}"

@@ -5,13 +5,13 @@ rule features:
     output:
         table="data/features/shards/{shard}.parquet",
         rejected="data/features/shards/{shard}.rejected.csv",
-    params:
-        cfg=PARAMS,
-        features=config["features"],
-    conda:
-        ENV
     log:
         "logs/features/{shard}.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
+        watched=stage_params("features"),
     shell:
         cli("soundstage --params {params.cfg} features --index {input.index} --out-dir data/features")
 
@@ -26,12 +26,14 @@ rule features_table:
         code=CODE["features"],
     output:
         "data/features/table.parquet",
-    params:
-        cfg=PARAMS,
-        max_rejected_share=config["data"]["max_rejected_share"],
-    conda:
-        ENV
     log:
         "logs/features/table.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
+        watched=stage_params("features", "features_table"),
     shell:
-        cli("soundstage --params {params.cfg} features --table --inputs {input.shards} --splits {input.splits} --out-dir data/features")
+        cli(
+            "soundstage --params {params.cfg} features --table --inputs {input.shards} --splits {input.splits} --out-dir data/features"
+        )

@@ -4,14 +4,13 @@ rule ingest:
     output:
         manifest="data/ingest/manifest.csv",
         rejected="data/ingest/rejected.csv",
-    params:
-        cfg=PARAMS,
-        data=config["data"],
-        n_shards=config["sharding"]["n_shards"],
-        fingerprint=get_data_fingerprint,
-    conda:
-        ENV
     log:
         "logs/ingest.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
+        watched=stage_params("ingest"),
+        fingerprint=get_data_fingerprint,
     shell:
         cli("soundstage --params {params.cfg} ingest --out-dir data/ingest")

@@ -5,12 +5,14 @@ rule process:
     output:
         index="data/process/shards/{shard}.csv",
         rejected="data/process/shards/{shard}.rejected.csv",
-    params:
-        cfg=PARAMS,
-        process=config["process"],
-    conda:
-        ENV
     log:
         "logs/process/{shard}.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
+        watched=stage_params("process"),
     shell:
-        cli("soundstage --params {params.cfg} process --shard {wildcards.shard} --manifest {input.manifest} --out-dir data/process")
+        cli(
+            "soundstage --params {params.cfg} process --shard {wildcards.shard} --manifest {input.manifest} --out-dir data/process"
+        )

@@ -7,13 +7,12 @@ rule split:
         val="data/split/val.csv",
         test="data/split/test.csv",
         counts="data/split/counts.csv",
-    params:
-        cfg=PARAMS,
-        split=config["split"],
-        seed=config["seed"],
-    conda:
-        ENV
     log:
         "logs/split.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
+        watched=stage_params("split"),
     shell:
         cli("soundstage --params {params.cfg} split {input.shards} --out-dir data/split")

@@ -6,12 +6,12 @@ rule stats:
     output:
         npz="data/stats/logmel.npz",
         json="data/stats/logmel.json",
-    params:
-        cfg=PARAMS,
-        stats=config["stats"],
-    conda:
-        ENV
     log:
         "logs/stats.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
+        watched=stage_params("stats"),
     shell:
         cli("soundstage --params {params.cfg} stats {input.shards} --train {input.train} --out-dir data/stats")

@@ -3,16 +3,13 @@ rule train:
         unpack(get_train_inputs),
     output:
         directory("models/{model}"),
-    params:
-        cfg=PARAMS,
-        model=get_model_params,
-        augment=config["augment"],
-        seed=config["seed"],
-        experiment=config["data"]["name"],
-    threads: 2
-    conda:
-        ENV
     log:
         "logs/train/{model}.log",
+    conda:
+        ENV
+    threads: 2
+    params:
+        cfg=PARAMS,
+        watched=get_train_params,
     shell:
         cli("soundstage --params {params.cfg} train --model {wildcards.model} --out-dir {output} --threads {threads}")
