@@ -1,7 +1,9 @@
 # soundstage — the two commands of the README:
 #   make run    set up .venv (if missing), run the whole pipeline on the configured data
 #               (the synthesized demo by default), print the metrics and how to open MLflow
-#   make test   the test suite (what CI runs)
+#   make test   lint, then the whole test suite (what CI runs)
+#   make test-fast   the unit tests alone (under a minute), for the edit-test loop
+#   make lint   ruff, snakemake --lint and snakefmt --check
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
@@ -14,7 +16,7 @@ export MKL_NUM_THREADS := 1
 export NUMBA_NUM_THREADS := 1
 export KERAS_BACKEND := jax
 
-.PHONY: run test install dvc-repro compare clean
+.PHONY: run test test-fast lint install dvc-repro compare clean
 
 install: $(STAMP)
 
@@ -33,8 +35,16 @@ run: install
 	@echo "Compare runs:   $(VENV)/bin/soundstage compare"
 	@echo "MLflow UI:      $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then open http://127.0.0.1:5000)"
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+test-fast: install
+	$(BIN)/python -m pytest -q -n 2 -m "not slow and not integration"
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/snakemake --lint
 
 dvc-repro: install
 	dvc repro
