@@ -1,65 +1,53 @@
 #!/usr/bin/env python
-"""Benchmark: soundstage's raw -> features + stats path against the seed-style reference.
+"""Benchmark: soundstage's raw -> features + stats path against two librosa references.
 
 Both sides get the same dataset, built here: 44.1 kHz stereo 16-bit WAV files (tones, harmonics,
-noise), so decoding and resampling to 22.05 kHz are part of both paths; ``--n-long`` clips of
+noise), so decoding and resampling to 22.05 kHz are part of every path; ``--n-long`` clips of
 ``--long-seconds`` (30 s) and ``--n-short`` sub-second clips (0.25-0.95 s), each set timed on its
-own. For every set, in one run, ``--repeat`` pairs of runs (reference, then soundstage; 5 by
-default), each side in a fresh process after ``sync`` and with the dataset's files dropped from
-the page cache (both read it from disk, as a first run does; otherwise the second side of a pair
-would find what the first just read still cached); the run with the median wall time of each
-side is reported, and every run's wall time is listed. Each soundstage run writes to a folder of
-its own, and no output is deleted until the end: on ext4 without a journal (the machine of the
-README's figures) the inode allocator passes over every inode freed less than a minute ago
-(six while its inode-table block is not yet written back) whose inode-table block is cached,
-scanning the group's free inodes from the start for each new file, so each file deleted shortly
-before a run makes every file the run creates in that block group slower (measured: one shard's outputs written three times in a row, each
-time into new folders beside deleted ones, took 30, 75, then 240 us per created file, against
-5 us in a fresh folder; a kernel profile puts the time in ext4's ``recently_deleted`` check).
-Where it is allowed (root), the page cache is also dropped as a whole before each side (``sync``
-then ``/proc/sys/vm/drop_caches``), which forgets such inodes left by work just before:
+own. For every set, ``--repeat`` rounds (5 by default) of the three sides below, each side in a
+fresh process after ``sync`` with the dataset's files dropped from the page cache (and, where
+allowed, the whole page cache), so every side reads the dataset from disk as a first run does.
+The run with the median wall time of each side is reported, with every run's wall time and the
+per-round speed-ups. Each soundstage run writes to a folder of its own, and no output is deleted
+until the end (benchmarks/README.md says why):
 
-reference
+seed-style reference
     The seeds' way, serial in one process: ``librosa.load(sr=22050)``, then one librosa call per
-    feature, each recomputing the STFT (melspectrogram -> log-mel, mfcc + delta + delta-delta,
-    chroma_stft without a tuning argument, spectral centroid / bandwidth / rolloff / contrast /
-    flatness, rms, zcr), a mean/std summary row per clip, every log-mel kept in memory, and the
-    CMVN statistics of the train clips from ``np.concatenate`` of their log-mels (float64).
+    feature on the signal, each recomputing the STFT (melspectrogram -> log-mel, mfcc + delta +
+    delta-delta, chroma_stft estimating the tuning, spectral centroid / bandwidth / rolloff /
+    contrast / flatness, rms, zcr), a mean/std summary row per clip, every log-mel kept in
+    memory, and the CMVN statistics of the train clips from ``np.concatenate`` of their log-mels.
+fair reference
+    The same, but as librosa is meant to be used: one STFT per clip, its magnitude or power passed
+    as ``S=`` to every feature (mfcc from the log-mel, chroma with ``tuning=0.0`` as soundstage's
+    default, rms from the magnitude as soundstage computes it).
 soundstage
     The real stage functions over ``--shards`` shards in a pool of ``--workers`` processes
-    (spawn; each set up as ``soundstage <stage>`` sets itself up, ``soundstage.worker.setup``:
-    BLAS/OpenMP/numba pinned to one thread, glibc keeping freed memory instead of faulting it
-    in again per clip; imports and JIT paid once per worker, before the clock starts; the
-    reference process has the same one-thread pinning and glibc's default memory behaviour,
-    as the seed code runs): ``process_shard`` (decode, soxr HQ resample, mono;
-    trim and normalization off, as ``librosa.load`` does neither) writing float32 WAVs and the
-    shard index, then ``features_shard`` writing ``logmel``/``mfcc`` ``.npy`` files and the
-    shard Parquet table, then ``train_moments`` merging the train clips' moments (one shard table
-    at a time) into ``logmel.npz``.
+    (spawn; each set up as ``soundstage <stage>`` sets itself up, ``soundstage.worker.setup``: one
+    BLAS/OpenMP/numba thread, glibc keeping freed memory; imports and JIT paid once per worker,
+    before the clock starts): ``process_shard`` (decode,
+    soxr HQ resample, mono; trim and normalization off, as ``librosa.load`` does neither) writing
+    float32 WAVs and the shard index, then ``features_shard`` writing ``logmel``/``mfcc`` ``.npy``
+    files and the shard Parquet table, then ``train_moments`` merging the train clips' moments
+    (one shard table at a time) into ``logmel.npz``.
 
-Reported per side: wall time and CPU time of the timed work, x realtime per core (audio seconds
-/ (wall x cores used)) and per CPU-second (audio seconds / CPU seconds: the same efficiency figure,
-but unaffected by other load on a shared machine), the speed-up (reference wall / soundstage
-wall) and the CPU ratio, peak RSS (largest single process; sums of RSS and of PSS over the process
-tree, sampled every 0.2 s), soundstage's cost per stage (process, features), features alone on
-in-memory signals, and the numeric identity of the two CMVN results. Imports, pool start-up and
-warm-up (JIT, caches) happen before the clock starts on both sides; the pool start-up is printed.
-Then soundstage alone on a dataset ``--scale`` times larger (hard links to the same files under
-new ids: the same audio processed again, so the statistics must come out the same) shows that
-its memory does not grow with the dataset.
+Reported per side: wall and CPU time of the timed work, x realtime per core (audio seconds /
+(wall x cores used)) and per CPU-second (robust to other load on a shared machine), the speed-up
+against each reference (reference wall / soundstage wall), peak RSS (largest single process;
+sums of RSS and PSS over the process tree, sampled every 0.2 s), soundstage's cost per stage,
+features alone on in-memory signals, and the numeric identity of the CMVN results. Imports, pool
+start-up and warm-up happen before the clock starts on every side. Then soundstage alone on a
+dataset ``--scale`` times larger (hard links to the same files under new ids, so the statistics
+must come out the same) shows that its memory does not grow with the dataset.
 
-Run from the repository root; wall-clock figures need the cores to be otherwise idle (the CPU
-figures do not)::
+Run from the repository root, on otherwise idle cores for the wall-clock figures::
 
-    nice .venv/bin/python benchmarks/bench_features.py            # defaults: ~8 minutes on 2 cores
-    nice .venv/bin/python benchmarks/bench_features.py --quick    # smoke run, ~20 s
+    nice .venv/bin/python benchmarks/bench_features.py            # defaults: ~10 minutes on 2 cores
+    nice .venv/bin/python benchmarks/bench_features.py --quick    # smoke run, ~30 s
 
 The dataset and all outputs live in a temporary folder (``--work``; by default under
-``benchmarks/.work/``, on the repository's disk, where the pipeline writes its outputs; the
-system temporary folder may be another filesystem, or, as on the machine of the README's
-figures, one where the test suite keeps creating and deleting files, which makes file creation
-there slower: see above), removed at the end unless ``--keep``. Every run's outputs are kept
-until then: about 12 GB with the defaults. ``--json FILE`` also writes every number.
+``benchmarks/.work/``, on the disk the pipeline writes to), removed at the end unless ``--keep``:
+about 12 GB with the defaults. ``--json FILE`` also writes every number.
 """
 
 from __future__ import annotations
@@ -260,27 +248,47 @@ def maxrss_mb(who: int = resource.RUSAGE_SELF) -> float:
 # Reference side (runs in its own process)
 
 
-def reference_clip(path: str) -> tuple[np.ndarray, dict[str, float], float]:
+def reference_clip(path: str, *, fair: bool = False) -> tuple[np.ndarray, dict[str, float], float]:
+    """One clip: its log-mel ``(N_MELS, t)`` in dB, its summary row and its length in seconds.
+
+    ``fair=False``: every feature from the signal (each call computes its own STFT, chroma
+    estimates the tuning); ``fair=True``: one STFT, its magnitude or power passed as ``S=``.
+    """
     import librosa
 
     y, sr = librosa.load(path, sr=TARGET_SR)
     kw = dict(n_fft=N_FFT, hop_length=HOP)
-    mel = librosa.feature.melspectrogram(y=y, sr=sr, n_mels=N_MELS, **kw)
-    logmel = librosa.power_to_db(mel, ref=1.0)
-    mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=N_MFCC, n_mels=N_MELS, **kw)
+    if fair:
+        mag = np.abs(librosa.stft(y, **kw))  # (1 + N_FFT // 2, t)
+        power = mag**2
+        logmel = librosa.power_to_db(librosa.feature.melspectrogram(S=power, sr=sr, n_mels=N_MELS, **kw), ref=1.0)
+        mfcc = librosa.feature.mfcc(S=logmel, n_mfcc=N_MFCC)
+        feats = {
+            "chroma": librosa.feature.chroma_stft(S=power, sr=sr, tuning=0.0, **kw),
+            "centroid": librosa.feature.spectral_centroid(S=mag, sr=sr, **kw),
+            "bandwidth": librosa.feature.spectral_bandwidth(S=mag, sr=sr, **kw),
+            "rolloff": librosa.feature.spectral_rolloff(S=mag, sr=sr, **kw),
+            "contrast": librosa.feature.spectral_contrast(S=mag, sr=sr, **kw),
+            "flatness": librosa.feature.spectral_flatness(S=mag, **kw),
+            "rms": librosa.feature.rms(S=mag, frame_length=N_FFT, hop_length=HOP),
+        }
+    else:
+        mel = librosa.feature.melspectrogram(y=y, sr=sr, n_mels=N_MELS, **kw)
+        logmel = librosa.power_to_db(mel, ref=1.0)
+        mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=N_MFCC, n_mels=N_MELS, **kw)
+        feats = {
+            "chroma": librosa.feature.chroma_stft(y=y, sr=sr, **kw),
+            "centroid": librosa.feature.spectral_centroid(y=y, sr=sr, **kw),
+            "bandwidth": librosa.feature.spectral_bandwidth(y=y, sr=sr, **kw),
+            "rolloff": librosa.feature.spectral_rolloff(y=y, sr=sr, **kw),
+            "contrast": librosa.feature.spectral_contrast(y=y, sr=sr, **kw),
+            "flatness": librosa.feature.spectral_flatness(y=y, **kw),
+            "rms": librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP),
+        }
     mode = "interp" if mfcc.shape[1] >= 9 else "nearest"
-    feats = {
-        "mfcc": np.concatenate([mfcc, librosa.feature.delta(mfcc, mode=mode),
-                                librosa.feature.delta(mfcc, order=2, mode=mode)]),
-        "chroma": librosa.feature.chroma_stft(y=y, sr=sr, **kw),
-        "centroid": librosa.feature.spectral_centroid(y=y, sr=sr, **kw),
-        "bandwidth": librosa.feature.spectral_bandwidth(y=y, sr=sr, **kw),
-        "rolloff": librosa.feature.spectral_rolloff(y=y, sr=sr, **kw),
-        "contrast": librosa.feature.spectral_contrast(y=y, sr=sr, **kw),
-        "flatness": librosa.feature.spectral_flatness(y=y, **kw),
-        "rms": librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP),
-        "zcr": librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP),
-    }
+    feats["mfcc"] = np.concatenate([mfcc, librosa.feature.delta(mfcc, mode=mode),
+                                    librosa.feature.delta(mfcc, order=2, mode=mode)])
+    feats["zcr"] = librosa.feature.zero_crossing_rate(y, frame_length=N_FFT, hop_length=HOP)
     summary = {}
     for name, x in feats.items():
         for stat, values in (("mean", x.mean(axis=1)), ("std", x.std(axis=1))):
@@ -288,7 +296,7 @@ def reference_clip(path: str) -> tuple[np.ndarray, dict[str, float], float]:
     return logmel, summary, len(y) / sr
 
 
-def run_reference(manifest: list[dict], work: Path) -> dict:
+def run_reference(manifest: list[dict], work: Path, *, fair: bool) -> dict:
     import warnings
 
     import librosa  # noqa: F401 - imports are not part of the timing, on either side
@@ -296,12 +304,12 @@ def run_reference(manifest: list[dict], work: Path) -> dict:
     warnings.filterwarnings("ignore", message=r"n_fft=\d+ is too large")
     warm = work / "warm.wav"
     _write_clip((str(warm), 1, 1.0, "tonal"))
-    reference_clip(str(warm))  # lazy imports and numba JIT, as soundstage's workers pay theirs
+    reference_clip(str(warm), fair=fair)  # lazy imports and numba JIT, as soundstage's workers pay theirs
     with TreeSampler() as sampler:
         t0, c0, s0 = time.perf_counter(), time.process_time(), sampler.cpu
         logmels, rows, audio = {}, [], 0.0
         for row in manifest:
-            logmel, summary, seconds = reference_clip(row["path"])
+            logmel, summary, seconds = reference_clip(row["path"], fair=fair)
             logmels[row["id"]] = logmel
             rows.append(summary)
             audio += seconds
@@ -319,7 +327,7 @@ def run_reference(manifest: list[dict], work: Path) -> dict:
 
 
 def _process_config():
-    from soundstage.audio import DurationConfig, NormalizeConfig, ProcessConfig, TrimConfig
+    from soundstage.dsp import DurationConfig, NormalizeConfig, ProcessConfig, TrimConfig
 
     # librosa.load(sr=22050) = decode, mono, soxr HQ; no trimming, no normalization.
     return ProcessConfig(sample_rate=TARGET_SR, mono=True, trim=TrimConfig(enabled=False),
@@ -357,8 +365,8 @@ def ping(_: int) -> int:
 
 def run_shard(shard: int, manifest, root: Path) -> dict:
     """One shard through ``process`` then ``features``, writing what the CLI writes."""
-    from soundstage.features import features_shard, read_index, write_table
-    from soundstage.io import write_csv
+    from soundstage.features import features_shard, write_table
+    from soundstage.io import read_csv, write_csv
     from soundstage.process import process_shard
 
     name = f"{shard:03d}"
@@ -368,7 +376,7 @@ def run_shard(shard: int, manifest, root: Path) -> dict:
     write_csv(root / "process" / "shards" / f"{name}.rejected.csv", rejected)
     write_csv(root / "process" / "shards" / f"{name}.csv", index)
     c1, t1 = time.process_time(), time.perf_counter()
-    table, frejected = features_shard(index=read_index(root / "process" / "shards" / f"{name}.csv"),
+    table, frejected = features_shard(index=read_csv(root / "process" / "shards" / f"{name}.csv"),
                                       out_dir=root / "features", config=_feature_config(),
                                       save=("logmel", "mfcc"), relative_to=root)
     write_csv(root / "features" / "shards" / f"{name}.rejected.csv", frejected)
@@ -385,10 +393,11 @@ def features_only(index_csv: Path, root: Path, n: int) -> dict:
     for the first ``n`` clips of a process-shard index."""
     import soundfile as sf
 
-    from soundstage.features import clip_features, read_index
+    from soundstage.features import clip_features
+    from soundstage.io import read_csv
     from soundstage.moments import Moments
 
-    paths = [str(root / p) for p in read_index(index_csv)["path"][:n]]
+    paths = [str(root / p) for p in read_csv(index_csv)["path"][:n]]
     cfg = _feature_config()
     times, audio = [], 0.0
     for path in paths:
@@ -406,10 +415,9 @@ def run_soundstage(manifest: list[dict], work: Path, *, workers: int, shards: in
     from concurrent.futures import ProcessPoolExecutor
 
     import pandas as pd
+    import pyarrow.dataset  # noqa: F401 - imported before the clock (pd.read_parquet's reader), as every other import
 
     from soundstage.io import save_npz
-    import pyarrow.parquet  # noqa: F401 - imported before the clock, as every other import
-
     from soundstage.stats import read_moments, train_moments
 
     frame = pd.DataFrame(manifest)
@@ -482,9 +490,8 @@ def side(kind: str, manifest: list[dict], work: Path, args: argparse.Namespace, 
 def evict(paths) -> None:
     """Drop the files' (clean) pages from the page cache: ``posix_fadvise(POSIX_FADV_DONTNEED)``.
 
-    Without this, whichever side runs second would find the files the other side just read still
-    cached (on the machine of the README's figures the page cache is also emptied within a
-    minute, so how much stays depends on timing). No-op where ``posix_fadvise`` is missing.
+    Without this, a side would find the files the side before it just read still cached.
+    No-op where ``posix_fadvise`` is missing.
     """
     if not hasattr(os, "posix_fadvise"):
         return
@@ -501,8 +508,8 @@ def evict(paths) -> None:
 
 def drop_page_cache() -> bool:
     """Drop the clean page cache as a whole (``/proc/sys/vm/drop_caches``, root only; call after
-    ``sync``): with it go the cached inode-table blocks by which ext4 without a journal recognizes
-    recently freed inodes and passes over them (see the module docstring). False where not allowed."""
+    ``sync``), so that no side inherits cached metadata of the work before it (see
+    benchmarks/README.md). False where not allowed."""
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("1")
@@ -523,8 +530,8 @@ def median_run(runs: list[dict]) -> dict:
 def _child(args: argparse.Namespace) -> None:
     work = Path(args._work)
     manifest = json.loads((work / "manifest.json").read_text())
-    if args._side == "reference":
-        result = run_reference(manifest, work)
+    if args._side in REFERENCES:
+        result = run_reference(manifest, work, fair=args._side == "fair")
     else:
         result = run_soundstage(manifest, work, workers=args.workers, shards=args.shards, features_probe=args._probe)
     (work / "result.json").write_text(json.dumps(result))
@@ -541,54 +548,62 @@ def xrt(r: dict) -> float:
     return r["audio_s"] / (r["wall"] * r["cores"])
 
 
+#: The reference sides, as named in the report and the JSON output.
+REFERENCES = {"reference": "seed-style", "fair": "fair ref."}
+SIDES = (*REFERENCES, "soundstage")
+
+
 def print_report(sets: dict, scaled: dict, args: argparse.Namespace, total_s: float) -> None:
-    line = "-" * 139
+    line = "-" * 141
     print()
     print(f"soundstage features + stats benchmark  ({os.cpu_count()} CPUs; soundstage: {args.workers} workers, "
-          f"{args.shards} shards; reference: 1 process)")
+          f"{args.shards} shards; references: 1 process)")
     print(line)
-    print(f"{'clips':<20}{'side':<12}{'n':>6}{'audio s':>9}{'wall s':>8}{'CPU s':>8}{'xRT/core':>10}"
-          f"{'xRT/CPU-s':>11}{'speed-up':>10}{'CPU ratio':>11}{'RSS proc MB':>13}{'RSS sum MB':>12}{'PSS sum MB':>12}")
+    print(f"{'clips':<14}{'side':<12}{'n':>6}{'audio s':>9}{'wall s':>8}{'CPU s':>8}{'xRT/core':>10}{'xRT/CPU-s':>11}"
+          f"{'vs seed-style':>15}{'vs fair ref.':>14}{'RSS proc MB':>13}{'RSS sum MB':>12}{'PSS sum MB':>12}")
     print(line)
 
-    def row(name: str, label: str, r: dict, speedup: str = "", cpu_ratio: str = "") -> None:
-        print(f"{name:<20}{label:<12}{r['clips']:>6}{r['audio_s']:>9.0f}{r['wall']:>8.2f}{r['cpu_s']:>8.2f}"
-              f"{xrt(r):>10.0f}{r['audio_s'] / r['cpu_s']:>11.0f}{speedup:>10}{cpu_ratio:>11}"
+    def row(name: str, label: str, r: dict, *ratios: str) -> None:
+        cells = (list(ratios) + ["", ""])[:2]
+        print(f"{name:<14}{label:<12}{r['clips']:>6}{r['audio_s']:>9.0f}{r['wall']:>8.2f}{r['cpu_s']:>8.2f}"
+              f"{xrt(r):>10.0f}{r['audio_s'] / r['cpu_s']:>11.0f}{cells[0]:>15}{cells[1]:>14}"
               f"{r['rss_max_proc_mb']:>13.0f}{r['rss_tree_mb']:>12.0f}{r['pss_tree_mb']:>12.0f}")
 
-    for name, (ref, ours) in sets.items():
-        row(name, "reference", ref, "1.0x", "1.0x")
-        row(name, "soundstage", ours, f"{ref['wall'] / ours['wall']:.1f}x", f"{ref['cpu_s'] / ours['cpu_s']:.1f}x")
+    for name, runs in sets.items():
+        ours = runs["soundstage"]
+        row(name, "seed-style", runs["reference"], "1.0x")
+        row(name, "fair ref.", runs["fair"], f"{runs['reference']['wall'] / runs['fair']['wall']:.1f}x", "1.0x")
+        row(name, "soundstage", ours, *(f"{runs[k]['wall'] / ours['wall']:.1f}x" for k in REFERENCES))
     for name, r in scaled.items():
         row(name, "soundstage", r)
     print(line)
-    for name, (ref, ours) in sets.items():
-        if len(ref["walls"]) > 1:
-            walls = {label: ", ".join(f"{w:.2f}" for w in r["walls"])
-                     for label, r in (("reference", ref), ("soundstage", ours))}
-            print(f"{name}: {len(ref['walls'])} runs each, wall s: reference {walls['reference']}; soundstage "
-                  f"{walls['soundstage']} (medians above; per-run speed-ups "
-                  f"{', '.join(f'{a / b:.1f}x' for a, b in zip(ref['walls'], ours['walls'], strict=True))})")
+    for name, runs in sets.items():
+        walls = "; ".join(f"{REFERENCES.get(k, k)} {', '.join(f'{w:.2f}' for w in runs[k]['walls'])}" for k in SIDES)
+        print(f"{name}: {len(runs['soundstage']['walls'])} runs each, wall s: {walls} (medians above)")
+        for k in REFERENCES:
+            pairs = zip(runs[k]["walls"], runs["soundstage"]["walls"], strict=True)
+            print(f"  speed-up vs {REFERENCES[k]} per round: {', '.join(f'{a / b:.1f}x' for a, b in pairs)}")
     print("xRT/core = audio s / (wall s x cores used); xRT/CPU-s = audio s / CPU s actually used (robust to other")
-    print("load on the machine); speed-up = reference wall / soundstage wall; CPU ratio = reference CPU / soundstage")
-    print("CPU; RSS proc = largest single process (ru_maxrss); RSS sum / PSS sum = peak over time of the sum")
-    print("over the side's processes (sampled every 0.2 s; PSS counts shared library pages once, so it is the")
-    print("memory the side really holds). Start-up (imports, pool, warm-up) is outside wall and CPU on both sides.")
-    loads = [r["load"] for pair in sets.values() for r in pair] + [r["load"] for r in scaled.values()]
-    low, high = min(min(pair) for pair in loads), max(max(pair) for pair in loads)
+    print("load on the machine); vs X = X's wall / this side's wall (medians); RSS proc = largest single process")
+    print("(ru_maxrss); RSS sum / PSS sum = peak over time of the sum over the side's processes (sampled every 0.2 s;")
+    print("PSS counts shared library pages once). Start-up (imports, pool, warm-up) is outside wall and CPU "
+          "on every side.")
+    runs_all = [r for runs in sets.values() for r in runs.values()] + list(scaled.values())
+    low = min(min(r["load"]) for r in runs_all)
+    high = max(max(r["load"]) for r in runs_all)
     print(f"1-minute load average around the runs: {low:.1f} to {high:.1f} "
-          "(this benchmark alone: ~1 for the reference, ~2 for soundstage; more means shared cores)")
-    runs = [r for pair in sets.values() for r in pair] + list(scaled.values())
+          "(this benchmark alone: ~1 for a reference, ~2 for soundstage; more means shared cores)")
     print("page cache dropped as a whole before each side: "
-          + ("yes" if all(r["page_cache_dropped"] for r in runs) else "no (not allowed: only the dataset's files)"))
+          + ("yes" if all(r["page_cache_dropped"] for r in runs_all) else "no (not allowed: only the dataset's files)"))
     print()
     print("soundstage details")
-    for name, (ref, ours) in {**sets, **{k: (None, v) for k, v in scaled.items()}}.items():
+    for name, ours in {**{k: v["soundstage"] for k, v in sets.items()}, **scaled}.items():
         a = ours["audio_s"]
         parts = [f"process stage {a / ours['process_cpu_s']:.0f}x RT per CPU-s ({a / ours['process_wall_s']:.0f}x "
                  "per worker-wall-s)",
                  f"features stage {a / ours['features_cpu_s']:.0f}x RT per CPU-s ({a / ours['features_wall_s']:.0f}x "
                  "per worker-wall-s)",
+                 f"stats merge {ours['stats_wall_s'] * 1000:.0f} ms wall",
                  f"pool start-up {ours['startup']:.1f} s (not in wall)",
                  f"worker peak {ours['worker_rss_mb']:.0f} MB, main {ours['main_rss_mb']:.0f} MB"]
         if ours.get("features_only"):
@@ -599,21 +614,24 @@ def print_report(sets: dict, scaled: dict, args: argparse.Namespace, total_s: fl
             parts.append(f"REJECTED {ours['rejected']}")
         print(f"  {name}:\n    " + "\n    ".join(parts))
     print()
-    print("numeric identity of the train log-mel CMVN (reference np.concatenate vs soundstage merged moments)")
-    for name, (ref, ours) in sets.items():
-        d = identity(ref, ours)
-        ok = d["count_equal"] and d["mean_max_abs_db"] < 1e-3 and d["std_max_rel"] < 1e-5
-        print(f"  {name}: frames {ref['count']} vs {ours['count']}, max |mean diff| {d['mean_max_abs_db']:.2e} dB, "
-              f"max std rel diff {d['std_max_rel']:.2e}  -> {'OK' if ok else 'MISMATCH'} "
-              "(tolerance 1e-3 dB, 1e-5 rel)")
+    print("numeric identity of the train log-mel CMVN (each reference's np.concatenate vs soundstage's merged moments)")
+    for name, runs in sets.items():
+        ours = runs["soundstage"]
+        for k in REFERENCES:
+            ref = runs[k]
+            d = identity(ref, ours)
+            ok = d["count_equal"] and d["mean_max_abs_db"] < 1e-3 and d["std_max_rel"] < 1e-5
+            print(f"  {name}, {REFERENCES[k]}: frames {ref['count']} vs {ours['count']}, max |mean diff| "
+                  f"{d['mean_max_abs_db']:.2e} dB, max std rel diff {d['std_max_rel']:.2e}  -> "
+                  f"{'OK' if ok else 'MISMATCH'} (tolerance 1e-3 dB, 1e-5 rel)")
     for name, r in scaled.items():
-        base = sets[name.split(" x")[0]][1]
+        base = sets[name.split(" x")[0]]["soundstage"]
         same = np.allclose(r["mean"], base["mean"], rtol=0, atol=1e-9) and np.allclose(r["std"], base["std"], rtol=1e-9)
         print(f"  {name}: {r['count']} frames = {args.scale} x {base['count']}; statistics equal to the 1x run: "
               f"{'yes' if same else 'NO'}")
     print()
-    print("targets: soundstage >= 10x the reference end to end (both clip lengths); features >= 500x realtime")
-    print("per core on 30 s clips; peak RSS <= 500 MB at 1x and 10x.")
+    print("targets: soundstage >= 10x the seed-style reference end to end (both clip lengths); features >= 500x")
+    print("realtime per core on 30 s clips; peak RSS <= 500 MB at 1x and 10x.")
     print(f"total benchmark time {total_s:.0f} s (dataset synthesis included)")
 
 
@@ -629,8 +647,8 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=8, help="shards (default 8, as params.yaml)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=5,
-                    help="runs of each side on each 1x dataset, alternating; medians reported (default 5)")
-    ap.add_argument("--quick", action="store_true", help="smoke run: 6 long and 24 short clips, scale 3, 1 run")
+                    help="rounds of the three sides on each 1x dataset; medians reported (default 5)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 6 long and 24 short clips, scale 3, 1 round")
     ap.add_argument("--work", help="working folder (default: a new temporary folder in benchmarks/.work/)")
     ap.add_argument("--keep", action="store_true", help="keep the working folder")
     ap.add_argument("--json", help="also write every number to this JSON file")
@@ -669,16 +687,16 @@ def main() -> None:
         for name, (tag, manifest) in data.items():
             if not manifest:
                 continue
-            refs, ours = [], []
-            for k in range(args.repeat):  # pairs side by side; the medians are reported
-                print(f"[{name}] {len(manifest)} clips, run {k + 1}/{args.repeat}: reference ...", flush=True)
-                refs.append(side("reference", manifest, work / f"{tag}-reference", args))
-                print(f"[{name}] {len(manifest)} clips, run {k + 1}/{args.repeat}: soundstage ...", flush=True)
-                # A new folder per run, deleted only at the end (see the module docstring).
-                ours.append(side("soundstage", manifest, work / f"{tag}-soundstage-{k + 1}", args,
-                                 probe=20 if k == 0 else 0))
-            sets[name] = (median_run(refs), median_run(ours))
-        for name, (tag, manifest) in data.items():  # the larger datasets after every 1x pair
+            runs: dict[str, list[dict]] = {k: [] for k in SIDES}
+            for k in range(args.repeat):  # rounds side by side; the medians are reported
+                for kind in SIDES:
+                    print(f"[{name}] {len(manifest)} clips, round {k + 1}/{args.repeat}: {kind} ...", flush=True)
+                    # A new folder per soundstage run, deleted only at the end (benchmarks/README.md).
+                    folder = work / (f"{tag}-soundstage-{k + 1}" if kind == "soundstage" else f"{tag}-{kind}")
+                    runs[kind].append(side(kind, manifest, folder, args,
+                                           probe=20 if kind == "soundstage" and k == 0 else 0))
+            sets[name] = {kind: median_run(r) for kind, r in runs.items()}
+        for name, (tag, manifest) in data.items():  # the larger datasets after every 1x round
             if manifest and args.scale > 1:
                 print(f"[{name} x{args.scale}] soundstage ...", flush=True)
                 big = replicate(manifest, work / f"{tag}-x{args.scale}", args.scale)

@@ -41,18 +41,23 @@ def test_every_dvc_stage_and_snakemake_rule_is_in_the_registry():
 def test_code_lists_follow_the_imports(tmp_path, monkeypatch):
     """A module a stage imports, even lazily inside a function, counts as its code."""
     for name, source in {"a": "def f():\n    from soundstage import b\n", "b": "import soundstage.c\n",
-                         "c": "import numpy\n"}.items():
+                         "c": "import numpy\nfrom soundstage import (d,\n    e as e2)  # two\n",
+                         "d": "from soundstage.f import g as h\n# from soundstage import nothing\n",
+                         "e": "", "f": "", "nothing": ""}.items():
         (tmp_path / f"{name}.py").write_text(source)
     monkeypatch.setattr(stages, "PACKAGE", tmp_path)
     monkeypatch.setitem(stages.STAGES, "x", stages.Stage("soundstage.a", {"x": ()}))
     stages._imports.cache_clear()
+    stages.code_version.cache_clear()
     try:
-        assert stages.code_modules("x") == ["soundstage.a", "soundstage.b", "soundstage.c"]
+        assert stages.code_modules("x") == [f"soundstage.{m}" for m in "abcdef"]
         before = stages.code_version("x")
-        (tmp_path / "c.py").write_text("import numpy  # changed\n")
+        (tmp_path / "f.py").write_text("X = 1\n")
+        stages.code_version.cache_clear()  # a process computes it once; a new process sees the change
         assert stages.code_version("x") != before
     finally:
         stages._imports.cache_clear()
+        stages.code_version.cache_clear()
 
 
 def test_model_kinds_are_listed_once():

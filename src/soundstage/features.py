@@ -35,6 +35,7 @@ shard are deleted.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -44,14 +45,14 @@ import pandas as pd
 from soundstage import cache, stages
 from soundstage.decode import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summary_statistics
-from soundstage.io import save_npy, stamp, write_parquet
+from soundstage.io import atomic_path, save_npy, stamp
 from soundstage.moments import Moments
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
 
 META_COLUMNS = ["id", "clip_id", "label", "group"]
 INTERNAL_COLUMNS = ["key", "stamp", "count", "logmel_mean", "logmel_m2"]
-#: The ``attrs`` key of a stored shard table naming its ``summary`` vector's entries.
-SUMMARY_NAMES = "summary_columns"
+#: The schema metadata key of a stored shard table naming its ``summary`` vector's entries.
+SUMMARY_NAMES = "soundstage.summary_columns"
 #: Seconds between two :func:`features_shard` checkpoints of a long shard.
 CHECKPOINT_SECONDS = 60.0
 
@@ -212,29 +213,43 @@ def load_logmels(ids: list[str], logmel_dir: str | Path) -> list[np.ndarray]:
 
 
 def write_table(path: str | Path, table: pd.DataFrame) -> None:
-    """Write a shard table as Parquet (``to_parquet``), atomically; :func:`read_table` reads it back.
+    """Write a shard table as Parquet, atomically; :func:`read_table` reads it back.
 
-    The summary columns (float64, outside ``META_COLUMNS + INTERNAL_COLUMNS``) are stored as one
-    ``summary`` column of ``(n_summary,)`` vectors, their names in ``DataFrame.attrs`` (kept in the
-    file's pandas metadata): a Parquet writer and reader pay per column.
+    The summary columns (float64, outside ``META_COLUMNS + INTERNAL_COLUMNS``, ~170 by default) are
+    stored as one ``fixed_size_list<double>`` column ``summary``, their names in the schema metadata
+    (a Parquet writer and reader pay per column: benchmarks/README.md); ``logmel_mean`` and
+    ``logmel_m2`` are ``list<double>`` columns.
     """
-    fixed = [c for c in table.columns if c in META_COLUMNS + INTERNAL_COLUMNS]
-    names = [c for c in table.columns if c not in fixed]
-    packed = table[fixed].assign(summary=list(table[names].to_numpy(np.float64)))
-    packed.attrs = {SUMMARY_NAMES: names}
-    write_parquet(path, packed)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fixed = META_COLUMNS + INTERNAL_COLUMNS
+    names = [str(c) for c in table.columns if c not in fixed]
+    arrays = {str(c): pa.array([np.asarray(v).tolist() for v in table[c]], type=pa.list_(pa.float64()))
+              if c in ("logmel_mean", "logmel_m2") else pa.array(table[c].to_numpy(), from_pandas=True)
+              for c in table.columns if c in fixed}
+    if names:
+        block = np.ascontiguousarray(table[names].to_numpy(np.float64))  # (clips, summary columns)
+        arrays["summary"] = pa.FixedSizeListArray.from_arrays(pa.array(block.reshape(-1)), len(names))
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(arrays, metadata={SUMMARY_NAMES: json.dumps(names)} if names else None), tmp,
+                       use_dictionary=False, write_statistics=False)
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """A shard table written by :func:`write_table` (``pd.read_parquet``), summary columns unpacked
-    after the others; a table without a ``summary`` column is returned as it is."""
-    table = pd.read_parquet(path)
-    names = table.attrs.pop(SUMMARY_NAMES, None)
-    if names is None or "summary" not in table.columns:
-        return table
-    vectors = table.pop("summary").to_numpy()
-    block = np.stack(vectors) if len(vectors) else np.empty((0, len(names)))
-    return pd.concat([table, pd.DataFrame(block, columns=names, index=table.index)], axis=1)
+    """A shard table written by :func:`write_table`, summary columns unpacked after the others; a
+    table without a ``summary`` column is returned as it is."""
+    import pyarrow.parquet as pq
+
+    arrow = pq.read_table(path, use_threads=False)
+    meta = arrow.schema.metadata or {}
+    if "summary" not in arrow.column_names or SUMMARY_NAMES.encode() not in meta:
+        return arrow.to_pandas()
+    names = json.loads(meta[SUMMARY_NAMES.encode()])
+    packed = arrow.column("summary").combine_chunks()
+    block = packed.flatten().to_numpy().reshape(len(packed), len(names))
+    rest = arrow.drop_columns(["summary"]).replace_schema_metadata(None).to_pandas()
+    return pd.concat([rest, pd.DataFrame(block, columns=names, index=rest.index)], axis=1)
 
 
 def build_table(*, shard_tables: list[pd.DataFrame], splits: pd.DataFrame) -> pd.DataFrame:

@@ -9,15 +9,11 @@ Conventions
   (centroid, rms, ...) keep a leading axis of 1. ``tempo`` is a clip-level value of shape
   ``(1, 1)``.
 - ``n_frames`` is the STFT frame count: ``1 + len(y) // hop_length`` when ``center=True``.
-- Speed: one STFT magnitude (computed as librosa does, bit for bit) feeds everything, block
-  by block of 128 frames while the block is in cache; the mel product runs on the
-  filterbank's non-zero blocks, deltas and contrast use cached operators and contiguous
-  per-frame rows. About 30 ms per 30 s clip at 22.05 kHz on one core (~1000x realtime),
-  about 1 ms per 0.5 s clip.
-- Imports: librosa (and with it numba, llvmlite, scipy.signal) is imported only for
-  ``tuning=None``, ``tempo`` and the delta fallback below; the filterbanks and windows are
-  built here with librosa's arithmetic (tests check them bit for bit). A worker process then
-  holds ~145 MB instead of ~320 MB and starts in a fraction of the time.
+- One STFT magnitude (computed as librosa does, bit for bit) feeds everything, block by block
+  of 128 frames; the mel product runs on the filterbank's non-zero blocks.
+- librosa (and with it numba) is imported only for ``tuning=None``, ``tempo`` and the delta
+  fallback below; the filterbanks and windows are built here with librosa's arithmetic (tests
+  check them bit for bit), so a worker starts without it.
 - Parity: each feature equals the corresponding librosa 0.11 function called on the signal
   itself (``librosa.feature.<name>(y=y, ...)`` with the same parameters), within the
   tolerances stated in ``tests/test_features_core.py``. Exceptions, all documented below:
@@ -509,9 +505,9 @@ def _opt_float(x: float | None) -> float | None:
 
 
 def _mean(x: np.ndarray, axis: int, *, keepdims: bool = False) -> np.ndarray:
-    """``np.mean(x, axis=axis)`` bit for bit, without its Python wrapper (~4 us a call, a dozen
-    calls per clip): the same sum, divided by the count (for float32, numpy divides in float64
-    and rounds once, which is the float32 quotient itself)."""
+    """``np.mean(x, axis=axis)`` bit for bit, without its Python wrapper (a dozen calls per clip):
+    the same sum, divided by the count (for float32, numpy divides in float64 and rounds once,
+    which is the float32 quotient itself)."""
     return np.add.reduce(x, axis=axis, keepdims=keepdims) / x.shape[axis]
 
 
@@ -548,12 +544,12 @@ def _stft_blocks(y: np.ndarray, cfg: FeatureConfig, step: int) -> Iterator[tuple
     n_fft, hop = cfg.n_fft, cfg.hop_length
     window = _fft_window(cfg.window, cfg.win_length or n_fft, n_fft)
     if cfg.center and cfg.pad_mode == "constant":
-        padded = np.zeros(y.size + 2 * (n_fft // 2), dtype=y.dtype)  # np.pad's result, ~5x faster
+        padded = np.zeros(y.size + 2 * (n_fft // 2), dtype=y.dtype)  # np.pad's result, without its generic path
         padded[n_fft // 2 : n_fft // 2 + y.size] = y
         y = padded
     elif cfg.center:
         y = np.pad(y, n_fft // 2, mode=cfg.pad_mode)  # type: ignore[call-overload]
-    # sliding_window_view(y, n_fft)[::hop], without its argument checks (~5 us a clip)
+    # sliding_window_view(y, n_fft)[::hop], without its argument checks (once per clip)
     frames = np.lib.stride_tricks.as_strided(y, shape=(1 + (y.size - n_fft) // hop, n_fft),
                                              strides=(hop * y.strides[0], y.strides[0]), writeable=False)
     for b0 in range(0, frames.shape[0], max(1, step)):

@@ -24,8 +24,28 @@ MOMENT_COLUMNS = ["id", "count", "logmel_mean", "logmel_m2"]
 
 
 def read_moments(path: str | Path) -> pd.DataFrame:
-    """The :data:`MOMENT_COLUMNS` of one feature shard table (Parquet), for :func:`train_moments`."""
-    return pd.read_parquet(path, columns=MOMENT_COLUMNS)
+    """The :data:`MOMENT_COLUMNS` of one feature shard table (Parquet), for :func:`train_moments`;
+    the two list columns as rows of one ``(clips, n_mels)`` matrix when they are not ragged."""
+    import pyarrow.parquet as pq
+
+    table = pq.ParquetFile(path).read(columns=MOMENT_COLUMNS, use_threads=False)
+    lists = {name: _rows_of(table.column(name)) for name in ("logmel_mean", "logmel_m2")}
+    if any(rows is None for rows in lists.values()):
+        return table.to_pandas()
+    return pd.DataFrame({"id": table.column("id").to_pylist(), "count": table.column("count").to_numpy(), **lists})
+
+
+def _rows_of(column) -> list[np.ndarray] | None:
+    """The rows of a list<double> column as views of one matrix; ``None`` if ragged or with nulls."""
+    arr = column.combine_chunks()
+    n = len(arr)
+    if n == 0:
+        return []
+    offsets = arr.offsets.to_numpy()
+    width = (offsets[-1] - offsets[0]) // n
+    if arr.null_count or not np.array_equal(np.diff(offsets), np.full(n, width)):
+        return None
+    return list(arr.flatten().to_numpy().reshape(n, width))
 
 
 def shard_moments(table: pd.DataFrame, *, ids: set[str]) -> Moments | None:
