@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -36,14 +37,30 @@ RUNS = [  # experiment, model, params, metrics, tags, status
 ]
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> str:
+# Runs evaluated with bootstrap intervals (evaluate logs <metric>_ci95_low/_high), beside an older one.
+CI_RUNS = [
+    ("demo", "random_forest", {"random_forest.n_estimators": "100"},
+     {"val_accuracy": 0.70, "val_accuracy_ci95_low": 0.55, "val_accuracy_ci95_high": 0.84,
+      "val_macro_f1": 0.69, "val_macro_f1_ci95_low": 0.52, "val_macro_f1_ci95_high": 0.83,
+      "test_accuracy": 0.812, "test_accuracy_ci95_low": 0.7412, "test_accuracy_ci95_high": 0.8731,
+      "test_macro_f1": 0.80, "test_macro_f1_ci95_low": 0.72, "test_macro_f1_ci95_high": 0.866}, {}, "FINISHED"),
+    ("demo", "random_forest", {"random_forest.n_estimators": "300"},
+     {"val_accuracy": 0.75, "val_accuracy_ci95_low": 0.6, "val_accuracy_ci95_high": 0.9,
+      "val_macro_f1": 0.74, "val_macro_f1_ci95_low": 0.58, "val_macro_f1_ci95_high": 0.88,
+      "test_accuracy": 0.83, "test_accuracy_ci95_low": 0.76, "test_accuracy_ci95_high": 0.89,
+      "test_macro_f1": 0.82, "test_macro_f1_ci95_low": 0.74, "test_macro_f1_ci95_high": 0.88}, {}, "FINISHED"),
+    ("demo", "random_forest", {"random_forest.n_estimators": "50"},  # evaluated before the intervals
+     {"val_accuracy": 0.60, "val_macro_f1": 0.58, "test_accuracy": 0.65, "test_macro_f1": 0.64}, {}, "FINISHED"),
+]
+
+
+def make_store(path, runs) -> str:
     import mlflow
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('compare') / 'mlflow.db'}"
+    uri = f"sqlite:///{path / 'mlflow.db'}"
     client = mlflow.MlflowClient(tracking_uri=uri)
     experiments: dict[str, str] = {}
-    for i, (exp, model, params, metrics, tags, status) in enumerate(RUNS):
+    for i, (exp, model, params, metrics, tags, status) in enumerate(runs):
         if exp not in experiments:
             experiments[exp] = client.create_experiment(exp)
         run = client.create_run(experiments[exp], start_time=1_700_000_000_000 + 1000 * i,
@@ -54,6 +71,16 @@ def store(tmp_path_factory) -> str:
             client.log_metric(run.info.run_id, k, v)
         client.set_terminated(run.info.run_id, status=status)
     return uri
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return make_store(tmp_path_factory.mktemp("compare"), RUNS)
+
+
+@pytest.fixture(scope="module")
+def ci_store(tmp_path_factory) -> str:
+    return make_store(tmp_path_factory.mktemp("compare_ci"), CI_RUNS)
 
 
 def test_all_finished_runs_sorted_by_val_f1(store):
@@ -125,6 +152,35 @@ def test_compare_cli(store, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     assert cli.main(["compare"]) == 0
     assert "no runs recorded yet" in capsys.readouterr().out
+
+
+def test_interval_columns_follow_their_metric(ci_store):
+    t = runs_table(tracking_uri=ci_store)
+    assert list(t.columns[5:13]) == ["val_accuracy", "val_accuracy_ci95", "val_macro_f1", "val_macro_f1_ci95",
+                                     "test_accuracy", "test_accuracy_ci95", "test_macro_f1", "test_macro_f1_ci95"]
+    assert t["test_accuracy"].tolist() == [0.83, 0.812, 0.65]  # still numbers, sorted by val macro-F1
+    assert t["test_accuracy_ci95"].tolist() == ["[0.76–0.89]", "[0.74–0.87]", ""]  # blank: no interval logged
+    assert t["val_macro_f1_ci95"].tolist() == ["[0.58–0.88]", "[0.52–0.83]", ""]
+    assert list(t.columns[13:]) == ["random_forest.n_estimators"]  # the raw _low/_high metrics are not shown
+    t = runs_table(tracking_uri=ci_store, sort_by="test_accuracy_ci95_low")  # sortable like any metric
+    assert t["test_accuracy_ci95_low"].tolist()[:2] == [0.76, 0.7412]
+
+
+def test_runs_without_intervals_show_no_interval_columns(store):
+    """Runs logged before the intervals existed: the table is what it always was."""
+    for kwargs in ({}, {"sort_by": "test_balanced_accuracy"}):
+        t = runs_table(tracking_uri=store, **kwargs)
+        assert not [c for c in t.columns if "ci95" in c]
+
+
+def test_compare_cli_prints_intervals(ci_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", ci_store)
+    assert cli.main(["compare", "--sort", "test_accuracy"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[5:9] == ["val_accuracy", "val_accuracy_ci95", "val_macro_f1", "val_macro_f1_ci95"]
+    assert re.search(r"0\.812 +\[0\.74–0\.87\] +0\.800 +\[0\.72–0\.87\]", out[2]) and "0.650" in out[3]
+    assert "[" not in out[3]  # the old run: blank interval cells
 
 
 def test_differing_params_rules():

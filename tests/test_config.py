@@ -73,6 +73,8 @@ BAD = [
     ("unknown model", {"train.models": ["svm"]}, "train.models.0", "must be one of"),
     ("unknown normalization", {"process.normalize.method": "lufs"}, "process.normalize.method", "peak"),
     ("negative seed", {"seed": -1}, "seed", "minimum"),
+    ("negative bootstrap", {"evaluate.bootstrap": -1}, "evaluate.bootstrap", "minimum"),
+    ("fractional bootstrap", {"evaluate.bootstrap": 99.5}, "evaluate.bootstrap", "expected an integer"),
     ("seed beyond 32 bits", {"seed": 2**32}, "seed", "maximum"),
     ("too many shards", {"sharding.n_shards": 1001}, "sharding.n_shards", "maximum"),
     ("dropout of 1", {"keras_mlp.dropout": 1.0}, "keras_mlp.dropout", "maximum"),
@@ -181,6 +183,24 @@ BAD = [
     # split: what split.check_ratios checked itself
     ("negative ratios", {"split.ratios": {"train": 1.2, "val": -0.1, "test": -0.1}}, "split.ratios.test", "minimum"),
     ("NaN ratio", {"split.ratios": {"train": float("nan"), "val": 0.5, "test": 0.5}}, "split.ratios.train", "finite"),
+    # split modes given by the data
+    ("unknown split mode", {"split.mode": "kfold"}, "split.mode", "must be one of: ratio, column, lists"),
+    ("column mode without a column", {"split.mode": "column"}, "split.column.name",
+     "required when split.mode is column"),
+    ("column mode with an empty column name", {"split.mode": "column", "split.column.name": ""}, "split.column.name",
+     "non-empty"),
+    ("val rule without a test rule", {"split.column.val": ["4"]}, "split.column.val", "needs split.column.test"),
+    ("a value in test and val", {"split.column.test": [5], "split.column.val": ["5"]}, "split.column.val",
+     "in split.column.test too"),
+    ("fractional fold value", {"split.column.test": [5.5]}, "split.column.test.0", "5.5"),
+    ("lists mode without a test list", {"split.mode": "lists", "split.lists.train": "train.txt"}, "split.lists.test",
+     "required when split.mode is lists"),
+    ("lists mode without a train list", {"split.mode": "lists", "split.lists.test": "t.txt"}, "split.lists.train",
+     "required when split.mode is lists"),
+    ("one file for two lists", {"split.mode": "lists", "split.lists.train": "a.txt", "split.lists.test": "./a.txt"},
+     "split.lists.test", "is split.lists.train already"),
+    ("unknown list", {"split.lists.dev": "dev.txt"}, "split.lists.dev", "unknown key"),
+    ("val share of 1", {"split.val_share": 1.0}, "split.val_share", "maximum"),
     # demo: what make_demo checked itself
     ("one demo class", {"demo.n_classes": 1}, "demo.n_classes", "minimum"),
     ("more demo classes than it has", {"demo.n_classes": 9}, "demo.n_classes", "maximum"),
@@ -236,6 +256,12 @@ GOOD = [
     ("fmax at Nyquist", {"features.fmax": 11025.0}, "features.fmax", 11025.0),
     ("val of zero", {"split.ratios": {"train": 0.8, "val": 0.0, "test": 0.2}}, "split.ratios.val", 0.0),
     ("ratios with rounding", {"split.ratios": {"train": 0.7, "val": 0.2, "test": 0.1}}, "split.ratios.test", 0.1),
+    ("one fold as a number", {"split.mode": "column", "split.column.name": "fold", "split.column.test": 5},
+     "split.column.test", [5]),
+    ("split names in a column", {"split.mode": "column", "split.column.name": "split"}, "split.column.test", None),
+    ("lists without val", {"split.mode": "lists", "split.lists.train": "a.txt", "split.lists.test": "b.txt"},
+     "split.lists.val", None),
+    ("no val carved", {"split.val_share": 0}, "split.val_share", 0),
     ("fractional max_features", {"random_forest.max_features": 0.5}, "random_forest.max_features", 0.5),
     ("fraction 1.0 stays a fraction", {"random_forest.max_features": 1.0}, "random_forest.max_features", 1.0),
     ("integer max_features", {"random_forest.max_features": 10}, "random_forest.max_features", 10),
@@ -296,7 +322,9 @@ def test_defaults_fill_everything():
         out = validate_params(empty)
         assert set(out) == set(schema["properties"])
         assert out == schema_defaults(schema) | {"split": out["split"]}
-        assert out["split"] == {"ratios": {"train": 0.7, "val": 0.15, "test": 0.15}, "stable": False}
+        assert out["split"] == {"mode": "ratio", "ratios": {"train": 0.7, "val": 0.15, "test": 0.15}, "stable": False,
+                                "column": {"name": None, "test": None, "val": None},
+                                "lists": {"train": None, "val": None, "test": None}, "val_share": 0.15}
     out = validate_params({"process": {"filter": {"enabled": True}}})
     assert out["process"]["filter"] == {"enabled": True, "kind": "highpass", "cutoff": [30.0], "order": 4}
     assert out["process"]["trim"] == {"enabled": True, "top_db": 60.0}

@@ -1,5 +1,6 @@
-"""Tests for soundstage.evaluate: clip-level aggregation of segments, metrics, report files and
-MLflow logging (temporary SQLite store), on a small synthetic features table."""
+"""Tests for soundstage.evaluate: clip-level aggregation of segments, metrics and their bootstrap
+intervals, report files and MLflow logging (temporary SQLite store), on a small synthetic features
+table."""
 
 from __future__ import annotations
 
@@ -13,7 +14,17 @@ import pandas as pd
 import pytest
 
 from soundstage.bundle import load_bundle
-from soundstage.evaluate import clip_predictions, combine_metrics, evaluate, format_table, predict_rows, score
+from soundstage.evaluate import (
+    CI_METRICS,
+    bootstrap_ci,
+    clip_groups,
+    clip_predictions,
+    combine_metrics,
+    evaluate,
+    format_table,
+    predict_rows,
+    score,
+)
 from soundstage.train import train
 
 # One worker runs this module: its trained bundle is built once (xdist --dist loadgroup).
@@ -29,7 +40,8 @@ RF_PARAMS = {"n_estimators": 25, "max_depth": None, "min_samples_leaf": 1, "max_
 
 def make_table(*, clips_per_split: dict[str, int], segments: int = 3, seed: int = 0) -> pd.DataFrame:
     """A segmented features table: every clip has ``segments`` rows ``<clip>__s<k>``; class k's
-    features are centred on k (noisy enough that some segments are misclassified)."""
+    features are centred on k (noisy enough that some segments are misclassified); two clips of a
+    class and split share a group."""
     r = np.random.default_rng(seed)
     rows = []
     for split, n in clips_per_split.items():
@@ -38,8 +50,9 @@ def make_table(*, clips_per_split: dict[str, int], segments: int = 3, seed: int 
                 clip = f"{label}/{split}{i:02d}"
                 for s in range(segments):
                     feats = r.normal(loc=k, scale=0.9, size=N_FEATURES).astype(np.float32)
-                    rows.append({"id": f"{clip}__s{s}", "clip_id": clip, "label": label, "group": f"{label}.{split}",
-                                 "split": split, **{f"feat_mean_{j}": feats[j] for j in range(N_FEATURES)}})
+                    rows.append({"id": f"{clip}__s{s}", "clip_id": clip, "label": label,
+                                 "group": f"{label}.{split}{i // 2}", "split": split,
+                                 **{f"feat_mean_{j}": feats[j] for j in range(N_FEATURES)}})
     return pd.DataFrame(rows)
 
 
@@ -106,11 +119,20 @@ def test_evaluate_segmented_reports(trained):
     for split, n_clips in (("val", 3), ("test", 4)):
         m = metrics[split]
         assert m["n"] == n_clips * len(LABELS)  # clips, not segments
-        assert {"accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1",
-                "per_class", "confusion_matrix"} <= set(m)
         assert 0.5 < m["accuracy"] <= 1.0
         assert np.asarray(m["confusion_matrix"]).sum() == m["n"]
         preds = pd.read_csv(out / f"predictions_{split}.csv")
+        # Every key score() writes, unchanged; each interval right after its metric, around it.
+        plain = score(preds["label"].to_numpy(), preds["predicted"].to_numpy(), LABELS)
+        assert {k: v for k, v in m.items() if k in plain} == plain
+        assert set(m) == set(plain) | {f"{k}_ci95" for k in CI_METRICS} | {"bootstrap"}
+        keys = list(m)
+        for key in CI_METRICS:
+            assert keys.index(f"{key}_ci95") == keys.index(key) + 1
+            low, high = m[f"{key}_ci95"]
+            assert 0.0 <= low <= m[key] <= high <= 1.0, (split, key)
+        # Two clips of a class per group: the groups, not the clips, are resampled.
+        assert m["bootstrap"] == {"resamples": 1000, "unit": "group", "n_units": len(LABELS) * ((n_clips + 1) // 2)}
         rows = table[table["split"] == split].reset_index(drop=True)
         assert len(preds) == rows["clip_id"].nunique()
         # Each clip's probabilities are the mean of its segments' probabilities.
@@ -139,6 +161,9 @@ def test_evaluate_logs_into_the_training_run(trained):
             assert logged[f"{split}_{key}"] == pytest.approx(metrics[split][key])
         for label in LABELS:
             assert logged[f"{split}_f1_{label}"] == pytest.approx(metrics[split]["per_class"][label]["f1-score"])
+        for key in CI_METRICS:
+            assert [logged[f"{split}_{key}_ci95_low"], logged[f"{split}_{key}_ci95_high"]] == pytest.approx(
+                metrics[split][f"{key}_ci95"])
     artifacts = {f.path for f in client.list_artifacts(run_id, "evaluation")}
     assert {"evaluation/confusion_test.png", "evaluation/confusion_val.json", "evaluation/metrics.json",
             "evaluation/predictions_test.csv"} <= artifacts
@@ -157,7 +182,141 @@ def test_evaluate_empty_split_and_summary(trained, tmp_path):
     assert (out / "confusion_val.png").is_file()
 
     summary = combine_metrics(metrics_files=[out / "metrics.json"])
-    assert summary == {"random_forest": {"val": {}, "test": {k: metrics["test"][k] for k in
-                                                             ("accuracy", "balanced_accuracy", "macro_f1")}}}
+    keys = ("accuracy", "accuracy_ci95", "balanced_accuracy", "balanced_accuracy_ci95", "macro_f1", "macro_f1_ci95",
+            "bootstrap")
+    assert summary == {"random_forest": {"val": {}, "test": {k: metrics["test"][k] for k in keys}}}
     text = format_table(summary)
     assert "random_forest" in text and "n/a" in text and f"{metrics['test']['accuracy']:.3f}" in text
+    # The test scores with their interval, and a line saying what the brackets are.
+    for key in ("accuracy", "macro_f1"):
+        low, high = metrics["test"][f"{key}_ci95"]
+        assert f"{metrics['test'][key]:.3f} [{low:.2f}–{high:.2f}]" in text
+    assert "95 % bootstrap interval over the 3 test groups (1000 resamples)" in text.splitlines()[-1]
+    lines = text.splitlines()
+    assert len({len(line) for line in lines[:3]}) == 1  # header, rule and row line up
+
+
+def test_format_table_without_intervals():
+    """Metrics written before the intervals (or with evaluate.bootstrap: 0) print as they always did."""
+    summary = {"random_forest": {"val": {"accuracy": 0.5, "macro_f1": 0.25}, "test": {"accuracy": 0.8125,
+                                                                                     "macro_f1": 0.75}},
+               "keras_mlp": {"val": {}, "test": {}}}
+    text = format_table(summary)
+    assert text.splitlines() == [
+        "model             val acc   val F1  test acc  test F1",
+        "-----------------------------------------------------",
+        "random_forest       0.500    0.250     0.812    0.750",
+        "keras_mlp             n/a      n/a       n/a      n/a",
+    ]
+
+
+def test_evaluate_without_bootstrap_and_seeds(trained, tmp_path):
+    """bootstrap 0: metrics.json as before the intervals; otherwise they are bootstrap_ci's over the
+    table's groups with the given seed, the same bytes every time."""
+    tmp, table = trained["tmp"], trained["table"]
+    runs = {}
+    for name, bootstrap, seed in (("off", 0, 7), ("a", 200, 7), ("b", 200, 7), ("c", 200, 8)):
+        runs[name] = evaluate(bundle_dir=trained["bundle_dir"], table_path=tmp / "table.parquet",
+                              out_dir=tmp_path / name, log_to_mlflow=False, bootstrap=bootstrap, seed=seed)
+    assert (tmp_path / "a" / "metrics.json").read_bytes() == (tmp_path / "b" / "metrics.json").read_bytes()
+    group_of = table.groupby("clip_id")["group"].first()
+    for split in ("val", "test"):
+        off = runs["off"][split]
+        assert not any(k.endswith("_ci95") for k in off) and "bootstrap" not in off
+        assert off == {k: v for k, v in runs["a"][split].items() if k in off}  # same scores
+        preds = pd.read_csv(tmp_path / "off" / f"predictions_{split}.csv")
+        for name, seed in (("a", 7), ("c", 8)):
+            expected = bootstrap_ci(preds["label"], preds["predicted"], LABELS, group_of.loc[preds["clip_id"]],
+                                    resamples=200, seed=seed)
+            assert {k: v for k, v in runs[name][split].items() if k in expected} == expected
+
+
+# ------------------------------------------------------------------ bootstrap intervals
+
+
+def predictions(n: int, accuracy: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` clips of balanced random truth; a share ``accuracy`` predicted right, the rest a wrong class."""
+    r = np.random.default_rng(seed)
+    truth = np.asarray(LABELS)[r.integers(0, len(LABELS), n)]
+    wrong = np.asarray(LABELS)[(np.searchsorted(LABELS, truth) + r.integers(1, len(LABELS), n)) % len(LABELS)]
+    return truth, np.where(r.random(n) < accuracy, truth, wrong)
+
+
+def width(ci: dict, key: str = "accuracy") -> float:
+    return ci[f"{key}_ci95"][1] - ci[f"{key}_ci95"][0]
+
+
+def test_bootstrap_interval_brackets_the_score_and_shrinks_with_more_clips():
+    widths = []
+    for n in (60, 600):
+        truth, pred = predictions(n, 0.8)
+        point = score(truth, pred, LABELS)
+        ci = bootstrap_ci(truth, pred, LABELS, resamples=1000, seed=0)
+        assert set(ci) == {f"{k}_ci95" for k in CI_METRICS} | {"bootstrap"}
+        assert ci["bootstrap"] == {"resamples": 1000, "unit": "clip", "n_units": n}
+        for key in CI_METRICS:
+            low, high = ci[f"{key}_ci95"]
+            assert low < point[key] < high, (n, key)
+        # About 1.96 standard errors either side of the accuracy p: sqrt(p (1 - p) / n).
+        p = point["accuracy"]
+        assert width(ci) == pytest.approx(2 * 1.96 * np.sqrt(p * (1 - p) / n), rel=0.2)
+        widths.append(width(ci))
+    assert widths[1] < 0.45 * widths[0]  # 10 times the clips: about a third of the width
+
+
+def test_group_bootstrap_is_wider_when_groups_are_correlated():
+    """20 speakers of 10 clips, each speaker's clips all right or all wrong: 20 independent
+    observations, not 200."""
+    truth, _ = predictions(200, 1.0, seed=1)
+    groups = np.repeat([f"spk{g:02d}" for g in range(20)], 10)
+    right = np.isin(groups, [f"spk{g:02d}" for g in range(14)])  # 14 of 20 speakers right: accuracy 0.7
+    pred = np.where(right, truth, np.asarray(LABELS)[(np.searchsorted(LABELS, truth) + 1) % len(LABELS)])
+    assert score(truth, pred, LABELS)["accuracy"] == pytest.approx(0.7)
+    by_clip = bootstrap_ci(truth, pred, LABELS, resamples=1000, seed=0)
+    by_group = bootstrap_ci(truth, pred, LABELS, groups, resamples=1000, seed=0)
+    assert by_group["bootstrap"] == {"resamples": 1000, "unit": "group", "n_units": 20}
+    assert by_clip["bootstrap"]["unit"] == "clip"
+    assert width(by_group) > 2 * width(by_clip)  # sqrt(10) in theory
+    assert width(by_group) == pytest.approx(2 * 1.96 * np.sqrt(0.21 / 20), rel=0.2)
+    # One clip per group is the clip bootstrap, draw for draw.
+    assert bootstrap_ci(truth, pred, LABELS, [f"c{i}" for i in range(200)], resamples=1000, seed=0) == by_clip
+
+
+def test_bootstrap_is_seeded():
+    truth, pred = predictions(100, 0.7)
+    groups = np.arange(100) // 4
+    first = bootstrap_ci(truth, pred, LABELS, groups, resamples=500, seed=3)
+    assert bootstrap_ci(list(truth), list(pred), LABELS, list(groups), resamples=500, seed=3) == first
+    other = bootstrap_ci(truth, pred, LABELS, groups, resamples=500, seed=4)
+    assert other != first and other["bootstrap"] == first["bootstrap"]
+
+
+def test_bootstrap_scores_each_resample_like_score():
+    """With one group, every resample is the whole set: each interval shrinks to score()'s value,
+    also for a class absent from the truth, one never predicted and a label the model does not know."""
+    truth = ["bird", "bird", "bird", "car", "car", "drum", "bird"]
+    pred = ["bird", "car", "bird", "car", "bird", "car", "car"]  # no rain anywhere; drum is unknown
+    point = score(truth, pred, LABELS)
+    ci = bootstrap_ci(truth, pred, LABELS, ["one"] * len(truth), resamples=50, seed=0)
+    assert ci["bootstrap"] == {"resamples": 50, "unit": "group", "n_units": 1}
+    for key in CI_METRICS:
+        assert ci[f"{key}_ci95"] == pytest.approx([point[key], point[key]], abs=1e-12), key
+
+
+def test_bootstrap_off_empty_and_bad_input():
+    truth, pred = predictions(10, 0.5)
+    assert bootstrap_ci(truth, pred, LABELS, resamples=0, seed=0) == {}
+    assert bootstrap_ci([], [], LABELS, resamples=100, seed=0) == {}
+    with pytest.raises(ValueError, match="resamples must be >= 0"):
+        bootstrap_ci(truth, pred, LABELS, resamples=-1, seed=0)
+    with pytest.raises(ValueError, match="one entry per clip"):
+        bootstrap_ci(truth, pred[:-1], LABELS, resamples=10, seed=0)
+    with pytest.raises(ValueError, match="one entry per clip"):
+        bootstrap_ci(truth, pred, LABELS, ["g"] * 9, resamples=10, seed=0)
+
+
+def test_clip_groups():
+    rows = pd.DataFrame({"clip_id": ["a", "a", "b", "c", "d"], "group": ["s1", "s1", "s1", None, " "]})
+    clips = pd.Series(["a", "b", "c", "d"])
+    assert clip_groups(rows, clips).tolist() == ["s1", "s1", "c", "d"]  # no group: the clip is its own
+    assert clip_groups(rows.drop(columns="group"), clips) is None

@@ -452,3 +452,55 @@ def test_shared_table_helpers_are_reexported() -> None:
 
     for name in ("REJECTED_COLUMNS", "rejection", "shard_of"):
         assert getattr(ingest_module, name) is getattr(rejections, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata kept for split.mode column
+
+
+def test_regex_named_groups_become_text_columns(tmp_path: Path) -> None:
+    from soundstage.io import read_csv, write_csv
+
+    root = tmp_path / "recordings"
+    for name in ("0_jackson_0.wav", "7_theo_12.wav", "9_nicolas_07.wav"):
+        tone(root / name)
+    # 'path' is a manifest column: the group becomes meta_path (here never matched: empty)
+    pattern = r"(?P<label>\d+)_(?P<group>[a-z]+)_(?P<take>\d+)(?P<path>-x)?"
+    manifest, rejected = run(root, layout="regex", pattern=pattern)
+    assert rejected.empty
+    assert list(manifest.columns) == MANIFEST_COLUMNS + ["take", "meta_path"]
+    assert dict(zip(manifest["id"], manifest["take"])) == {"0_jackson_0": "0", "7_theo_12": "12", "9_nicolas_07": "07"}
+    assert manifest["meta_path"].isna().all() and manifest["group"].tolist() == ["jackson", "theo", "nicolas"]
+    write_csv(tmp_path / "manifest.csv", manifest)
+    assert read_csv(tmp_path / "manifest.csv", text=["take"])["take"].tolist() == ["0", "12", "07"]  # text: 07 kept
+    (tmp_path / "empty").mkdir()
+    manifest, _ = run(tmp_path / "empty", layout="regex", pattern=pattern)
+    assert manifest.empty and list(manifest.columns) == MANIFEST_COLUMNS + ["take", "meta_path"]
+    manifest, _ = run(tmp_path / "recordings", layout="regex", pattern=FSDD)  # no extra group: no extra column
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+
+
+def test_csv_metadata_columns_are_kept(tmp_path: Path) -> None:
+    root = tmp_path / "esc"
+    rows = []
+    for k in range(6):
+        name = f"{1 + k % 5}-10{k}-A-{k % 2}.wav"
+        tone(root / "audio" / name)
+        rows.append({"filename": name, "fold": str(1 + k % 5), "target": str(k % 2), "category": ["dog", "rain"][k % 2],
+                     "esc10": "True", "src_file": f"10{k}", "take": "A", "duration": "5.0", "id": f"x{k}"})
+    rows[0]["fold"] = ""
+    meta = write_meta(root / "meta" / "esc50.csv", rows)
+    manifest, rejected = run(root / "audio", layout="csv", csv_path=meta, path_column="filename",
+                             label_column="category", group_column="src_file")
+    assert rejected.empty
+    # every other column, as text; names of manifest columns get a meta_ prefix
+    assert list(manifest.columns) == MANIFEST_COLUMNS + ["fold", "target", "esc10", "take", "meta_duration", "meta_id"]
+    by_name = {Path(r["path"]).name: r for r in manifest.to_dict("records")}
+    assert {n: r["fold"] for n, r in by_name.items()} == {r["filename"]: r["fold"] for r in rows}
+    assert {n: r["meta_id"] for n, r in by_name.items()} == {r["filename"]: r["id"] for r in rows}
+    assert manifest["meta_duration"].eq("5.0").all() and manifest["duration"].lt(1).all()
+    # a transcript column is a manifest column only when data.csv.transcript_column names it
+    manifest, _ = run(root / "audio", layout="csv", csv_path=meta, path_column="filename", label_column="category",
+                      transcript_column="take")
+    assert list(manifest.columns) == MANIFEST_COLUMNS + ["transcript", "fold", "target", "esc10", "src_file",
+                                                         "meta_duration", "meta_id"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,10 +17,15 @@ import pytest
 
 from soundstage.split import (
     SPLITS,
+    UNASSIGNED_COLUMNS,
+    UNASSIGNED_REASONS,
+    UNMATCHED_COLUMNS,
     SmallClassWarning,
     assign_splits,
     counts_table,
     group_keys,
+    read_lists,
+    split_dataset,
     split_table,
 )
 
@@ -208,13 +214,15 @@ def test_three_groups_cover_every_split(seed):
     assert (counts(table(labels, groups), split) > 0).all().all()
 
 
+def segmented_rows(n_clips: int, *, max_segments: int) -> pd.DataFrame:
+    """Clips of 1 to ``max_segments`` segments sharing their ``clip_id``, without a group."""
+    return pd.DataFrame([{"id": f"clip{c}__s{k}", "clip_id": f"clip{c}", "label": f"L{c % 3}", "group": ""}
+                         for c in range(n_clips) for k in range(1 + c % max_segments)])
+
+
 def test_segments_of_a_clip_stay_together():
     """Segmented clips share clip_id; with no group column value they are grouped by clip_id."""
-    rows = []
-    for c in range(90):
-        for k in range(1 + c % 5):
-            rows.append({"id": f"clip{c}__s{k}", "clip_id": f"clip{c}", "label": f"L{c % 3}", "group": ""})
-    rows = pd.DataFrame(rows)
+    rows = segmented_rows(90, max_segments=5)
     for stable in (False, True):
         split = assign_splits(rows, ratios=RATIOS, seed=9, stable=stable)
         assert (pd.DataFrame({"clip": rows["clip_id"], "s": split}).groupby("clip")["s"].nunique() == 1).all()
@@ -421,3 +429,362 @@ def test_cli_split_writes_tables_and_prints_warnings(tmp_path, capsys):
     assert (got.loc[rows["id"]].to_numpy() == expected.to_numpy()).all()
     c = read_csv(tmp_path / "out" / "counts.csv")
     assert c["label"].tolist() == ["a", "b", "tiny", "total"] and c["total"].iloc[-1] == len(rows)
+
+
+# --- split.mode column and lists: the assignment from the data -----------------------------------
+
+def manifest_of(rows: pd.DataFrame, **columns) -> pd.DataFrame:
+    """The ingest manifest of ``rows``' clips: ``id`` (the clip id), an absolute ``path`` below
+    ``/data/root``, and ``columns`` given per clip id as dicts."""
+    ids = list(dict.fromkeys(rows["clip_id"].astype(str)))
+    out = pd.DataFrame({"id": ids, "path": [f"/data/root/{i}.wav" for i in ids]})
+    for name, by_id in columns.items():
+        out[name] = [by_id.get(i) for i in ids]
+    return out
+
+
+def split_by_id(result) -> dict[str, str]:
+    return {i: s for s, part in result.parts.items() for i in part["id"]}
+
+
+def folds(n_clips: int = 120, *, n_groups: int = 24, seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
+    """ESC-50 style: clips of 4 labels in groups (source recordings), fold 1-5 per clip (a group's
+    clips share the fold)."""
+    rng = np.random.default_rng(seed)
+    group = [f"src{int(g)}" for g in rng.integers(0, n_groups, n_clips)]
+    rows = table([f"L{i % 4}" for i in range(n_clips)], group)
+    fold_of_group = {f"src{g}": str(1 + g % 5) for g in range(n_groups)}
+    return rows, {c: fold_of_group[g] for c, g in zip(rows["clip_id"], rows["group"], strict=True)}
+
+
+def test_column_of_split_names_is_reproduced_exactly():
+    rows = random_dataset(np.random.default_rng(21), multi_label=True)
+    given = {c: ("train", "val", "test")[i % 3] for i, c in enumerate(rows["clip_id"])}
+    # split names in any case and with spaces, as spreadsheets write them
+    shown = {c: f" {s.upper()} " if i % 4 == 0 else s for i, (c, s) in enumerate(given.items())}
+    result = quiet(split_dataset, rows, seed=0, mode="column", clips=manifest_of(rows, part=shown), column="part")
+    assert split_by_id(result) == given
+    assert result.unassigned.empty and list(result.unassigned.columns) == UNASSIGNED_COLUMNS
+    for s, part in result.parts.items():
+        assert list(part.columns) == [*rows.columns, "split"] and (part["split"] == s).all()
+    assert result.counts["total"].iloc[-1] == len(rows)
+
+
+def test_column_rule_reproduces_the_folds():
+    rows, fold = folds()
+    clips = manifest_of(rows, fold=fold)
+    result = quiet(split_dataset, rows, seed=0, mode="column", clips=clips, column="fold", test=["5"], val=[4])
+    expected = {c: "test" if f == "5" else "val" if f == "4" else "train" for c, f in fold.items()}
+    assert split_by_id(result) == expected and result.unassigned.empty
+
+
+def test_column_rule_without_val_carves_val_from_train_group_aware():
+    rows, fold = folds(400, n_groups=80)
+    clips = manifest_of(rows, fold=fold)
+
+    def run(seed: int, share: float = 0.25):
+        return quiet(split_dataset, rows, seed=seed, mode="column", clips=clips, column="fold", test=["5"],
+                     val_share=share)
+
+    result = run(3)
+    got = split_by_id(result)
+    assert {c for c, s in got.items() if s == "test"} == {c for c, f in fold.items() if f == "5"}
+    assert {c for c, s in got.items() if s in ("train", "val")} == {c for c, f in fold.items() if f != "5"}
+    train_groups, val_groups = set(result.parts["train"]["group"]), set(result.parts["val"]["group"])
+    assert val_groups and not train_groups & val_groups
+    n_val, n_rest = len(result.parts["val"]), len(result.parts["val"]) + len(result.parts["train"])
+    assert abs(n_val / n_rest - 0.25) < 0.05
+    assert (result.parts["val"]["label"].value_counts() > 0).all() and result.parts["val"]["label"].nunique() == 4
+    assert split_by_id(run(3)) == got  # deterministic for a seed
+    assert split_by_id(run(4)) != got
+    assert split_by_id(run(3, 0.0)) == {c: "test" if f == "5" else "train" for c, f in fold.items()}
+
+
+def test_segments_of_a_clip_stay_together_in_column_mode():
+    rows = segmented_rows(60, max_segments=4)
+    fold = {f"clip{c}": str(c % 5) for c in range(60)}
+    result = quiet(split_dataset, rows, seed=1, mode="column", clips=manifest_of(rows, fold=fold), column="fold",
+                   test=["0"])
+    assigned = pd.concat(result.parts.values())
+    assert len(assigned) == len(rows) and (assigned.groupby("clip_id")["split"].nunique() == 1).all()
+    per_clip = assigned.groupby("clip_id")["split"].first()
+    assert (per_clip[[c for c, f in fold.items() if f == "0"]] == "test").all()
+    assert (per_clip == "val").any()
+
+
+def test_unassigned_clips_are_reported_and_never_split():
+    rows = table(["a"] * 12 + ["b"] * 12)
+    ids = rows["clip_id"].tolist()
+    values = {c: ("train", "val", "test")[i % 3] for i, c in enumerate(ids)}
+    values[ids[0]] = None       # missing
+    values[ids[1]] = "   "      # empty
+    values[ids[2]] = "dev"      # no split name
+    clips = manifest_of(rows, part=values)
+    clips = clips[clips["id"] != ids[3]]  # not in the manifest
+    result = quiet(split_dataset, rows, seed=0, mode="column", clips=clips, column="part")
+    left = dict(zip(result.unassigned["id"], result.unassigned["reason"], strict=True))
+    assert left == {ids[0]: "no_value", ids[1]: "no_value", ids[2]: "not_a_split", ids[3]: "not_in_manifest"}
+    assert set(result.unassigned["reason"]) <= set(UNASSIGNED_REASONS)
+    assigned = split_by_id(result)
+    assert not set(left) & set(assigned) and len(assigned) == len(rows) - 4
+    assert result.counts["total"].iloc[-1] == len(rows) - 4
+    # a rule: only a missing value is left out, any other value is train
+    rule = quiet(split_dataset, rows, seed=0, mode="column", clips=clips, column="part", test=["test"], val=["val"])
+    assert set(rule.unassigned["id"]) == {ids[0], ids[1], ids[3]} and split_by_id(rule)[ids[2]] == "train"
+
+
+def test_column_mode_errors_name_the_parameter():
+    rows, fold = folds()
+    clips = manifest_of(rows, fold=fold)
+    with pytest.raises(ValueError, match=r"split\.column\.name: the manifest has no column 'folds'.*fold"):
+        split_dataset(rows, seed=0, mode="column", clips=clips, column="folds", test=["5"])
+    with pytest.raises(ValueError, match=r"split\.column\.test: train is empty"):
+        split_dataset(rows, seed=0, mode="column", clips=clips, column="fold", test=["1", "2", "3", "5"],
+                      val=["4"])
+    with pytest.raises(ValueError, match=r"split\.column\.name: no clip is assigned to a split \(120 no_value\)"):
+        split_dataset(rows, seed=0, mode="column", clips=clips.assign(fold=""), column="fold", test=["5"])
+    with pytest.raises(ValueError, match=r"split\.column\.name: train is empty"):
+        split_dataset(rows, seed=0, mode="column", clips=clips.assign(fold="test"), column="fold")
+    with pytest.raises(ValueError, match=r"split\.column\.val: needs split\.column\.test"):
+        split_dataset(rows, seed=0, mode="column", clips=clips, column="fold", val=["4"])
+    with pytest.raises(ValueError, match=r"split\.mode: unknown mode 'kfold'"):
+        split_dataset(rows, seed=0, mode="kfold")
+
+
+def test_ratio_mode_of_split_dataset_is_split_table():
+    rows = random_dataset(np.random.default_rng(8), multi_label=True)
+    result = quiet(split_dataset, rows, seed=1, mode="ratio", ratios=RATIOS)
+    parts, c = quiet_split(rows, ratios=RATIOS, seed=1)
+    assert all(result.parts[s].equals(parts[s]) for s in SPLITS) and result.counts.equals(c)
+    assert result.unassigned.empty and result.unmatched.empty
+
+
+def genre_rows() -> pd.DataFrame:
+    """GTZAN style: 3 genres x 6 clips, clip ids ``<genre>/<genre>.0000k`` below data.root, 2 artists each."""
+    ids = [f"{g}/{g}.{k:05d}" for g in ("blues", "jazz", "rock") for k in range(6)]
+    return pd.DataFrame({"id": ids, "clip_id": ids, "label": [i.split("/")[0] for i in ids],
+                         "group": [f"{i.split('/')[0]}-{int(i[-1]) // 3}" for i in ids]})
+
+
+def write_list(path, lines: list[str]) -> str:
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+def test_lists_of_ids_are_reproduced_exactly(tmp_path):
+    rows = genre_rows()
+    given = {i: ("train", "train", "train", "val", "test", "test")[int(i[-1])] for i in rows["id"]}
+    files = {s: write_list(tmp_path / f"{s}.txt", ["# artist-filtered", ""] +
+                           [i for i, g in given.items() if g == s]) for s in SPLITS}
+    lists = read_lists(files)
+    assert all(not e.startswith("#") and e for es in lists.values() for e in es)
+    result = quiet(split_dataset, rows, seed=0, mode="lists", lists=lists, clips=manifest_of(rows), root="/data/root")
+    assert split_by_id(result) == given
+    assert result.unassigned.empty and result.unmatched.empty
+
+
+def test_lists_of_paths_are_reproduced_exactly(tmp_path):
+    rows = genre_rows()
+    clips = manifest_of(rows)
+    clips["path"] = [f"/data/root/{i}.au" for i in clips["id"]]
+    train = ["blues/blues.00000.wav",              # below data.root, another extension
+             "/data/root/blues/blues.00001.au",    # absolute
+             "data/../data/root/blues/blues.00002.wav",  # relative to the repository (data.root as given)
+             "blues.00003.au",                     # a file name only one clip has
+             "jazz.00000",                         # a stem only one clip has
+             "jazz\\jazz.00001.wav"]               # written on Windows
+    test = [f"/data/root/{g}/{g}.{k:05d}.au" for g in ("jazz", "rock") for k in (4, 5)]
+    result = quiet(split_dataset, rows, seed=0, mode="lists", lists={"train": train, "test": test}, clips=clips,
+                   root="data/root", val_share=0.0)
+    got = split_by_id(result)
+    expected_train = {"blues/blues.00000", "blues/blues.00001", "blues/blues.00002", "blues/blues.00003",
+                      "jazz/jazz.00000", "jazz/jazz.00001"}
+    assert {i for i, s in got.items() if s == "train"} == expected_train
+    assert {i for i, s in got.items() if s == "test"} == {f"{g}/{g}.{k:05d}" for g in ("jazz", "rock") for k in (4, 5)}
+    assert not (result.parts["val"]).shape[0]
+    assert set(result.unassigned["id"]) == set(rows["id"]) - set(got)
+    assert (result.unassigned["reason"] == "in_no_list").all() and result.unmatched.empty
+
+
+def test_list_entries_naming_no_clip_are_reported(tmp_path):
+    rows = genre_rows()
+    clips = pd.concat([manifest_of(rows), pd.DataFrame({"id": ["dup/a/x", "dup/b/x", "rejected/r"],
+                                                        "path": ["/data/root/dup/a/x.wav", "/data/root/dup/b/x.wav",
+                                                                 "/data/root/rejected/r.wav"]})])
+    lists = {"train": [i for i in rows["id"] if int(i[-1]) < 4] + ["ghost.wav", "x.wav"],
+             "test": [i for i in rows["id"] if int(i[-1]) >= 4] + ["rejected/r.wav"]}
+    result = quiet(split_dataset, rows, seed=0, mode="lists", lists=lists, clips=clips, root="/data/root")
+    unmatched = result.unmatched.set_index("entry")
+    assert list(result.unmatched.columns) == UNMATCHED_COLUMNS and len(unmatched) == 3
+    assert unmatched.loc["ghost.wav", "reason"] == "names no clip"
+    assert unmatched.loc["x.wav", "reason"].startswith("ambiguous: 2 clips")
+    assert unmatched.loc["rejected/r.wav", "list"] == "test" and "no rows" in unmatched.loc["rejected/r.wav", "reason"]
+    assert len(pd.concat(result.parts.values())) == len(rows)
+
+
+def test_clip_in_two_lists_is_an_error():
+    rows = genre_rows()
+    lists = {"train": ["blues/blues.00000", "blues/blues.00001"], "test": ["jazz/jazz.00000", "blues/blues.00001.wav"]}
+    with pytest.raises(ValueError, match=r"clip 'blues/blues\.00001' is in split\.lists\.train .* and in "
+                                         r"split\.lists\.test"):
+        split_dataset(rows, seed=0, mode="lists", lists=lists, clips=manifest_of(rows), root="/data/root")
+
+
+def test_lists_without_val_carve_val_and_leave_unlisted_clips_out():
+    rows = genre_rows()
+    lists = {"train": [i for i in rows["id"] if int(i[-1]) < 5 and not i.startswith("rock")],
+             "test": [i for i in rows["id"] if int(i[-1]) == 5]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallClassWarning)
+        result = split_dataset(rows, seed=0, mode="lists", lists=lists, clips=manifest_of(rows), root="/data/root",
+                               val_share=0.5)
+    got = split_by_id(result)
+    unlisted = {i for i in rows["id"] if i.startswith("rock") and int(i[-1]) < 5}
+    assert set(result.unassigned["id"]) == unlisted and not unlisted & set(got)
+    assert {i for i, s in got.items() if s in ("train", "val")} == set(lists["train"])
+    assert not set(result.parts["train"]["group"]) & set(result.parts["val"]["group"]) and len(result.parts["val"])
+    with pytest.raises(ValueError, match=r"split\.lists: no clip is assigned"):
+        split_dataset(rows, seed=0, mode="lists", lists={"train": ["nothing"], "test": ["none"]},
+                      clips=manifest_of(rows))
+
+
+def test_read_lists_names_the_key_of_a_missing_file(tmp_path):
+    path = write_list(tmp_path / "l.txt", ["a  ", "  # note", "", "b #2.wav"])
+    assert read_lists({"train": path, "val": None}) == {"train": ["a", "b #2.wav"]}
+    with pytest.raises(ValueError, match=r"split\.lists\.test: cannot read the list .*nope\.txt"):
+        read_lists({"test": str(tmp_path / "nope.txt")})
+
+
+def quiet(func, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallClassWarning)
+        return func(*args, **kw)
+
+
+def test_cli_split_column_mode_writes_unassigned(tmp_path, capsys):
+    from soundstage.cli import main
+    from soundstage.io import read_csv, write_csv
+
+    rows, fold = folds(60, n_groups=20)
+    ids = rows["clip_id"].tolist()
+    fold[ids[0]] = ""  # an empty cell: the column is read as text (else 5 would read back as 5.0)
+    write_csv(tmp_path / "manifest.csv", manifest_of(rows, fold=fold))
+    write_csv(tmp_path / "000.csv", rows)
+    (tmp_path / "params.yaml").write_text("seed: 3\nsplit: {mode: column, column: {name: fold, test: [5]}}\n")
+    args = ["--params", str(tmp_path / "params.yaml"), "split", str(tmp_path / "000.csv"),
+            "--manifest", str(tmp_path / "manifest.csv"), "--out-dir", str(tmp_path / "out")]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert "WARNING: 1 clip(s) in no split" in err and ids[0] in err and "unassigned.csv" in err
+    unassigned = read_csv(tmp_path / "out" / "unassigned.csv")
+    assert list(unassigned.columns) == UNASSIGNED_COLUMNS
+    assert unassigned[["id", "reason"]].to_dict("records") == [{"id": ids[0], "reason": "no_value"}]
+    parts = {s: read_csv(tmp_path / "out" / f"{s}.csv") for s in SPLITS}
+    assert set(parts["test"]["id"]) == {c for c, f in fold.items() if f == "5"}
+    assert ids[0] not in set(pd.concat(parts.values())["id"]) and len(parts["val"])
+
+    # every clip covered: unassigned.csv is still written, empty
+    fold[ids[0]] = "1"
+    write_csv(tmp_path / "manifest.csv", manifest_of(rows, fold=fold))
+    assert main(args) == 0
+    assert "in no split" not in capsys.readouterr().err
+    assert read_csv(tmp_path / "out" / "unassigned.csv").empty
+
+    # a column that is not in the manifest: exit 1, naming the parameter
+    (tmp_path / "params.yaml").write_text("split: {mode: column, column: {name: fold_id, test: [5]}}\n")
+    assert main(args) == 1
+    assert "split.column.name: the manifest has no column 'fold_id'" in capsys.readouterr().err
+
+
+def test_cli_split_lists_mode_warns_about_entries_and_unlisted_clips(tmp_path, capsys):
+    from soundstage.cli import main
+    from soundstage.io import read_csv, write_csv
+
+    rows = genre_rows()
+    write_csv(tmp_path / "manifest.csv", manifest_of(rows))
+    write_csv(tmp_path / "000.csv", rows)
+    train = write_list(tmp_path / "train.txt", [i for i in rows["id"] if int(i[-1]) < 4] + ["ghost.wav"])
+    test = write_list(tmp_path / "test.txt", ["# held out"] + [f"{i}.au" for i in rows["id"] if int(i[-1]) == 5])
+    (tmp_path / "params.yaml").write_text(f"data: {{root: /data/root}}\nsplit: {{mode: lists, lists: "
+                                          f"{{train: '{train}', test: '{test}'}}}}\n")
+    args = ["--params", str(tmp_path / "params.yaml"), "split", str(tmp_path / "000.csv"),
+            "--manifest", str(tmp_path / "manifest.csv"), "--out-dir", str(tmp_path / "out")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 list entry names no clip" in err and "split.lists.train: 'ghost.wav': names no clip" in err
+    assert "3 clip(s) in no split" in err and "blues/blues.00004" in err
+    unassigned = read_csv(tmp_path / "out" / "unassigned.csv")
+    assert set(unassigned["id"]) == {i for i in rows["id"] if int(i[-1]) == 4}
+    assert set(read_csv(tmp_path / "out" / "test.csv")["id"]) == {i for i in rows["id"] if int(i[-1]) == 5}
+    # a list file that is missing: exit 1, naming the key
+    Path(test).unlink()
+    assert main(args) == 1
+    assert "split.lists.test: cannot read the list" in capsys.readouterr().err
+
+
+# --- through ingest: official test sets of real dataset layouts ----------------------------------
+
+def ingest_and_split(tmp_path, params: dict) -> dict[str, pd.DataFrame]:
+    """``soundstage ingest`` then ``soundstage split`` (on rows as process writes them for unsegmented
+    clips); returns the split tables and unassigned.csv by name."""
+    import yaml
+
+    from soundstage.cli import main
+    from soundstage.io import read_csv, write_csv
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"sharding": {"n_shards": 1}, **params}))
+    cfg = ["--params", str(tmp_path / "params.yaml")]
+    assert main([*cfg, "ingest", "--out-dir", str(tmp_path / "ingest")]) == 0
+    manifest = read_csv(tmp_path / "ingest" / "manifest.csv")
+    rows = manifest[["id", "label"]].assign(clip_id=manifest["id"], group=manifest["group"].fillna(manifest["id"]))
+    write_csv(tmp_path / "000.csv", rows)
+    assert main([*cfg, "split", str(tmp_path / "000.csv"), "--manifest", str(tmp_path / "ingest" / "manifest.csv"),
+                 "--out-dir", str(tmp_path / "split")]) == 0
+    return {name: read_csv(tmp_path / "split" / f"{name}.csv") for name in (*SPLITS, "unassigned")}
+
+
+def test_fsdd_take_rule_through_ingest(tmp_path):
+    from audio_fixtures import write_tone
+
+    root = tmp_path / "recordings"
+    speakers = ["jackson", "nicolas", "theo", "yweweler"]
+    for d in range(3):
+        for s in speakers:
+            for t in range(8):
+                write_tone(root / f"{d}_{s}_{t}.wav", sr=8000, duration=0.05)
+    out = ingest_and_split(tmp_path, {
+        "data": {"root": str(root), "layout": "regex",
+                 "regex": {"pattern": r"(?P<label>\d+)_(?P<group>[a-z]+)_(?P<take>\d+)"}},
+        "split": {"mode": "column", "column": {"name": "take", "test": ["0", "1", "2", "3", "4"]}}})
+    take = {f"{d}_{s}_{t}": t for d in range(3) for s in speakers for t in range(8)}
+    assert set(out["test"]["id"]) == {i for i, t in take.items() if t <= 4}
+    assert set(out["train"]["id"]) | set(out["val"]["id"]) == {i for i, t in take.items() if t > 4}
+    assert len(out["val"]) and not set(out["train"]["group"]) & set(out["val"]["group"])  # whole speakers in val
+    assert out["unassigned"].empty
+
+
+def test_esc50_fold_column_through_ingest(tmp_path, capsys):
+    from audio_fixtures import write_tone
+
+    root = tmp_path / "ESC-50"
+    rows = []
+    for k in range(40):
+        name = f"{1 + k % 5}-{100 + k // 2}-A-{k % 4}.wav"  # fold-source-take-target, ESC-50's names
+        write_tone(root / "audio" / name, sr=8000, duration=0.05)
+        rows.append({"filename": name, "fold": str(1 + k % 5), "target": str(k % 4), "category": f"c{k % 4}",
+                     "src_file": str(100 + k // 2)})
+    rows[7]["fold"] = ""  # no fold: left out, reported
+    (root / "meta").mkdir()
+    pd.DataFrame(rows).to_csv(root / "meta" / "esc50.csv", index=False)
+    out = ingest_and_split(tmp_path, {
+        "data": {"root": str(root / "audio"), "layout": "csv",
+                 "csv": {"path": str(root / "meta" / "esc50.csv"), "path_column": "filename",
+                         "label_column": "category"}},
+        "split": {"mode": "column", "column": {"name": "fold", "test": [5], "val": ["4"]}}})
+    fold = {r["filename"].removesuffix(".wav"): r["fold"] for r in rows}
+    assert set(out["test"]["id"]) == {i for i, f in fold.items() if f == "5"}
+    assert set(out["val"]["id"]) == {i for i, f in fold.items() if f == "4"}
+    assert set(out["train"]["id"]) == {i for i, f in fold.items() if f in ("1", "2", "3")}
+    assert out["unassigned"][["id", "reason"]].to_dict("records") == [{"id": rows[7]["filename"][:-4],
+                                                                       "reason": "no_value"}]
+    assert "1 clip(s) in no split" in capsys.readouterr().err

@@ -101,19 +101,45 @@ def cmd_split(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
     from soundstage.io import read_csv, write_csv
-    from soundstage.split import split_table
+    from soundstage.split import read_lists, split_dataset
 
+    sp = p["split"]
     rows = pd.concat([read_csv(f) for f in args.inputs], ignore_index=True)
+    # The manifest only in the modes that read it: ratio mode splits the rows alone, as before.
+    column = sp["column"]["name"] if sp["mode"] == "column" else None
+    clips = read_csv(args.manifest, text=[column] if column else []) if sp["mode"] != "ratio" else None
+    lists = read_lists(sp["lists"]) if sp["mode"] == "lists" else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        parts, counts = split_table(rows, ratios=p["split"]["ratios"], seed=p["seed"], stable=p["split"]["stable"])
+        result = split_dataset(rows, seed=p["seed"], mode=sp["mode"], ratios=sp["ratios"], stable=sp["stable"],
+                               clips=clips, column=column, test=sp["column"]["test"], val=sp["column"]["val"],
+                               lists=lists, root=p["data"]["root"], val_share=sp["val_share"])
     for w in caught:
         print(f"split: WARNING: {w.message}", file=sys.stderr)
     out = Path(args.out_dir)
-    for name, part in parts.items():
+    for name, part in result.parts.items():
         write_csv(out / f"{name}.csv", part)
-    write_csv(out / "counts.csv", counts)
-    print(counts.to_string(index=False))
+    write_csv(out / "counts.csv", result.counts)
+    write_csv(out / "unassigned.csv", result.unassigned)
+    _print_left_out(result.unassigned, result.unmatched, out / "unassigned.csv")
+    print(result.counts.to_string(index=False))
+
+
+def _print_left_out(unassigned: Any, unmatched: Any, where: Path) -> None:
+    """Warn about clips the data put in no split, and list entries that name no clip to split."""
+    if len(unassigned):
+        clips = unassigned["clip_id"].astype(str).drop_duplicates()
+        why = ", ".join(f"{n} {r}" for r, n in unassigned.drop_duplicates("clip_id")["reason"].value_counts().items())
+        rows = f" ({len(unassigned)} rows)" if len(unassigned) != len(clips) else ""
+        print(f"split: WARNING: {len(clips)} clip(s){rows} in no split, not trained or scored on ({why}): "
+              f"{', '.join(clips.head(5))}{' ...' if len(clips) > 5 else ''} (see {where})", file=sys.stderr)
+    if len(unmatched):
+        print(f"split: WARNING: {len(unmatched)} list entr{'y names' if len(unmatched) == 1 else 'ies name'} no "
+              "clip to split:", file=sys.stderr)
+        for r in unmatched.head(10).to_dict("records"):
+            print(f"  split.lists.{r['list']}: {r['entry']!r}: {r['reason']}", file=sys.stderr)
+        if len(unmatched) > 10:
+            print(f"  ... and {len(unmatched) - 10} more", file=sys.stderr)
 
 
 def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
@@ -212,7 +238,7 @@ def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
         print(format_table(summary))
         return
     m = evaluate(bundle_dir=args.bundle, table_path=args.table, out_dir=args.out_dir, logmel_dir=args.logmel_dir,
-                 log_to_mlflow=not args.no_mlflow)
+                 log_to_mlflow=not args.no_mlflow, bootstrap=p["evaluate"]["bootstrap"], seed=p["seed"])
     print(f"evaluate[{m['model']}]: val acc {m['val'].get('accuracy', float('nan')):.3f}, "
           f"test acc {m['test'].get('accuracy', float('nan')):.3f}")
 
@@ -285,8 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", default="data/process")
     s.set_defaults(func=cmd_process)
 
-    s = sub.add_parser("split", help="stratified, group-aware train/val/test split")
+    s = sub.add_parser("split", help="train/val/test split: stratified by ratios, or given by the data")
     s.add_argument("inputs", nargs="+", help="process shard tables")
+    s.add_argument("--manifest", default="data/ingest/manifest.csv",
+                   help="ingest manifest: the clips' metadata (split.mode column) and paths (split.mode lists)")
     s.add_argument("--out-dir", default="data/split")
     s.set_defaults(func=cmd_split)
 

@@ -1,4 +1,5 @@
-"""``soundstage compare``: MLflow runs side by side (model, key params, val/test scores)."""
+"""``soundstage compare``: MLflow runs side by side (model, key params, val/test scores and their 95 %
+intervals when ``evaluate`` logged them)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     Returns
     -------
     DataFrame
-        ``git`` is the short commit, with ``*`` when the working copy was dirty.
+        ``git`` is the short commit, with ``*`` when the working copy was dirty. A metric whose runs
+        logged a 95 % bootstrap interval (``evaluate``'s ``<metric>_ci95_low``/``_high``) is followed by
+        ``<metric>_ci95``, text ``[low–high]`` (2 decimals); a run without one (evaluated before
+        intervals existed, or with ``evaluate.bootstrap: 0``) leaves it blank, and when no listed run
+        has one the column is not there.
 
     Raises
     ------
@@ -85,6 +90,8 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     out["start"] = pd.to_datetime(out["start"], unit="ms").dt.strftime("%Y-%m-%d %H:%M:%S")
     for m in shown:
         out[m] = raw[f"metrics.{m}"] if f"metrics.{m}" in raw else float("nan")
+        if f"metrics.{m}_ci95_low" in raw and f"metrics.{m}_ci95_high" in raw:
+            out[f"{m}_ci95"] = _interval_text(raw[f"metrics.{m}_ci95_low"], raw[f"metrics.{m}_ci95_high"])
     params = raw[sorted(c for c in raw.columns if c.startswith("params."))].rename(columns=lambda c: c[len("params."):])
     if diff_only and len(params) > 1:
         params = params.loc[:, _differing(params, raw["model"])]
@@ -92,6 +99,12 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     out = out.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
     out = out.reset_index(drop=True)
     return out.head(limit) if limit else out
+
+
+def _interval_text(low: pd.Series, high: pd.Series) -> pd.Series:
+    """``[low–high]`` per run, 2 decimals as in the table of ``make run``; "" for a run without one."""
+    text = "[" + low.map("{:.2f}".format) + "–" + high.map("{:.2f}".format) + "]"
+    return text.where(low.notna() & high.notna(), "")
 
 
 def _differing(params: pd.DataFrame, model: pd.Series) -> pd.Series:

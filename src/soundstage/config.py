@@ -1,10 +1,10 @@
 """Load and validate ``params.yaml``: the single source of truth for every tunable.
 
 Validation happens in one place, here, against ``workflow/schemas/params.schema.yaml`` (JSON Schema
-written in YAML) plus the checks a schema cannot express (ratios summing to 1, filter cutoffs,
-``features.fmax`` and the spectral-contrast bands below Nyquist, mel bands that the FFT can fill, an
-odd delta window, demo clip ids that fit their digits, regexes that compile and name the right
-groups). Every error names the dotted key. The config dataclasses built from validated params
+written in YAML) plus the checks a schema cannot express (ratios summing to 1, what each split mode
+needs, filter cutoffs, ``features.fmax`` and the spectral-contrast bands below Nyquist, mel bands that
+the FFT can fill, an odd delta window, demo clip ids that fit their digits, regexes that compile and
+name the right groups). Every error names the dotted key. The config dataclasses built from validated params
 (:class:`soundstage.dsp.ProcessConfig`, :class:`soundstage.features_core.FeatureConfig`) check
 nothing again. Library functions never read params themselves: the CLI passes explicit keyword
 arguments.
@@ -185,6 +185,7 @@ def _semantic_checks(p: dict[str, Any]) -> None:
     total = ratios["train"] + ratios["val"] + ratios["test"]
     if not math.isclose(total, 1.0, abs_tol=1e-6):
         raise ParamsError("split.ratios", f"train + val + test must sum to 1 (got {total:g})")
+    _check_split_modes(p["split"])
 
     rate = p["process"]["sample_rate"]  # None: the native rate of each file, unknown here
     nyquist = rate / 2 if rate is not None else None
@@ -255,6 +256,30 @@ def _semantic_checks(p: dict[str, Any]) -> None:
         _check_regex("data.regex.pattern", data["regex"]["pattern"], required=("label",))
     if data["folder"]["group_regex"] is not None:
         _check_regex("data.folder.group_regex", data["folder"]["group_regex"], required=("group",))
+
+
+def _check_split_modes(split: Mapping[str, Any]) -> None:
+    """What split.mode column and lists need (their rule is checked whatever the mode)."""
+    column, lists = split["column"], split["lists"]
+    if split["mode"] == "column" and not column["name"]:
+        raise ParamsError("split.column.name", "required when split.mode is column: the manifest column holding each "
+                                               "clip's split or fold (e.g. fold, or take for a data.regex group)")
+    if column["val"] is not None and column["test"] is None:
+        raise ParamsError("split.column.val", "needs split.column.test (without a test rule the column's values are "
+                                              "split names themselves)")
+    both = {str(v).strip() for v in column["test"] or ()} & {str(v).strip() for v in column["val"] or ()}
+    if both:
+        raise ParamsError("split.column.val", f"value(s) {sorted(both)} are in split.column.test too")
+    if split["mode"] == "lists":
+        for key in ("train", "test"):
+            if not lists[key]:
+                raise ParamsError(f"split.lists.{key}", "required when split.mode is lists: a text file with one "
+                                                        "clip id or file path per line")
+    given = [(k, lists[k]) for k in ("train", "val", "test") if lists[k]]
+    for i, (key, path) in enumerate(given):
+        earlier = [k for k, q in given[:i] if Path(q) == Path(path)]
+        if earlier:
+            raise ParamsError(f"split.lists.{key}", f"{path!r} is split.lists.{earlier[0]} already")
 
 
 #: Clips per demo artist: the three digits of the clip number in a demo id (``soundstage.demo.ID_PATTERN``).

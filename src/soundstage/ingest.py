@@ -15,6 +15,11 @@ Three layouts (``params.yaml: data.layout``):
     A flat (or nested) folder whose file names carry the label and group, parsed by a regular
     expression with named groups ``label`` and optionally ``group``.
 
+Metadata is kept: every other named group of the regex (``(?P<take>...)``) and every other column
+of the metadata CSV (ESC-50's ``fold``) becomes a text column of the manifest after the standard
+ones, under its own name, or ``meta_<name>`` where that name is a manifest column already
+(:func:`metadata_names`). ``split.mode: column`` reads them. The folder layout has none.
+
 Every file is probed (header only, plus an MP3's frame headers; decoding happens in ``process``).
 Files that cannot be used are listed in the rejected table with a reason and the file in
 ``detail``; the rest of the dataset goes on. Ingest's own reasons are :data:`INGEST_REASONS` (the
@@ -28,9 +33,6 @@ lost), ``other_file`` otherwise (a README, a cover image: not counted as a clip)
 folders (names starting with a dot: ``.DS_Store``, AppleDouble ``._x.wav``, ``.git``) are not data
 and are skipped silently. The count of skipped files per extension is also in
 ``manifest.attrs["ignored"]``.
-
-``REJECTED_COLUMNS``, ``rejection`` and ``shard_of`` live in :mod:`soundstage.rejections` and are
-re-exported here.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import hashlib
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -47,7 +49,7 @@ import pandas as pd
 from soundstage.decode import AudioError, probe_audio
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
 
-__all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "fingerprint_tree", "ingest"]
+__all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "fingerprint_tree", "ingest", "metadata_names"]
 
 MANIFEST_COLUMNS = ["id", "path", "label", "group", "duration", "sample_rate", "channels", "format", "shard"]
 INGEST_REASONS = frozenset({"unsupported_extension", "other_file", "no_class_folder", "no_match", "missing_label",
@@ -71,6 +73,21 @@ class _Candidate:
     clip_id: str
     transcript: str | None = None
     origin: str = ""  # where the candidate came from, for duplicate messages (a CSV row)
+    meta: dict[str, str | None] = field(default_factory=dict)  # extra regex groups / CSV columns
+
+
+def metadata_names(names: list[str], taken: list[str]) -> dict[str, str]:
+    """``{source name: manifest column}`` of extra metadata: each name kept, prefixed with ``meta_``
+    (again, if need be) where it would clash with a column in ``taken`` or an earlier one."""
+    used = set(taken)
+    out = {}
+    for name in names:
+        column = name
+        while column in used:
+            column = f"meta_{column}"
+        used.add(column)
+        out[name] = column
+    return out
 
 
 def _extension(name: str) -> str:
@@ -210,8 +227,10 @@ def _regex_candidates(root: Path, extensions: set[str], *, pattern: str, rejecte
             rejected.append(rejection(path, clip_id, "ingest", "missing_label",
                                       f"{path}: data.regex.pattern matched but its 'label' group is empty"))
             continue
-        group = m.groupdict().get("group") or None
-        out.append(_Candidate(path, label, group, clip_id))
+        found = m.groupdict()
+        group = found.get("group") or None
+        meta = {k: v for k, v in found.items() if k not in ("label", "group")}
+        out.append(_Candidate(path, label, group, clip_id, meta=meta))
     return out
 
 
@@ -238,13 +257,16 @@ def _read_table(csv_path: Path) -> pd.DataFrame:
 
 def _csv_candidates(csv_path: Path, root: Path, extensions: set[str], *, path_column: str, label_column: str,
                     group_column: str | None, transcript_column: str | None, rejected: list[dict],
-                    ignored: Counter) -> list[_Candidate]:
+                    ignored: Counter) -> tuple[list[_Candidate], list[str]]:
+    """The CSV's candidates and its metadata column names (those no ``*_column`` names)."""
     table = _read_table(csv_path)
     for key, column in (("path_column", path_column), ("label_column", label_column),
                         ("group_column", group_column), ("transcript_column", transcript_column)):
         if column is not None and column not in table.columns:
             raise ValueError(f"data.csv.{key}: column {column!r} not in {csv_path} "
                              f"(columns: {', '.join(table.columns)})")
+    used_columns = {path_column, label_column, group_column, transcript_column}
+    extra = [c for c in table.columns if c not in used_columns]
     base = csv_path.parent
     skipped: list[Path] = []
     on_disk = _walk_audio(root, extensions, rejected=rejected, skipped=skipped) if root.is_dir() else []
@@ -292,7 +314,8 @@ def _csv_candidates(csv_path: Path, root: Path, extensions: set[str], *, path_co
             continue
         group = (row[group_column].strip() or None) if group_column else None
         transcript = row[transcript_column] if transcript_column else None
-        out.append(_Candidate(path, label, group, clip_id, transcript, origin=where))
+        meta = {k: row[k] for k in extra}
+        out.append(_Candidate(path, label, group, clip_id, transcript, origin=where, meta=meta))
     # Unlisted files are only news when the CSV describes this folder at all (a root unrelated to
     # the CSV, e.g. the default, must not flood the rejected table).
     real_root = root.resolve()
@@ -304,7 +327,7 @@ def _csv_candidates(csv_path: Path, root: Path, extensions: set[str], *, path_co
     if describes_root:  # the metadata CSV itself is no stray file
         _skipped_rows([p for p in skipped if p.resolve() != csv_path.resolve()], root, extensions,
                       rejected=rejected, ignored=ignored)
-    return out
+    return out, extra
 
 
 def _duplicate_detail(cand: _Candidate, first: _Candidate, *, first_failed: bool) -> str:
@@ -339,8 +362,10 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
     -------
     manifest : pandas.DataFrame
         One row per usable clip with columns ``MANIFEST_COLUMNS`` (+ ``transcript`` when
-        ``transcript_column`` is given), sorted by ``id``; ``path`` is absolute, ``duration`` in
-        seconds (the length that decodes: see :func:`soundstage.decode.probe_audio`).
+        ``transcript_column`` is given, + the metadata columns: the pattern's other named groups
+        or the CSV's other columns, as text, named by :func:`metadata_names`), sorted by ``id``;
+        ``path`` is absolute, ``duration`` in seconds (the length that decodes: see
+        :func:`soundstage.decode.probe_audio`).
         ``manifest.attrs["ignored"]``: ``{".ext": count}`` of files skipped for their extension
         (each is also a ``rejected`` row).
     rejected : pandas.DataFrame
@@ -364,22 +389,26 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
         csv_file = Path(csv_path).expanduser().resolve()
         if not csv_file.is_file():
             raise FileNotFoundError(f"data.csv.path: metadata CSV not found: {csv_file}")
-        candidates = _csv_candidates(csv_file, root, exts, path_column=path_column, label_column=label_column,
-                                     group_column=group_column, transcript_column=transcript_column,
-                                     rejected=rejected, ignored=ignored)
+        candidates, meta_names = _csv_candidates(
+            csv_file, root, exts, path_column=path_column, label_column=label_column, group_column=group_column,
+            transcript_column=transcript_column, rejected=rejected, ignored=ignored)
     else:
         if not root.is_dir():
             raise FileNotFoundError(f"data.root: dataset folder not found: {root}")
         if layout == "folder":
             candidates = _folder_candidates(root, exts, label_level=label_level, group_regex=group_regex,
                                             rejected=rejected, ignored=ignored)
+            meta_names = []
         elif layout == "regex":
             if not pattern:
                 raise ValueError("data.regex.pattern: required when data.layout is regex")
             candidates = _regex_candidates(root, exts, pattern=pattern, rejected=rejected, ignored=ignored)
+            meta_names = [g for g in re.compile(pattern).groupindex if g not in ("label", "group")]
         else:
             raise ValueError(f"data.layout: unknown layout {layout!r} (folder, csv or regex)")
 
+    # From the layout, not the rows: the columns are there (maybe empty) even when no clip is.
+    meta_columns = metadata_names(meta_names, MANIFEST_COLUMNS + (["transcript"] if transcript_column else []))
     rows = []
     seen: dict[str, _Candidate] = {}
     failed: dict[Path, _Candidate] = {}
@@ -401,9 +430,11 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
                "format": info.format, "shard": shard_of(cand.clip_id, n_shards)}
         if transcript_column:
             row["transcript"] = cand.transcript
+        row.update({meta_columns[k]: v for k, v in cand.meta.items()})
         rows.append(row)
 
     columns = MANIFEST_COLUMNS + (["transcript"] if transcript_column else [])
+    columns += list(meta_columns.values())
     manifest = pd.DataFrame(rows, columns=columns).sort_values("id", kind="stable").reset_index(drop=True)
     manifest.attrs["ignored"] = dict(sorted(ignored.items()))
     return manifest, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)

@@ -168,18 +168,20 @@ def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int) -> os.stat_
     return write_atomic(path, header, data)
 
 
-def read_csv(path: str | Path) -> pd.DataFrame:  # noqa: F821
-    """Read one of our CSV tables with every id-like column kept as text.
+def read_csv(path: str | Path, *, text: Sequence[str] = ()) -> pd.DataFrame:  # noqa: F821
+    """Read one of our CSV tables with every id-like column, and those named in ``text``, kept as
+    text (empty cells are missing values).
 
     ``key`` must be text: a SHA-1 such as ``4e4924939249...`` looks like a float with a huge exponent,
     on which pandas' C parser (2.x, pandas-dev/pandas#63089) overflows and crashes, about once per
-    thousand clips.
+    thousand clips. Metadata columns (a ``fold`` of ``05``, a ``take`` beside an empty cell, which
+    would become ``5`` or ``5.0``) are compared as text: pass them in ``text``.
     """
     import pandas as pd
 
-    return pd.read_csv(path, dtype={"id": str, "clip_id": str, "label": str, "group": str, "path": str,
-                                     "key": str, "split": str, "stamp": str},
-                       keep_default_na=False, na_values=[""])
+    dtype = {"id": str, "clip_id": str, "label": str, "group": str, "path": str, "key": str, "split": str,
+             "stamp": str}
+    return pd.read_csv(path, dtype=dtype | dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
 
 
 def read_ahead(items: Sequence[T], path_of: Callable[[T], str | Path | None], *, ahead: int = 8) -> Iterator[T]:

@@ -74,6 +74,19 @@ def get_data_fingerprint(wildcards):
     return [fingerprint_tree(r, data["extensions"]) if os.path.exists(r) else "missing" for r in roots]
 
 
+def get_split_input(wildcards):
+    """The shards and the manifest (metadata and paths of the clips), and in lists mode the list
+    files, so that editing a list re-runs the split."""
+    inputs = {
+        "shards": expand("data/process/shards/{shard}.csv", shard=SHARDS),
+        "manifest": "data/ingest/manifest.csv",
+        "code": CODE["split"],
+    }
+    if config["split"]["mode"] == "lists":
+        inputs["lists"] = [path for path in config["split"]["lists"].values() if path]
+    return inputs
+
+
 def get_train_inputs(wildcards):
     inputs = {"table": "data/features/table.parquet", "code": CODE["train"]}
     if wildcards.model == "keras_cnn":
@@ -124,6 +137,12 @@ def print_rejections():
     warning = small_class_warning(read_csv("data/ingest/manifest.csv")["label"])
     if warning:
         print(f"soundstage: {warning}", file=sys.stderr)
+    # The split's warnings (classes missing from a split, clips in no split), repeated at the end.
+    split_log = Path("logs/split.log")
+    if split_log.is_file():
+        for line in split_log.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("split: WARNING"):
+                print(f"soundstage: {line}", file=sys.stderr)
 
 
 def on_success():

@@ -13,6 +13,7 @@ rule evaluate:
         ENV
     params:
         cfg=PARAMS,
+        watched=stage_params("evaluate"),
     shell:
         cli(
             "soundstage --params {params.cfg} evaluate --bundle {input.bundle} --out-dir reports/evaluate/{wildcards.model}"

@@ -1,12 +1,12 @@
 rule split:
     input:
-        shards=expand("data/process/shards/{shard}.csv", shard=SHARDS),
-        code=CODE["split"],
+        unpack(get_split_input),
     output:
         train="data/split/train.csv",
         val="data/split/val.csv",
         test="data/split/test.csv",
         counts="data/split/counts.csv",
+        unassigned="data/split/unassigned.csv",
     log:
         "logs/split.log",
     conda:
@@ -15,4 +15,4 @@ rule split:
         cfg=PARAMS,
         watched=stage_params("split"),
     shell:
-        cli("soundstage --params {params.cfg} split {input.shards} --out-dir data/split")
+        cli("soundstage --params {params.cfg} split {input.shards} --manifest {input.manifest} --out-dir data/split")
