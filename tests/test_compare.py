@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from soundstage import cli
-from soundstage.compare import METRICS, runs_table
+from soundstage.compare import BASE_COLUMNS, METRICS, runs_table, split_note
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")]
@@ -53,6 +53,21 @@ CI_RUNS = [
      {"val_accuracy": 0.60, "val_macro_f1": 0.58, "test_accuracy": 0.65, "test_macro_f1": 0.64}, {}, "FINISHED"),
 ]
 
+# Runs trained on two different splits (tag split.hash), beside one trained before the tag existed.
+SPLIT_A, SPLIT_B = "a1b2c3d4e5f6", "0f1e2d3c4b5a"
+SPLIT_RUNS = [
+    ("demo", "random_forest", {"random_forest.n_estimators": "100"}, {"val_macro_f1": 0.70, "test_macro_f1": 0.68},
+     {"split.hash": SPLIT_A}, "FINISHED"),
+    ("demo", "random_forest", {"random_forest.n_estimators": "300"}, {"val_macro_f1": 0.80, "test_macro_f1": 0.79},
+     {"split.hash": SPLIT_A}, "FINISHED"),
+    ("demo", "keras_mlp", {"keras_mlp.hidden": "64"}, {"val_macro_f1": 0.75, "test_macro_f1": 0.90},
+     {"split.hash": SPLIT_B}, "FINISHED"),
+    ("demo", "random_forest", {"random_forest.n_estimators": "50"}, {"val_macro_f1": 0.60, "test_macro_f1": 0.61},
+     {}, "FINISHED"),  # trained before split.hash was recorded
+]
+NOTE = (f"note: these runs used 2 different splits (split.hash {SPLIT_A[:8]}, {SPLIT_B[:8]}): "
+        "their scores are not comparable across splits")
+
 
 def make_store(path, runs) -> str:
     import mlflow
@@ -81,6 +96,11 @@ def store(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def ci_store(tmp_path_factory) -> str:
     return make_store(tmp_path_factory.mktemp("compare_ci"), CI_RUNS)
+
+
+@pytest.fixture(scope="module")
+def split_store(tmp_path_factory) -> str:
+    return make_store(tmp_path_factory.mktemp("compare_split"), SPLIT_RUNS)
 
 
 def test_all_finished_runs_sorted_by_val_f1(store):
@@ -197,3 +217,39 @@ def test_differing_params_rules():
     assert _differing(params, model).to_dict() == {
         "seed": True, "features.n_mels": False, "random_forest.n_estimators": False, "keras_mlp.hidden": False,
         "augment.copies": True}
+
+
+def test_split_column_and_note_for_runs_on_two_splits(split_store):
+    t = runs_table(tracking_uri=split_store)
+    assert list(t.columns[:7]) == [*BASE_COLUMNS, "split", METRICS[0]]
+    # Sorted by val macro-F1; the run of before the tag: a blank cell.
+    assert t["split"].tolist() == [SPLIT_A[:8], SPLIT_B[:8], SPLIT_A[:8], ""]
+    assert split_note(t) == NOTE
+
+
+def test_no_split_note_for_one_split_or_untagged_runs(split_store, store):
+    t = runs_table(tracking_uri=split_store, model="random_forest")
+    assert t["split"].tolist() == [SPLIT_A[:8], SPLIT_A[:8], ""]
+    assert split_note(t) is None  # the untagged run is no split of its own
+    old = runs_table(tracking_uri=store)  # no run has the tag: no column, as before
+    assert "split" not in old.columns and split_note(old) is None
+    assert split_note(runs_table(tracking_uri=split_store, limit=1)) is None  # the listed runs only
+
+
+def test_split_note_counts_distinct_hashes_in_table_order():
+    table = pd.DataFrame({"split": ["b2", "", "a1", "b2", None, "c3"]})
+    assert split_note(table) == ("note: these runs used 3 different splits (split.hash b2, a1, c3): "
+                                 "their scores are not comparable across splits")
+    assert split_note(pd.DataFrame({"split": ["a1", "", "a1"]})) is None
+    assert split_note(pd.DataFrame(columns=["run_id"])) is None
+
+
+def test_compare_cli_prints_the_split_note(split_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", split_store)
+    assert cli.main(["compare"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[5] == "split" and SPLIT_B[:8] in out[2]
+    assert out[-1] == NOTE and len(out) == 6  # header, 4 runs, the note
+    assert cli.main(["compare", "--model", "random_forest"]) == 0
+    assert "note:" not in capsys.readouterr().out

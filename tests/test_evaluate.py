@@ -25,6 +25,7 @@ from soundstage.evaluate import (
     predict_rows,
     score,
 )
+from soundstage.split import assignment_hash
 from soundstage.train import train
 
 # One worker runs this module: its trained bundle is built once (xdist --dist loadgroup).
@@ -196,6 +197,30 @@ def test_evaluate_empty_split_and_summary(trained, tmp_path):
     assert len({len(line) for line in lines[:3]}) == 1  # header, rule and row line up
 
 
+def test_evaluate_records_the_split_and_warns_about_another(trained, tmp_path):
+    """metrics.json names the split it scored; a table whose split is not the one trained on is warned about."""
+    import warnings
+
+    table = trained["table"]
+    trained_on = load_bundle(trained["bundle_dir"]).meta["training"]["split_hash"]
+    assert trained_on == assignment_hash(table)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        metrics = evaluate(bundle_dir=trained["bundle_dir"], table_path=trained["tmp"] / "table.parquet",
+                           out_dir=tmp_path / "same", log_to_mlflow=False, bootstrap=0)
+    assert not [w for w in caught if "split" in str(w.message)]
+    assert metrics["provenance"]["split_hash"] == trained_on
+    assert json.loads((tmp_path / "same" / "metrics.json").read_text())["provenance"]["split_hash"] == trained_on
+    # One train clip moved to test: the model has seen a test clip.
+    moved = table.assign(split=table["split"].where(table["clip_id"] != "bird/train00", "test"))
+    moved.to_parquet(tmp_path / "moved.parquet")
+    with pytest.warns(UserWarning, match=rf"split\.hash {assignment_hash(moved)}\) from the table random_forest "
+                                         rf"was trained on \({trained_on}\)"):
+        metrics = evaluate(bundle_dir=trained["bundle_dir"], table_path=tmp_path / "moved.parquet",
+                           out_dir=tmp_path / "moved", log_to_mlflow=False, bootstrap=0)
+    assert metrics["provenance"]["split_hash"] == assignment_hash(moved) != trained_on
+
+
 def test_format_table_without_intervals():
     """Metrics written before the intervals (or with evaluate.bootstrap: 0) print as they always did."""
     summary = {"random_forest": {"val": {"accuracy": 0.5, "macro_f1": 0.25}, "test": {"accuracy": 0.8125,
@@ -320,3 +345,16 @@ def test_clip_groups():
     clips = pd.Series(["a", "b", "c", "d"])
     assert clip_groups(rows, clips).tolist() == ["s1", "s1", "c", "d"]  # no group: the clip is its own
     assert clip_groups(rows.drop(columns="group"), clips) is None
+
+
+def test_bootstrap_keeps_every_class_in_every_resample() -> None:
+    """Groups of one class each (artists of one genre): a perfect classifier scores 1 in every resample."""
+    from soundstage.evaluate import bootstrap_ci
+
+    labels = ["a", "b", "c"]
+    truth = [lab for lab in labels for _ in range(4)]  # two groups of two clips per class
+    groups = [f"{lab}{i // 2}" for lab in labels for i in range(4)]
+    out = bootstrap_ci(truth, truth, labels, groups, resamples=500, seed=0)
+    for key in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1"):
+        assert out[f"{key}_ci95"] == [1.0, 1.0], key
+    assert out["bootstrap"] == {"resamples": 500, "unit": "group", "n_units": 6}

@@ -22,6 +22,7 @@ from soundstage.split import (
     UNMATCHED_COLUMNS,
     SmallClassWarning,
     assign_splits,
+    assignment_hash,
     counts_table,
     group_keys,
     read_lists,
@@ -262,6 +263,45 @@ def test_row_order_does_not_matter(stable, rng):
     again = assign_splits(shuffled, ratios=RATIOS, seed=5, stable=stable)
     assert again.index.equals(shuffled.index)
     assert again.sort_index().equals(split.sort_index())
+
+
+# --- assignment hash (the MLflow tag split.hash) -------------------------------------------------
+
+def split_rows() -> pd.DataFrame:
+    """A features-table-like assignment: segmented clips, each clip in one split."""
+    rows = segmented_rows(60, max_segments=4)
+    clip_split = {c: SPLITS[i % 3] for i, c in enumerate(rows["clip_id"].unique())}
+    return rows.assign(split=rows["clip_id"].map(clip_split))
+
+
+def test_assignment_hash_is_short_stable_and_ignores_row_order():
+    rows = split_rows()
+    h = assignment_hash(rows)
+    assert len(h) == 12 and all(c in "0123456789abcdef" for c in h)
+    assert assignment_hash(rows.sample(frac=1.0, random_state=3)) == h
+    assert assignment_hash(rows.astype({"split": "category", "clip_id": "string"})) == h
+    # Per clip: fewer segments of a clip (another process.segment) or no features columns, same hash.
+    assert assignment_hash(rows.drop_duplicates("clip_id")) == h
+    assert assignment_hash(rows[["clip_id", "split"]]) == h
+    # Pinned: a change of encoding would make every earlier run look like another split.
+    assert assignment_hash(pd.DataFrame({"id": ["b", "a"], "split": ["test", "train"]})) == "829ec47129c4"
+
+
+@pytest.mark.parametrize("clip", ["clip0", "clip31", "clip59"])
+def test_assignment_hash_changes_when_one_clip_moves(clip):
+    rows = split_rows()
+    h = assignment_hash(rows)
+    mine = rows["clip_id"] == clip
+    for other in SPLITS:
+        if other != rows.loc[mine, "split"].iloc[0]:
+            assert assignment_hash(rows.assign(split=rows["split"].where(~mine, other))) != h
+    assert assignment_hash(rows.assign(split=rows["split"].where(~mine, None))) != h  # left out of every split
+    assert assignment_hash(rows[~mine]) != h  # a clip fewer
+
+
+def test_assignment_hash_needs_a_split_column():
+    with pytest.raises(ValueError, match="no split column"):
+        assignment_hash(pd.DataFrame({"id": ["a"], "clip_id": ["a"]}))
 
 
 def test_split_table_parts_and_counts_agree():

@@ -23,6 +23,7 @@ from soundstage.cache import key_of
 from soundstage.evaluate import evaluate
 from soundstage.features import clip_features, feature_columns
 from soundstage.features_core import FeatureConfig
+from soundstage.split import assignment_hash
 from soundstage.train import Augmented, augment_clips, fit, train
 
 # One worker runs this module: its dataset and MLflow store are built once (xdist --dist loadgroup).
@@ -185,6 +186,9 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     assert tags["data.table"] == "abc123"
     assert tags["soundstage.pid"] == str(os.getpid()) and tags["soundstage.host"]
     assert "soundstage.error" not in tags
+    # The clip -> split assignment trained on, on the run and in the bundle: runs on other splits stand out.
+    assert tags["split.hash"] == assignment_hash(dataset["table"])
+    assert load_bundle(bundle.directory).meta["training"]["split_hash"] == tags["split.hash"]
     # The hash of the params the run logs: evaluate can tell metrics of other params apart.
     assert bundle.meta["params_hash"] == key_of(flat_params_of(model))
     assert load_bundle(bundle.directory).meta["params_hash"] == bundle.meta["params_hash"]
@@ -289,6 +293,7 @@ def test_same_params_and_data_give_the_same_metrics(dataset, tmp_path, uri):
         runs = [m["provenance"].pop("bundle") for m in (metrics_a, metrics_b)]
         assert runs[0] != runs[1]
         assert metrics_a["provenance"]["params_hash"] == key_of(flat_params_of(model))
+        assert metrics_a["provenance"]["split_hash"] == assignment_hash(dataset["table"])
         assert metrics_a == metrics_b, model
         for split in ("val", "test"):
             assert (a / f"predictions_{split}.csv").read_bytes() == (b / f"predictions_{split}.csv").read_bytes()

@@ -247,7 +247,7 @@ def cmd_compare(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
     from soundstage import tracking
-    from soundstage.compare import runs_table
+    from soundstage.compare import runs_table, split_note
 
     table = runs_table(tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"] if p else None),
                        experiment=args.experiment, model=args.model, sort_by=args.sort, ascending=args.ascending,
@@ -257,6 +257,9 @@ def cmd_compare(args: argparse.Namespace, p: dict[str, Any]) -> None:
         return
     with pd.option_context("display.max_columns", None, "display.width", 200, "display.float_format", "{:.3f}".format):
         print(table.to_string(index=False))
+    note = split_note(table)
+    if note:
+        print(note)
 
 
 def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:

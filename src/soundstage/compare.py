@@ -1,13 +1,17 @@
 """``soundstage compare``: MLflow runs side by side (model, key params, val/test scores and their 95 %
-intervals when ``evaluate`` logged them)."""
+intervals when ``evaluate`` logged them, the split each run used)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from soundstage.tracking import SPLIT_HASH_TAG
+
 #: Metric columns shown by default (``evaluate`` logs them into each training run).
 METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
 BASE_COLUMNS = ["run_id", "experiment", "model", "start", "git"]
+#: Hex digits of a run's ``split.hash`` shown in the ``split`` column (as many as of its commit).
+SPLIT_CHARS = 8
 
 
 def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str | None = None,
@@ -33,7 +37,10 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     Returns
     -------
     DataFrame
-        ``git`` is the short commit, with ``*`` when the working copy was dirty. A metric whose runs
+        ``git`` is the short commit, with ``*`` when the working copy was dirty. ``split``, right after
+        it, is the start of the run's ``split.hash`` tag (:func:`soundstage.split.assignment_hash`):
+        blank for a run trained before the tag existed, and not there when no listed run has one
+        (:func:`split_note` says when the listed runs used several splits). A metric whose runs
         logged a 95 % bootstrap interval (``evaluate``'s ``<metric>_ci95_low``/``_high``) is followed by
         ``<metric>_ci95``, text ``[low–high]`` (2 decimals); a run without one (evaluated before
         intervals existed, or with ``evaluate.bootstrap: 0``) leaves it blank, and when no listed run
@@ -76,6 +83,7 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
         git += "*" if r.data.tags.get("git.dirty") == "true" else ""
         rows.append({"run_id": r.info.run_id[:8], "experiment": names.get(r.info.experiment_id),
                      "model": r.data.tags.get("model"), "start": r.info.start_time, "git": git,
+                     "split": r.data.tags.get(SPLIT_HASH_TAG, "")[:SPLIT_CHARS],
                      **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
                      **{f"params.{k}": v for k, v in r.data.params.items()}})
     raw = pd.DataFrame(rows)
@@ -88,6 +96,8 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
         shown.append(sort_by)
     out = raw[BASE_COLUMNS].copy()
     out["start"] = pd.to_datetime(out["start"], unit="ms").dt.strftime("%Y-%m-%d %H:%M:%S")
+    if raw["split"].ne("").any():
+        out["split"] = raw["split"]
     for m in shown:
         out[m] = raw[f"metrics.{m}"] if f"metrics.{m}" in raw else float("nan")
         if f"metrics.{m}_ci95_low" in raw and f"metrics.{m}_ci95_high" in raw:
@@ -99,6 +109,30 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     out = out.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
     out = out.reset_index(drop=True)
     return out.head(limit) if limit else out
+
+
+def split_note(table: pd.DataFrame) -> str | None:
+    """The note to print under a :func:`runs_table` whose runs used more than one split, else ``None``.
+
+    Parameters
+    ----------
+    table : DataFrame
+        :func:`runs_table`'s result; its ``split`` column (when there) holds each run's split hash.
+
+    Returns
+    -------
+    str or None
+        ``note: these runs used 2 different splits (split.hash a1b2c3d4, e5f6a7b8): ...``, the hashes
+        in table order. A run without a hash (trained before the tag existed) is not counted as a
+        split of its own: runs of one hash plus such runs give no note.
+    """
+    if "split" not in table:
+        return None
+    hashes = list(dict.fromkeys(h for h in table["split"] if isinstance(h, str) and h))
+    if len(hashes) < 2:
+        return None
+    return (f"note: these runs used {len(hashes)} different splits (split.hash {', '.join(hashes)}): "
+            "their scores are not comparable across splits")
 
 
 def _interval_text(low: pd.Series, high: pd.Series) -> pd.Series:

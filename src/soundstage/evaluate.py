@@ -10,6 +10,7 @@ MLflow training run.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,10 +78,13 @@ def bootstrap_ci(truth: list[str] | np.ndarray, predicted: list[str] | np.ndarra
                  groups: list[str] | np.ndarray | None = None, *, resamples: int, seed: int) -> dict[str, Any]:
     """95 % percentile bootstrap intervals of the :data:`CI_METRICS` of clip-level predictions.
 
-    Each resample draws as many units as there are, with replacement, and scores the clips they hold
-    exactly as :func:`score` would (same definitions, same zero-division rules). With ``groups``
-    (speaker, artist, source recording...) the unit is the group, all of its clips together: clips of
-    one group are not independent, so resampling them one by one would give too narrow an interval.
+    Each resample draws units with replacement and scores the clips they hold exactly as :func:`score`
+    would (same definitions, same zero-division rules). With ``groups`` (speaker, artist, source
+    recording...) the unit is the group, all of its clips together: clips of one group are not
+    independent, so resampling them one by one would give too narrow an interval. The draw is
+    stratified: units are drawn within their class (the true class most of their clips have), as many
+    as the class holds, so every class of the test set is in every resample (with one-class groups,
+    an unstratified draw would often drop a class and pull the macro scores towards 0).
 
     Parameters
     ----------
@@ -124,12 +128,19 @@ def bootstrap_ci(truth: list[str] | np.ndarray, predicted: list[str] | np.ndarra
     else:
         unit = pd.factorize(pd.Series(np.asarray(groups, dtype=object)).astype(str), sort=False)[0]
     n_units, n = int(unit.max()) + 1, len(truth)
+    true_code = cell // m
+    # Each unit's stratum: the class most of its clips have (ties: the first in category order).
+    majority = pd.crosstab(unit, true_code).to_numpy().argmax(axis=1)
+    strata = [np.flatnonzero(majority == c) for c in np.unique(majority)]
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_CELLS // n)  # resamples per block: bounded memory, whatever the test set's size
     counts = []
     for start in range(0, resamples, block):
         b = min(block, resamples - start)
-        drawn = rng.integers(0, n_units, size=(b, n_units))
+        # Units are drawn within strata (their majority true class), as many as each stratum holds,
+        # so that every class of the test set is in every resample, as it is in the test set.
+        drawn = np.concatenate([members[rng.integers(0, len(members), size=(b, len(members)))]
+                                for members in strata], axis=1)
         # How often each resample drew each unit; every clip of a unit counts that often.
         times = np.bincount((np.arange(b)[:, None] * n_units + drawn).ravel(), minlength=b * n_units)
         clip_times = times.reshape(b, n_units)[:, unit]
@@ -221,15 +232,29 @@ def evaluate(*, bundle_dir: str | Path, table_path: str | Path, out_dir: str | P
 
     ``bootstrap`` resamples (``params.yaml: evaluate.bootstrap``; 0: none) seeded by ``seed`` give
     each split's intervals (:func:`bootstrap_ci`), over the table's ``group`` column when it has one
-    (a clip without a group is its own)."""
+    (a clip without a group is its own).
+
+    The metrics' ``provenance`` holds the bundle's ``params_hash``, its MLflow run id (``bundle``) and
+    ``split_hash``, :func:`soundstage.split.assignment_hash` of the scored table. When the bundle
+    records another split hash (``training.split_hash``), a ``UserWarning`` says that the model was
+    trained on another split (its val/test clips may have been training clips)."""
+    from soundstage.split import assignment_hash
+
     bundle = load_bundle(bundle_dir)
     table = pd.read_parquet(table_path)
     out_dir = Path(out_dir)
     labels = bundle.labels
-    # What produced these numbers, so that a summary can refuse metrics of other parameters.
+    split_hash = assignment_hash(table)
+    trained_on = (bundle.meta.get("training") or {}).get("split_hash")
+    if trained_on is not None and trained_on != split_hash:
+        warnings.warn(f"evaluate: {table_path} assigns clips to splits differently (split.hash {split_hash}) from "
+                      f"the table {bundle.meta['model']} was trained on ({trained_on}): its val/test clips may have "
+                      "been training clips; train again on this table", UserWarning, stacklevel=2)
+    # What produced these numbers, so that a summary can refuse metrics of other parameters or splits.
     metrics: dict[str, Any] = {"model": bundle.meta["model"], "labels": labels,
                                "provenance": {"params_hash": bundle.meta.get("params_hash"),
-                                              "bundle": bundle.meta.get("mlflow", {}).get("run_id")}}
+                                              "bundle": bundle.meta.get("mlflow", {}).get("run_id"),
+                                              "split_hash": split_hash}}
     for split in SCORED_SPLITS:
         rows = table[table["split"] == split].reset_index(drop=True)
         clips = clip_predictions(rows, predict_rows(bundle, rows, logmel_dir=logmel_dir), labels)

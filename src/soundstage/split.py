@@ -67,6 +67,7 @@ stable for growing datasets; ``split_table`` warns about classes missing from a 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -90,6 +91,8 @@ UNASSIGNED_REASONS = {
 }
 #: Columns of the table of list entries that name no clip to split (:func:`assign_from_lists`).
 UNMATCHED_COLUMNS = ["list", "entry", "reason"]
+#: Hex digits kept of :func:`assignment_hash`: 48 bits, so two assignments share one with odds ~1 in 3e14.
+HASH_CHARS = 12
 _TOL = 1e-9
 
 
@@ -320,6 +323,39 @@ def clip_ids(rows: pd.DataFrame) -> pd.Series:
     if clip.isna().any():
         raise ValueError("split: every row needs an id or clip_id")
     return clip.astype(str)
+
+
+def assignment_hash(table: pd.DataFrame) -> str:
+    """A short fingerprint of which clip is in which split (the MLflow tag ``split.hash``).
+
+    The first :data:`HASH_CHARS` hex digits of the SHA-1 of the sorted, distinct ``(clip, split)``
+    pairs of ``table``, the clip as :func:`clip_ids` gives it.
+
+    Parameters
+    ----------
+    table : DataFrame
+        ``split`` and ``clip_id`` (or ``id``) per row: the features table, or the split stage's CSVs
+        concatenated. Segments of a clip count once, so segmenting clips differently keeps the hash.
+
+    Returns
+    -------
+    str
+        :data:`HASH_CHARS` lowercase hex digits. The same assignment gives the same hash whatever the
+        row order, the dtypes or the number of segments per clip; any clip moving to another split,
+        or added or removed, gives another hash. A row without a split counts as a split of its own.
+
+    Raises
+    ------
+    ValueError
+        No ``split`` column, or a row with neither ``id`` nor ``clip_id``.
+    """
+    if "split" not in table:
+        raise ValueError("split: the table has no split column")
+    split = table["split"].astype("string").fillna("")
+    pairs = sorted(set(zip(clip_ids(table), split.astype(str), strict=True)))
+    # JSON, not joined text: no clip id, whatever characters it holds, can blur two pairs into one.
+    text = json.dumps(pairs, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:HASH_CHARS]
 
 
 def _unassigned(rows: pd.DataFrame, reason: pd.Series) -> pd.DataFrame:

@@ -35,6 +35,9 @@ PID_NAMESPACE_TAG = "soundstage.pid_namespace"
 ERROR_TAG = "soundstage.error"
 #: The run description shown by the MLflow UI.
 NOTE_TAG = "mlflow.note.content"
+#: The clip -> split assignment a run trained on (:func:`soundstage.split.assignment_hash`): runs with
+#: different values were scored on different test sets.
+SPLIT_HASH_TAG = "split.hash"
 #: Longest error text recorded on a run (MLflow caps tag values at 8000 characters).
 MAX_ERROR_CHARS = 4000
 

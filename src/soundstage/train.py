@@ -196,9 +196,11 @@ def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: di
 
     ``augment`` (``copies`` + the ranges of :func:`augment_clips`), when given, adds augmented copies
     of the train clips, read from ``audio_dir``. The MLflow run gets ``flat_params`` as params,
-    ``tags`` (git commit, data versions...), the training curves, the bundle (as artifacts under
+    ``tags`` (git commit, data versions...) and tag ``split.hash`` (the table's
+    :func:`soundstage.split.assignment_hash`), the training curves, the bundle (as artifacts under
     ``bundle/``) and the model with its MLflow flavor (``sklearn`` in skops format, or ``keras``).
-    The bundle records ``params_hash``, :func:`soundstage.cache.key_of` of ``flat_params``.
+    The bundle records ``params_hash``, :func:`soundstage.cache.key_of` of ``flat_params``, and the
+    split hash as ``training.split_hash``.
 
     When training raises, the run ends FAILED with the error recorded on it and the exception propagates
     (see :func:`soundstage.tracking.start_run`); an ``OSError`` writing the bundle names the file.
@@ -206,11 +208,15 @@ def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: di
     import mlflow
 
     from soundstage.features_core import FeatureConfig
-    from soundstage.tracking import start_run
+    from soundstage.split import assignment_hash
+    from soundstage.tracking import SPLIT_HASH_TAG, start_run
 
     table = pd.read_parquet(table_path)
+    # A tag, not a param: params_hash must stay what `evaluate --summary` recomputes from params.yaml alone.
+    split_hash = assignment_hash(table)
     stats = dict(np.load(stats_path)) if stats_path is not None else None
-    with start_run(experiment=experiment, run_name=model, uri=tracking_uri, tags={"model": model, **tags}) as run:
+    with start_run(experiment=experiment, run_name=model, uri=tracking_uri,
+                   tags={"model": model, **tags, SPLIT_HASH_TAG: split_hash}) as run:
         mlflow.log_params({k: ("None" if v is None else v) for k, v in flat_params.items()})
         augmented = None
         if augment:
@@ -235,6 +241,7 @@ def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: di
             if history.get("val_loss"):
                 mlflow.log_metric("best_val_loss", float(np.min(history["val_loss"])))
         meta["training"]["augment"] = dict(augment) if augment else None
+        meta["training"]["split_hash"] = split_hash
         meta.update({"params": params, "seed": seed, "process": process_params, "features": feature_params,
                      "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run.info.run_id},
                      "tags": tags, "params_hash": key_of(flat_params)})
