@@ -36,6 +36,7 @@ shard are deleted.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -155,11 +156,15 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     params_key = cache.key_of(stages.code_version("features"), config.to_dict(), sorted(save))  # hashed once per shard
     rejected: list[dict] = []
 
-    def files(row: dict) -> list[str]:
-        return [str(out_dir / name / f"{row['id']}.npy") for name in save]
+    # Paths as strings: a few pathlib objects per clip cost more than the rest of its bookkeeping.
+    folders = [os.fspath(out_dir / name) for name in save]
+    base = None if relative_to is None else os.fspath(relative_to)
 
-    def audio_path(row: dict) -> Path:
-        return Path(row["path"]) if relative_to is None else Path(relative_to) / row["path"]
+    def files(row: dict) -> list[str]:
+        return [f"{folder}/{row['id']}.npy" for folder in folders]
+
+    def audio_path(row: dict) -> str:
+        return row["path"] if base is None else os.path.join(base, row["path"])  # an absolute path stays
 
     def compute(clip_id: str, key: str, row: dict) -> list[dict]:
         path = audio_path(row)

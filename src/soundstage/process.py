@@ -123,6 +123,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
     params_key = cache.key_of(stages.code_version("process"), config.to_dict())  # hashed once per shard
     audio_dir = (out_dir / "audio").resolve()
     audio_rel = _rel(audio_dir, base)
+    audio_folder = os.fspath(audio_dir)
     rejected: list[dict] = []
 
     def compute(clip_id: str, key: str, row: dict) -> list[dict]:
@@ -135,7 +136,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         for seg in segments:
             seg_id = _segment_id(clip_id, seg.index, segmented=segmented)
             # WAV wants (frames, channels); multichannel segments are (channels, n).
-            written = write_wav(audio_dir / f"{seg_id}.wav", seg.audio.T, out_sr)
+            written = write_wav(f"{audio_folder}/{seg_id}.wav", seg.audio.T, out_sr)
             out.append({"id": seg_id, "clip_id": clip_id, "path": f"{audio_rel}/{seg_id}.wav", "label": row["label"],
                         "group": _group_of(row, clip_id), "duration": seg.audio.shape[-1] / out_sr,
                         "start": float(seg.start), "sample_rate": out_sr, "shard": shard, "key": key,
