@@ -417,41 +417,35 @@ def _sniff(head: bytes) -> str | None:
     return None
 
 
-def _riff_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
-    """Is the WAV ``data`` chunk (or a chunk before it) cut short?"""
-    endian = "<" if head[:4] == b"RIFF" else ">"
+def _chunk_problem(fh: BinaryIO, size: int, *, endian: str, audio_chunk: bytes, fmt: str,
+                   unknown_sizes: tuple[int, ...] = ()) -> str | None:
+    """Walk the chunks after a 12-byte RIFF/FORM header: is the ``audio_chunk`` (or a chunk before it)
+    cut short? A size in ``unknown_sizes`` is one a streaming writer left unknown."""
+    name = audio_chunk.decode("ascii")
     pos = 12
     for _ in range(10_000):
         if pos + 8 > size:
-            return f"WAV header ends after {size} bytes before any data chunk"
+            return f"{fmt} header ends after {size} bytes before any {name} chunk"
         fh.seek(pos)
         cid, csize = struct.unpack(endian + "4sI", fh.read(8))
-        if cid == b"data":
-            if csize in (0, 0xFFFFFFFF):  # streaming writers leave the size unknown
-                return None
+        if cid == audio_chunk:
             have = size - pos - 8
-            if csize > have:
-                return f"WAV header declares {csize} bytes of audio data but only {have} are present"
-            return None
+            if csize in unknown_sizes or csize <= have:
+                return None
+            return f"{fmt} header declares {csize} bytes of audio data but only {have} are present"
         pos += 8 + csize + (csize & 1)
     return None
+
+
+def _riff_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
+    """Is the WAV ``data`` chunk (or a chunk before it) cut short?"""
+    return _chunk_problem(fh, size, endian="<" if head[:4] == b"RIFF" else ">", audio_chunk=b"data", fmt="WAV",
+                          unknown_sizes=(0, 0xFFFFFFFF))
 
 
 def _aiff_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
     """Is the AIFF ``SSND`` chunk (or a chunk before it) cut short?"""
-    pos = 12
-    for _ in range(10_000):
-        if pos + 8 > size:
-            return f"AIFF header ends after {size} bytes before any SSND chunk"
-        fh.seek(pos)
-        cid, csize = struct.unpack(">4sI", fh.read(8))
-        if cid == b"SSND":
-            have = size - pos - 8
-            if csize > have:
-                return f"AIFF header declares {csize} bytes of audio data but only {have} are present"
-            return None
-        pos += 8 + csize + (csize & 1)
-    return None
+    return _chunk_problem(fh, size, endian=">", audio_chunk=b"SSND", fmt="AIFF")
 
 
 def _au_problem(fh: BinaryIO, head: bytes, size: int) -> str | None:
