@@ -347,8 +347,9 @@ def test_clip_groups():
     assert clip_groups(rows.drop(columns="group"), clips) is None
 
 
-def test_bootstrap_keeps_every_class_in_every_resample() -> None:
-    """Groups of one class each (artists of one genre): a perfect classifier scores 1 in every resample."""
+def test_bootstrap_does_not_count_a_class_a_resample_lacks() -> None:
+    """Groups of one class each (artists of one genre): a perfect classifier scores 1 in every resample,
+    though resamples drop whole classes; one group per class still gives a real interval."""
     from soundstage.evaluate import bootstrap_ci
 
     labels = ["a", "b", "c"]
@@ -358,3 +359,8 @@ def test_bootstrap_keeps_every_class_in_every_resample() -> None:
     for key in ("accuracy", "balanced_accuracy", "macro_precision", "macro_recall", "macro_f1"):
         assert out[f"{key}_ci95"] == [1.0, 1.0], key
     assert out["bootstrap"] == {"resamples": 500, "unit": "group", "n_units": 6}
+    # One group per class, a wrong clip in one group: the interval is not a point (no false certainty).
+    truth, predicted = ["a", "a", "b", "b", "c", "c"], ["a", "b", "b", "b", "c", "c"]
+    out = bootstrap_ci(truth, predicted, labels, ["a0", "a0", "b0", "b0", "c0", "c0"], resamples=500, seed=0)
+    low, high = out["accuracy_ci95"]
+    assert low < high

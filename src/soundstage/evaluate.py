@@ -81,10 +81,9 @@ def bootstrap_ci(truth: list[str] | np.ndarray, predicted: list[str] | np.ndarra
     Each resample draws units with replacement and scores the clips they hold exactly as :func:`score`
     would (same definitions, same zero-division rules). With ``groups`` (speaker, artist, source
     recording...) the unit is the group, all of its clips together: clips of one group are not
-    independent, so resampling them one by one would give too narrow an interval. The draw is
-    stratified: units are drawn within their class (the true class most of their clips have), as many
-    as the class holds, so every class of the test set is in every resample (with one-class groups,
-    an unstratified draw would often drop a class and pull the macro scores towards 0).
+    independent, so resampling them one by one would give too narrow an interval. A class of the test
+    set that a resample happens not to hold is left out of that resample's macro averages
+    (:func:`_confusion_metrics`).
 
     Parameters
     ----------
@@ -128,25 +127,20 @@ def bootstrap_ci(truth: list[str] | np.ndarray, predicted: list[str] | np.ndarra
     else:
         unit = pd.factorize(pd.Series(np.asarray(groups, dtype=object)).astype(str), sort=False)[0]
     n_units, n = int(unit.max()) + 1, len(truth)
-    true_code = cell // m
-    # Each unit's stratum: the class most of its clips have (ties: the first in category order).
-    majority = pd.crosstab(unit, true_code).to_numpy().argmax(axis=1)
-    strata = [np.flatnonzero(majority == c) for c in np.unique(majority)]
     rng = np.random.default_rng(seed)
     block = max(1, _BLOCK_CELLS // n)  # resamples per block: bounded memory, whatever the test set's size
     counts = []
     for start in range(0, resamples, block):
         b = min(block, resamples - start)
-        # Units are drawn within strata (their majority true class), as many as each stratum holds,
-        # so that every class of the test set is in every resample, as it is in the test set.
-        drawn = np.concatenate([members[rng.integers(0, len(members), size=(b, len(members)))]
-                                for members in strata], axis=1)
+        drawn = rng.integers(0, n_units, size=(b, n_units))
         # How often each resample drew each unit; every clip of a unit counts that often.
         times = np.bincount((np.arange(b)[:, None] * n_units + drawn).ravel(), minlength=b * n_units)
         clip_times = times.reshape(b, n_units)[:, unit]
         counts.append(np.bincount((np.arange(b)[:, None] * (m * m) + cell).ravel(), weights=clip_times.ravel(),
                                   minlength=b * m * m))
-    values = _confusion_metrics(np.concatenate(counts).reshape(resamples, m, m), n_labels=len(labels))
+    full = np.bincount(cell, minlength=m * m).reshape(m, m)
+    held = (full.sum(axis=0) + full.sum(axis=1))[: len(labels)] > 0  # model labels the test set holds
+    values = _confusion_metrics(np.concatenate(counts).reshape(resamples, m, m), n_labels=len(labels), held=held)
     out: dict[str, Any] = {}
     for key in CI_METRICS:
         low, high = np.percentile(values[key], [2.5, 97.5])
@@ -156,22 +150,30 @@ def bootstrap_ci(truth: list[str] | np.ndarray, predicted: list[str] | np.ndarra
     return out
 
 
-def _confusion_metrics(cm: np.ndarray, *, n_labels: int) -> dict[str, np.ndarray]:
+def _confusion_metrics(cm: np.ndarray, *, n_labels: int, held: np.ndarray) -> dict[str, np.ndarray]:
     """The :data:`CI_METRICS` of a stack of confusion matrices ``cm [shape=(B, m, m)]`` (rows: actual,
     the first ``n_labels`` categories the model's labels), each of shape ``(B,)``, as sklearn
-    defines them: balanced accuracy averages the recall of the classes present in the truth, macro
-    scores average over the model's labels, 0 where a ratio is 0/0."""
+    defines them (balanced accuracy averages the recall of the classes present in the truth, macro
+    scores average over the model's labels, 0 where a ratio is 0/0), except that a label the test set
+    holds (``held [shape=(n_labels,)]``, true or predicted) but a resample does not leave out of that
+    resample's macro averages: a test set without the class would not score it, and counting it 0
+    would pull the interval down (one-class groups, artists of one genre, drop whole classes)."""
     diag = np.diagonal(cm, axis1=1, axis2=2)
     actual, predicted = cm.sum(axis=2), cm.sum(axis=1)
     present = actual > 0
     recall_all = np.divide(diag, actual, out=np.zeros_like(diag), where=present)
     tp, act, pred = diag[:, :n_labels], actual[:, :n_labels], predicted[:, :n_labels]
+    counted = ~held[None, :] | (act + pred > 0)  # (B, n_labels)
+
+    def macro(x: np.ndarray) -> np.ndarray:
+        return (x * counted).sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
+
     return {
         "accuracy": diag.sum(axis=1) / cm.sum(axis=(1, 2)),
         "balanced_accuracy": recall_all.sum(axis=1) / present.sum(axis=1),
-        "macro_precision": np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0).mean(axis=1),
-        "macro_recall": np.divide(tp, act, out=np.zeros_like(tp), where=act > 0).mean(axis=1),
-        "macro_f1": np.divide(2 * tp, act + pred, out=np.zeros_like(tp), where=act + pred > 0).mean(axis=1),
+        "macro_precision": macro(np.divide(tp, pred, out=np.zeros_like(tp), where=pred > 0)),
+        "macro_recall": macro(np.divide(tp, act, out=np.zeros_like(tp), where=act > 0)),
+        "macro_f1": macro(np.divide(2 * tp, act + pred, out=np.zeros_like(tp), where=act + pred > 0)),
     }
 
 
