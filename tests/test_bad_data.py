@@ -139,8 +139,8 @@ def test_bad_files_never_stop_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
         assert str(raw / name) in detail, detail
 
     # splits hold every good clip once
-    splits = {s: read_csv(f"data/split/{s}.csv") for s in ("train", "val", "test")}
-    assert sorted(sum((list(t["id"]) for t in splits.values()), [])) == sorted(good)
+    folds = read_csv("data/split/folds.csv")
+    assert sorted(folds["id"]) == sorted(good) and set(folds["fold"].astype(str)) == {"0"}
     counts = read_csv("data/split/counts.csv").set_index("label")
     assert counts.loc["total", "total"] == len(good)
 

@@ -51,3 +51,22 @@ def test_benchmark_quick_run_reports_every_side_with_the_same_statistics(tmp_pat
         np.testing.assert_allclose(big["std"], one["std"], rtol=1e-9, err_msg=name)
     assert "vs seed-style" in proc.stdout and "vs fair ref." in proc.stdout
     assert proc.stdout.count("-> OK") == 4 and "MISMATCH" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_folds_benchmark_quick_run_computes_the_features_once_per_side(tmp_path):
+    report = tmp_path / "folds.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_folds.py"), "--quick",
+         "--work", str(tmp_path / "work"), "--json", str(report)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(report.read_text())
+    k = data["k"]
+    assert set(data["runs"]) == {"1", str(k)}
+    # Every clip's features once on each side, whatever the number of folds.
+    assert data["computed"] == {"1": data["clips"], str(k): data["clips"]}
+    for runs in data["runs"].values():
+        assert all(r["features"] > 0 and r["folds"] > 0 for r in runs)
+    assert f"folds T_{k} / T_1" in proc.stdout and "K-fold total" in proc.stdout

@@ -172,7 +172,7 @@ def write_bundle_json(directory, kind: str, **changes):
 
 def test_load_bundle_accepts_every_field_a_trained_bundle_has(tmp_path):
     optional = {"training": {"n_train": 15, "n_val": 6, "n_augmented": 0, "augment": None,
-                             "split_hash": "0123456789ab"},
+                             "split_hash": "0123456789ab", "fold": "0"},
                 "params": {"n_estimators": 20, "max_depth": None}, "seed": 7,
                 "mlflow": {"tracking_uri": "sqlite:////srv/project/mlflow.db", "experiment": "toyset",
                            "run_id": "0123456789abcdef0123456789abcdef"},
@@ -225,6 +225,8 @@ STATS_16 = {"mean": [0.0] * 16, "std": [1.0] * 16}
     ("random_forest", {"seed": "7"}, "'seed'"),
     ("random_forest", {"training": {"n_train": -1}}, r"'training\.n_train'"),
     ("random_forest", {"training": {"split_hash": "../../etc"}}, r"'training\.split_hash' must be 12 hex digits"),
+    ("random_forest", {"training": {"fold": "../1"}}, r"'training\.fold' must be a fold id"),
+    ("random_forest", {"training": {"fold": 1}}, r"'training\.fold' must be a fold id"),
     ("random_forest", {"params": ["n_estimators", 3]}, "'params' must be a mapping"),
 ])
 def test_load_bundle_validates_every_field(tmp_path, kind, change, match):

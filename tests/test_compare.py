@@ -253,3 +253,93 @@ def test_compare_cli_prints_the_split_note(split_store, tmp_path, monkeypatch, c
     assert out[-1] == NOTE and len(out) == 6  # header, 4 runs, the note
     assert cli.main(["compare", "--model", "random_forest"]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ cross-validated runs
+
+# Runs of cross-validated models (evaluate --aggregate: a parent run with the mean and std over K folds,
+# the folds' runs nested under it), beside a run of one test set and one never evaluated.
+CV_PARENTS = [
+    ("demo", "random_forest", {"random_forest.n_estimators": "100", "split.k": "5"},
+     {"val_accuracy": 0.70, "val_accuracy_std": 0.04, "val_macro_f1": 0.68, "val_macro_f1_std": 0.031,
+      "test_accuracy": 0.812, "test_accuracy_std": 0.031, "test_macro_f1": 0.80, "test_macro_f1_std": 0.05},
+     {"soundstage.folds": "5", "split.hash": SPLIT_A}, "FINISHED"),
+    ("demo", "keras_mlp", {"keras_mlp.hidden": "64", "split.k": "5"},
+     {"val_accuracy": 0.76, "val_accuracy_std": 0.01, "val_macro_f1": 0.74, "val_macro_f1_std": 0.02,
+      "test_accuracy": 0.79, "test_accuracy_std": 0.02, "test_macro_f1": 0.78, "test_macro_f1_std": 0.03},
+     {"soundstage.folds": "5", "split.hash": SPLIT_A}, "FINISHED"),
+    ("demo", "random_forest", {"random_forest.n_estimators": "300"},
+     {"val_accuracy": 0.72, "val_macro_f1": 0.71, "test_accuracy": 0.75, "test_accuracy_ci95_low": 0.70,
+      "test_accuracy_ci95_high": 0.80, "test_macro_f1": 0.74}, {"split.hash": SPLIT_A}, "FINISHED"),
+    ("demo", "keras_cnn", {"keras_cnn.filters": "8"}, {}, {}, "FINISHED"),  # not evaluated
+]
+#: Folds of the first parent: better val scores than any parent, so hiding them is visible.
+CV_FOLDS = [{"val_accuracy": 0.96, "val_macro_f1": 0.95, "test_accuracy": 0.80, "test_macro_f1": 0.79,
+             "test_accuracy_ci95_low": 0.7, "test_accuracy_ci95_high": 0.9},
+            {"val_accuracy": 0.94, "val_macro_f1": 0.93, "test_accuracy": 0.82, "test_macro_f1": 0.81,
+             "test_accuracy_ci95_low": 0.72, "test_accuracy_ci95_high": 0.92}]
+
+
+@pytest.fixture(scope="module")
+def cv_store(tmp_path_factory) -> str:
+    import mlflow
+
+    uri = make_store(tmp_path_factory.mktemp("compare_cv"), CV_PARENTS)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("demo").experiment_id
+    parent = next(r for r in client.search_runs([exp]) if r.data.tags.get("soundstage.folds")
+                  and r.data.tags["model"] == "random_forest")
+    for k, metrics in enumerate(CV_FOLDS):
+        run = client.create_run(exp, start_time=1_700_000_100_000 + k, run_name=f"random_forest fold {k}",
+                                tags={"model": "random_forest", "split.hash": SPLIT_A, "soundstage.fold": str(k),
+                                      "mlflow.parentRunId": parent.info.run_id})
+        for key, value in {**COMMON, "random_forest.n_estimators": "100"}.items():
+            client.log_param(run.info.run_id, key, value)
+        for key, value in metrics.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    # The refit model (train.refit: every clip, never scored): not nested, hidden with the folds.
+    refit = client.create_run(exp, start_time=1_700_000_200_000, run_name="random_forest fold all",
+                              tags={"model": "random_forest", "split.hash": SPLIT_A, "soundstage.fold": "all"})
+    client.set_terminated(refit.info.run_id, "FINISHED")
+    return uri
+
+
+def test_cross_validated_runs_show_mean_and_std_and_hide_their_folds(cv_store):
+    t = runs_table(tracking_uri=cv_store)
+    assert len(t) == 4  # the parents, the run of one test set, the unevaluated run; not the folds
+    assert list(t.columns[:8]) == [*BASE_COLUMNS, "split", "folds", "val_accuracy"]
+    assert t["model"].tolist() == ["keras_mlp", "random_forest", "random_forest", "keras_cnn"]
+    assert t["folds"].tolist() == [5, 1, 5, 1]
+    assert t["val_macro_f1"].tolist() == ["0.740 ± 0.020", "0.710", "0.680 ± 0.031", ""]
+    assert t["test_accuracy"].tolist() == ["0.790 ± 0.020", "0.750", "0.812 ± 0.031", ""]
+    assert t["test_accuracy_ci95"].tolist() == ["", "[0.70–0.80]", "", ""]
+    assert "fold" not in t.columns
+    assert split_note(t) is None  # the parents' split.hash is the folds table's: one split
+    # Sorted by the numeric means, not the text: the run without the metric stays last either way.
+    up = runs_table(tracking_uri=cv_store, ascending=True)
+    assert up["val_macro_f1"].tolist() == ["0.680 ± 0.031", "0.710", "0.740 ± 0.020", ""]
+    by_test = runs_table(tracking_uri=cv_store, sort_by="test_accuracy")
+    assert by_test["test_accuracy"].tolist()[:3] == ["0.812 ± 0.031", "0.790 ± 0.020", "0.750"]
+    by_std = runs_table(tracking_uri=cv_store, sort_by="test_accuracy_std", ascending=True)
+    assert by_std["test_accuracy_std"].tolist()[:2] == [0.02, 0.031]  # a std is a metric like any other
+
+
+def test_folds_on_request(cv_store):
+    t = runs_table(tracking_uri=cv_store, folds=True)
+    assert t["fold"].tolist() == ["0", "1", "", "", "", "all", ""]  # the folds' val F1 is the best
+    assert t["folds"].tolist() == [1, 1, 5, 1, 5, 1, 1]
+    assert t["val_macro_f1"].tolist()[:3] == ["0.950", "0.930", "0.740 ± 0.020"]
+    assert t["test_accuracy_ci95"].tolist()[:2] == ["[0.70–0.90]", "[0.72–0.92]"]
+    assert runs_table(tracking_uri=cv_store, model="random_forest", folds=True)["fold"].tolist() == [
+        "0", "1", "", "", "all"]
+
+
+def test_compare_cli_prints_mean_and_std(cv_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cv_store)
+    assert cli.main(["compare"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[5:8] == ["split", "folds", "val_accuracy"]
+    assert re.search(r"0\.760 ± 0\.010 +0\.740 ± 0\.020 +0\.790 ± 0\.020", out[1])
+    assert len(out) == 5  # header and 4 runs: no fold, no note

@@ -1,6 +1,7 @@
 """Tests for soundstage.evaluate: clip-level aggregation of segments, metrics and their bootstrap
 intervals, report files and MLflow logging (temporary SQLite store), on a small synthetic features
-table."""
+table, scored by its own split column or by a fold of a folds table. (The reports of several folds
+put together: tests/test_aggregate.py.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soundstage.bundle import load_bundle
+from soundstage import split as split_module
+from soundstage.bundle import Bundle, load_bundle, save_bundle
+from soundstage.cache import key_of
 from soundstage.evaluate import (
     CI_METRICS,
     bootstrap_ci,
@@ -26,7 +29,8 @@ from soundstage.evaluate import (
     score,
 )
 from soundstage.split import assignment_hash
-from soundstage.train import train
+from soundstage.tracking import start_run
+from soundstage.train import fit
 
 # One worker runs this module: its trained bundle is built once (xdist --dist loadgroup).
 pytestmark = [pytest.mark.integration,
@@ -57,18 +61,68 @@ def make_table(*, clips_per_split: dict[str, int], segments: int = 3, seed: int 
     return pd.DataFrame(rows)
 
 
+def folds_of(table: pd.DataFrame) -> pd.DataFrame:
+    """A folds table (``data/split/folds.csv``) of two folds over ``table``'s rows: fold ``"0"`` is the
+    table's own split, fold ``"1"`` the same with val and test swapped."""
+    base = table[["id", "clip_id", "label", "group", "split"]]
+    swapped = base.assign(split=base["split"].replace({"val": "test", "test": "val"}))
+    return pd.concat([base.assign(fold="0"), swapped.assign(fold="1")], ignore_index=True)[
+        ["id", "clip_id", "label", "group", "fold", "split"]]
+
+
+def contract_read_folds(path) -> pd.DataFrame:
+    """:func:`soundstage.split.read_folds` as its contract says (for a split module without it yet)."""
+    return pd.read_csv(path, dtype={"id": str, "clip_id": str, "group": str, "fold": str}, keep_default_na=False)
+
+
+def contract_rows_of_fold(table: pd.DataFrame, folds: pd.DataFrame, fold: str) -> pd.DataFrame:
+    """:func:`soundstage.split.rows_of_fold` as its contract says: ``table``'s rows assigned in ``fold``,
+    in table order, with their ``split``."""
+    chosen = folds[folds["fold"].astype(str) == str(fold)]
+    if chosen.empty:
+        raise ValueError(f"split: no fold {fold!r} in the folds table")
+    return table.merge(chosen[["id", "split"]].astype(str), on="id", how="inner")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fold_functions():
+    """The split module's fold functions, or their contract where the module has none yet."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, contract in (("read_folds", contract_read_folds), ("rows_of_fold", contract_rows_of_fold)):
+            if not hasattr(split_module, name):
+                mp.setattr(split_module, name, contract, raising=False)
+        yield
+
+
+def make_bundle(table: pd.DataFrame, out_dir, *, uri: str, split_hash: str):
+    """An RF bundle fitted on ``table``'s train rows, with the metadata and MLflow run ``train`` gives
+    one (run tagged ``split.hash``; bundle ``training.split_hash``, ``params_hash``, ``mlflow``)."""
+    fitted, meta, _ = fit(model="random_forest", table=table, params=RF_PARAMS, seed=0)
+    with start_run(experiment="toy", run_name="random_forest", uri=uri,
+                   tags={"model": "random_forest", "split.hash": split_hash}) as run:
+        meta["training"]["split_hash"] = split_hash
+        meta.update({"params": RF_PARAMS, "seed": 0, "process": {}, "features": {},
+                     "mlflow": {"tracking_uri": uri, "experiment": "toy", "run_id": run.info.run_id},
+                     "tags": {"git.commit": "0" * 40, "git.dirty": "false"},
+                     "params_hash": key_of({"random_forest.n_estimators": 25})})
+        return save_bundle(out_dir, model=fitted, meta=meta)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """An RF bundle trained on a segmented table, logged to a temporary MLflow store."""
+    """An RF bundle trained on a segmented table, logged to a temporary MLflow store; the same model
+    trained on fold 0 of a folds table (``folds.csv``; the features table then has no split column)."""
     tmp = tmp_path_factory.mktemp("evaluate")
     table = make_table(clips_per_split={"train": 6, "val": 3, "test": 4})
     table.to_parquet(tmp / "table.parquet")
+    table.drop(columns="split").to_parquet(tmp / "features.parquet")
+    folds = folds_of(table)
+    folds.to_csv(tmp / "folds.csv", index=False)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    bundle = train(model="random_forest", table_path=tmp / "table.parquet", out_dir=tmp / "models" / "random_forest",
-                   params=RF_PARAMS, seed=0, process_params={}, feature_params={}, experiment="toy",
-                   tracking_uri=uri, tags={"git.commit": "0" * 40, "git.dirty": "false"},
-                   flat_params={"random_forest.n_estimators": 25})
-    return {"tmp": tmp, "table": table, "uri": uri, "bundle_dir": bundle.directory}
+    bundle = make_bundle(table, tmp / "models" / "random_forest", uri=uri, split_hash=assignment_hash(table))
+    fold0 = make_bundle(table, tmp / "models" / "random_forest_fold0", uri=uri, split_hash=assignment_hash(folds))
+    return {"tmp": tmp, "table": table, "folds": folds, "uri": uri, "bundle_dir": bundle.directory,
+            "fold_bundle_dir": fold0.directory}
 
 
 def test_clip_predictions_averages_segments():
@@ -219,6 +273,82 @@ def test_evaluate_records_the_split_and_warns_about_another(trained, tmp_path):
         metrics = evaluate(bundle_dir=trained["bundle_dir"], table_path=tmp_path / "moved.parquet",
                            out_dir=tmp_path / "moved", log_to_mlflow=False, bootstrap=0)
     assert metrics["provenance"]["split_hash"] == assignment_hash(moved) != trained_on
+
+
+def test_evaluate_scores_the_rows_of_a_fold(trained, tmp_path):
+    """With the folds table, the scored clips are those its fold assigns to val and test (the features
+    table has no split column); provenance names the fold and the whole folds table's hash."""
+    import warnings
+
+    tmp, folds = trained["tmp"], trained["folds"]
+    split_hash = assignment_hash(folds)
+    results = {}
+    for fold in ("0", "1"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results[fold] = evaluate(bundle_dir=trained["fold_bundle_dir"], table_path=tmp / "features.parquet",
+                                     out_dir=tmp_path / fold, folds_path=tmp / "folds.csv", fold=fold,
+                                     log_to_mlflow=False, bootstrap=0)
+        assert not [w for w in caught if "split" in str(w.message)]  # the hash the bundle was trained on
+        assert results[fold]["provenance"]["fold"] == fold
+        assert results[fold]["provenance"]["split_hash"] == split_hash
+        for split in ("val", "test"):
+            preds = pd.read_csv(tmp_path / fold / f"predictions_{split}.csv")
+            chosen = folds[(folds["fold"] == fold) & (folds["split"] == split)]
+            assert preds["clip_id"].tolist() == chosen["clip_id"].drop_duplicates().tolist()  # table order
+    # Fold 1 swaps val and test: the same clips, the same model, so the same scores the other way round.
+    for a, b in (("val", "test"), ("test", "val")):
+        assert results["1"][a] == results["0"][b]
+    # Scored by its own split column, the table gives fold 0's numbers.
+    legacy = evaluate(bundle_dir=trained["fold_bundle_dir"], table_path=tmp / "table.parquet",
+                      out_dir=tmp_path / "legacy", log_to_mlflow=False, bootstrap=0)
+    assert legacy["provenance"]["fold"] is None
+    assert {s: legacy[s] for s in ("val", "test")} == {s: results["0"][s] for s in ("val", "test")}
+
+
+def test_evaluate_warns_about_folds_of_another_split(trained, tmp_path):
+    tmp, folds = trained["tmp"], trained["folds"]
+    moved = folds.copy()
+    moved.loc[(moved["clip_id"] == "bird/train00") & (moved["fold"] == "0"), "split"] = "test"
+    moved.to_csv(tmp_path / "folds.csv", index=False)
+    trained_on = assignment_hash(folds)
+    with pytest.warns(UserWarning, match=rf"folds\.csv assigns clips to splits differently \(split\.hash "
+                                         rf"{assignment_hash(moved)}\) from the table random_forest was trained on "
+                                         rf"\({trained_on}\)"):
+        metrics = evaluate(bundle_dir=trained["fold_bundle_dir"], table_path=tmp / "features.parquet",
+                           out_dir=tmp_path / "out", folds_path=tmp_path / "folds.csv", fold="0",
+                           log_to_mlflow=False, bootstrap=0)
+    assert metrics["provenance"]["split_hash"] == assignment_hash(moved) != trained_on
+    assert metrics["test"]["n"] == 4 * len(LABELS) + 1  # the moved clip is scored
+
+
+def test_evaluate_fold_comes_from_the_bundle(trained, tmp_path, monkeypatch):
+    """Without ``fold``, the one the bundle was trained on; another one is refused (its test clips were
+    training clips), as are a fold without folds table, an unknown fold and a table without splits."""
+    import soundstage.evaluate as evaluate_module
+
+    def with_fold(directory):
+        bundle = load_bundle(directory)
+        return Bundle(bundle.directory, {**bundle.meta, "training": {**bundle.meta["training"], "fold": "1"}})
+
+    tmp = trained["tmp"]
+    args = {"bundle_dir": trained["fold_bundle_dir"], "table_path": tmp / "features.parquet",
+            "log_to_mlflow": False, "bootstrap": 0}
+    with pytest.raises(ValueError, match="records no fold"):
+        evaluate(**args, out_dir=tmp_path / "none", folds_path=tmp / "folds.csv")
+    with pytest.raises(ValueError, match="7"):  # rows_of_fold: no such fold
+        evaluate(**args, out_dir=tmp_path / "seven", folds_path=tmp / "folds.csv", fold="7")
+    with pytest.raises(ValueError, match="without the folds table"):
+        evaluate(**args, out_dir=tmp_path / "nofolds", fold="0")
+    with pytest.raises(ValueError, match="has no split column"):
+        evaluate(**args, out_dir=tmp_path / "nosplit")
+    monkeypatch.setattr(evaluate_module, "load_bundle", with_fold)
+    metrics = evaluate(**args, out_dir=tmp_path / "own", folds_path=tmp / "folds.csv")
+    assert metrics["provenance"]["fold"] == "1"
+    preds = pd.read_csv(tmp_path / "own" / "predictions_test.csv")
+    assert preds["clip_id"].str.contains("/val").all()  # fold 1 tests on the table's val clips
+    with pytest.raises(ValueError, match="trained on fold 1, not 0"):
+        evaluate(**args, out_dir=tmp_path / "other", folds_path=tmp / "folds.csv", fold="0")
 
 
 def test_format_table_without_intervals():

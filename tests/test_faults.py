@@ -129,20 +129,20 @@ def kill_when(root: Path, cmd: list[str], folder: str, suffix: str, at: int, tot
 
 def kill_in_train(root: Path, cmd: list[str]) -> None:
     """SIGKILL the run while its training job runs (the job's log was just (re)created)."""
-    log = root / "logs" / "train" / "random_forest.log"
+    log = root / "logs" / "train" / "random_forest" / "0.log"
     t0 = time.time()
     proc = start(cmd, root)
     wait_for(lambda: newer(log, t0), proc, "the training job to start")
     kill_group(proc)
-    assert not (root / "models" / "random_forest" / "bundle.json").exists() or (
-        root / "models" / "random_forest" / "bundle.json").stat().st_mtime < t0
+    bundle = root / "models" / "random_forest" / "folds" / "0" / "bundle.json"
+    assert not bundle.exists() or bundle.stat().st_mtime < t0
 
 
 def outputs(root: Path) -> dict[str, str]:
     """SHA-256 of every output a run leaves, by path; the per-shard caches (bookkeeping that holds
     file modification times) and the bytes of model files (zip archives stamped with the time of
     writing; the models are compared through their predictions) are left out, as are the MLflow
-    run ids recorded in bundle.json and metrics.json."""
+    run ids recorded in bundle.json and metrics.json (a fold's and the aggregate's)."""
     found = {}
     for top in ("data", "reports", "models"):
         for path in sorted((root / top).rglob("*")):
@@ -154,7 +154,8 @@ def outputs(root: Path) -> dict[str, str]:
                 meta = json.loads(data)
                 for key in ("mlflow", "tags"):
                     meta.pop(key, None)
-                meta.get("provenance", {}).pop("bundle", None)
+                for key in ("bundle", "bundles"):  # one fold's run, or every fold's (the aggregate)
+                    meta.get("provenance", {}).pop(key, None)
                 data = json.dumps(meta, sort_keys=True).encode()
             found[rel] = hashlib.sha256(data).hexdigest()
     return found
@@ -264,7 +265,7 @@ def test_a_failed_training_is_redone_and_its_metrics_never_pass_for_current(faul
     filler.unlink()
     again = run(SNAKEMAKE, faulty)
     assert "Nothing to be done" not in again.stdout + again.stderr
-    bundle = json.loads((faulty / "models/random_forest/bundle.json").read_text())
+    bundle = json.loads((faulty / "models/random_forest/folds/0/bundle.json").read_text())
     assert bundle["params"]["n_estimators"] == 33
     summary = run(["soundstage", "evaluate", "--summary"], faulty)
     assert "random_forest" in summary.stdout

@@ -335,27 +335,30 @@ def test_empty_index_gives_an_empty_table(tmp_path) -> None:
 # -- build_table --------------------------------------------------------------------------------
 
 
-def test_build_table_joins_splits(tmp_path, rng) -> None:
+def test_build_table_gathers_every_clip_whatever_the_split(tmp_path, rng) -> None:
     a, _ = run(make_index(tmp_path, rng, n=3, prefix="a"), tmp_path)
     b, _ = run(make_index(tmp_path, rng, n=2, prefix="b"), tmp_path)
-    splits = pd.DataFrame({"id": ["b01", "a00", "a01", "a02", "zz"], "split": ["test", "train", "train", "val", "val"],
-                           "label": "ignored"})
-    table = build_table(shard_tables=[roundtrip(a, tmp_path), b], splits=splits)
+    table = build_table(shard_tables=[roundtrip(a, tmp_path), b])
     cols = feature_columns(a)
-    assert list(table.columns) == META_COLUMNS + ["split"] + cols
-    assert list(table["id"]) == ["a00", "a01", "a02", "b01"]  # b00 has no split, zz no features
-    assert list(table["split"]) == ["train", "train", "val", "test"]
+    assert list(table.columns) == META_COLUMNS + cols  # no split: every fold picks its rows
+    assert list(table["id"]) == ["a00", "a01", "a02", "b00", "b01"]
     assert not set(INTERNAL_COLUMNS) & set(table.columns)
     assert all(table[c].dtype == np.float32 for c in cols)
-    np.testing.assert_allclose(table.loc[3, cols].to_numpy(float), b.loc[1, cols].to_numpy(float), rtol=1e-6)
+    np.testing.assert_allclose(table.loc[4, cols].to_numpy(float), b.loc[1, cols].to_numpy(float), rtol=1e-6)
     # Shard order does not change rows or columns.
-    pd.testing.assert_frame_equal(build_table(shard_tables=[b, a], splits=splits), table)
+    pd.testing.assert_frame_equal(build_table(shard_tables=[b, a]), table)
+
+
+def test_build_table_refuses_a_clip_in_two_shards(tmp_path, rng) -> None:
+    a, _ = run(make_index(tmp_path, rng, n=2, prefix="a"), tmp_path)
+    with pytest.raises(ValueError, match=r"two shard tables: \['a01'\]"):
+        build_table(shard_tables=[a, a.iloc[1:]])
 
 
 def test_build_table_of_nothing(tmp_path) -> None:
     empty = pd.DataFrame(columns=META_COLUMNS + INTERNAL_COLUMNS)
-    table = build_table(shard_tables=[empty], splits=pd.DataFrame({"id": ["x"], "split": ["train"]}))
-    assert table.empty and list(table.columns) == META_COLUMNS + ["split"]
+    table = build_table(shard_tables=[empty])
+    assert table.empty and list(table.columns) == META_COLUMNS
 
 
 class Killed(BaseException):

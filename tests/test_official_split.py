@@ -49,7 +49,9 @@ def test_file_name_rule_gives_the_official_test_set_through_snakemake(tmp_path: 
 
     manifest = read_csv(root / "data/ingest/manifest.csv", text=["take"])
     assert sorted(manifest["take"].unique()) == ["0", "1", "2", "3"]  # a named group of the pattern, as text
-    splits = {s: set(read_csv(root / f"data/split/{s}.csv")["clip_id"]) for s in ("train", "val", "test")}
+    folds = read_csv(root / "data/split/folds.csv")
+    assert set(folds["fold"].astype(str)) == {"0"}
+    splits = {s: set(folds.loc[folds["split"] == s, "clip_id"]) for s in ("train", "val", "test")}
     assert splits["test"] == {i for i in ids if i.rsplit("_", 1)[1] in ("0", "1")}
     assert splits["train"] | splits["val"] == set(ids) - splits["test"]
     speakers = {s: {i.split("_")[1] for i in splits[s]} for s in ("train", "val")}

@@ -34,17 +34,20 @@ def project(tmp_path_factory) -> Path:
 
 
 def test_outputs_exist(project: Path):
-    for rel in ["data/ingest/manifest.csv", "data/split/train.csv", "data/split/counts.csv",
-                "data/features/table.parquet", "data/stats/logmel.npz", "models/random_forest/bundle.json",
-                "models/keras_mlp/model.keras", "reports/metrics.json", "reports/dataset/report.md",
-                "reports/evaluate/random_forest/confusion_test.png", "reports/evaluate/keras_mlp/confusion_val.json"]:
+    for rel in ["data/ingest/manifest.csv", "data/split/folds.csv", "data/split/counts.csv",
+                "data/features/table.parquet", "data/stats/0/logmel.npz", "models/random_forest/folds/0/bundle.json",
+                "models/keras_mlp/folds/0/model.keras", "reports/metrics.json", "reports/dataset/report.md",
+                "reports/evaluate/random_forest/confusion_test.png", "reports/evaluate/keras_mlp/confusion_val.json",
+                "reports/evaluate/random_forest/folds/0/metrics.json"]:
         assert (project / rel).is_file(), rel
     manifest = pd.read_csv(project / "data/ingest/manifest.csv")
     assert len(manifest) == 36 and manifest["label"].nunique() == 6
-    table = pd.read_parquet(project / "data/features/table.parquet")
-    assert set(table["split"]) == {"train", "val", "test"}
+    folds = pd.read_csv(project / "data/split/folds.csv", dtype=str)
+    assert set(folds["fold"]) == {"0"} and set(folds["split"]) == {"train", "val", "test"}
     # artists never straddle splits
-    assert table.groupby("group")["split"].nunique().max() == 1
+    assert folds.groupby("group")["split"].nunique().max() == 1
+    table = pd.read_parquet(project / "data/features/table.parquet")
+    assert "split" not in table and set(table["id"]) == set(folds["id"])
     logmel = next((project / "data/features/logmel").rglob("*.npy"))
     import numpy as np
 
@@ -95,13 +98,13 @@ def test_param_change_reruns_only_that_model(project: Path):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dry = run([*SNAKEMAKE, "-n"], project)
     jobs = planned(dry.stdout + dry.stderr)
-    assert set(jobs) == {"train", "evaluate", "metrics", "all"}, jobs
-    assert jobs["train"] == 1 and jobs["evaluate"] == 1
-    assert "models/random_forest" in dry.stdout + dry.stderr
-    mlp_model = (project / "models/keras_mlp/model.keras").stat().st_mtime_ns
+    assert set(jobs) == {"train", "evaluate", "aggregate", "metrics", "all"}, jobs
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1 and jobs["aggregate"] == 1
+    assert "models/random_forest/folds/0" in dry.stdout + dry.stderr
+    mlp_model = (project / "models/keras_mlp/folds/0/model.keras").stat().st_mtime_ns
     run(SNAKEMAKE, project)
-    assert (project / "models/keras_mlp/model.keras").stat().st_mtime_ns == mlp_model
-    bundle = json.loads((project / "models/random_forest/bundle.json").read_text())
+    assert (project / "models/keras_mlp/folds/0/model.keras").stat().st_mtime_ns == mlp_model
+    bundle = json.loads((project / "models/random_forest/folds/0/bundle.json").read_text())
     assert bundle["params"]["n_estimators"] == 30
     assert "up to date" in run(["dvc", "status"], project).stdout
 

@@ -75,12 +75,11 @@ def project(tmp_path_factory):
         run("split", *(f"data/process/shards/{s}.csv" for s in shards))
         for s in shards:
             run("features", "--index", f"data/process/shards/{s}.csv")
-        run("features", "--table", "--inputs", *(f"data/features/shards/{s}.parquet" for s in shards),
-            "--splits", *(f"data/split/{s}.csv" for s in ("train", "val", "test")))
+        run("features", "--table", "--inputs", *(f"data/features/shards/{s}.parquet" for s in shards))
         run("stats", *(f"data/features/shards/{s}.parquet" for s in shards))
         for model in MODELS:
-            run("train", "--model", model, "--out-dir", f"models/{model}", "--threads", "2")
-            run("evaluate", "--bundle", f"models/{model}", "--out-dir", f"reports/evaluate/{model}")
+            run("train", "--model", model, "--out-dir", f"models/{model}/folds/0", "--threads", "2")
+            run("evaluate", "--bundle", f"models/{model}/folds/0", "--out-dir", f"reports/evaluate/{model}")
     return root
 
 
@@ -88,7 +87,8 @@ def project(tmp_path_factory):
 def test_files(project) -> pd.DataFrame:
     """Source files of the test split: ``clip_id, path`` (absolute, as ingest found them)."""
     manifest = pd.read_csv(project / "data/ingest/manifest.csv", dtype={"id": str})
-    test_clips = pd.read_csv(project / "data/split/test.csv", dtype={"clip_id": str})["clip_id"].unique()
+    folds = pd.read_csv(project / "data/split/folds.csv", dtype=str)
+    test_clips = folds.loc[folds["split"] == "test", "clip_id"].unique()
     files = manifest[manifest["id"].isin(test_clips)][["id", "path"]].rename(columns={"id": "clip_id"})
     assert len(files) >= 3
     return files.reset_index(drop=True)
@@ -99,14 +99,15 @@ def test_pipeline_was_segmented(project):
     per_clip = table.groupby("clip_id").size()
     assert (per_clip > 1).all()  # every 2 s clip became several 1 s segments
     preds = pd.read_csv(project / "reports/evaluate/random_forest/predictions_test.csv")
-    assert len(preds) == table.loc[table["split"] == "test", "clip_id"].nunique()
+    folds = pd.read_csv(project / "data/split/folds.csv", dtype=str)
+    assert len(preds) == folds.loc[folds["split"] == "test", "clip_id"].nunique()
 
 
 @pytest.mark.parametrize("model", MODELS)
 def test_predict_gives_the_pipeline_evaluation_probabilities(project, test_files, model):
     expected = pd.read_csv(project / f"reports/evaluate/{model}/predictions_test.csv", dtype={"clip_id": str})
     expected = expected.set_index("clip_id").loc[test_files["clip_id"]]
-    table, errors = predict(bundle_dir=project / "models" / model, files=test_files["path"].tolist())
+    table, errors = predict(bundle_dir=project / "models" / model / "folds" / "0", files=test_files["path"].tolist())
     assert errors == []
     assert table["file"].tolist() == test_files["path"].tolist()
     p_cols = [c for c in expected.columns if c.startswith("p_")]
@@ -120,10 +121,10 @@ def test_predict_gives_the_pipeline_evaluation_probabilities(project, test_files
 
 def test_bundle_is_self_contained(project, test_files, tmp_path, monkeypatch):
     """A bundle copied elsewhere predicts the same without the project's data."""
-    shutil.copytree(project / "models" / "keras_cnn", tmp_path / "bundle")
+    shutil.copytree(project / "models" / "keras_cnn" / "folds" / "0", tmp_path / "bundle")
     monkeypatch.chdir(tmp_path)
     here, _ = predict(bundle_dir="bundle", files=test_files["path"].tolist()[:2])
-    there, _ = predict(bundle_dir=project / "models" / "keras_cnn", files=test_files["path"].tolist()[:2])
+    there, _ = predict(bundle_dir=project / "models/keras_cnn/folds/0", files=test_files["path"].tolist()[:2])
     pd.testing.assert_frame_equal(here, there)
 
 
@@ -141,7 +142,7 @@ def bad_files(tmp_path) -> dict[str, Path]:
 def test_bad_files_get_an_error_and_the_rest_are_predicted(project, test_files, bad_files):
     good = test_files["path"].tolist()[:2]
     order = [good[0], *map(str, bad_files.values()), good[1]]
-    table, errors = predict(bundle_dir=project / "models" / "random_forest", files=order)
+    table, errors = predict(bundle_dir=project / "models" / "random_forest" / "folds" / "0", files=order)
     assert table["file"].tolist() == good
     assert all(isinstance(e, PredictError) for e in errors)
     by_file = {e.file: e for e in errors}
@@ -153,7 +154,7 @@ def test_bad_files_get_an_error_and_the_rest_are_predicted(project, test_files, 
 
 
 def test_predict_cli_formats_and_exit_codes(project, test_files, bad_files, capsys):
-    bundle = str(project / "models" / "keras_mlp")
+    bundle = str(project / "models" / "keras_mlp" / "folds" / "0")
     good = test_files["path"].tolist()[:2]
     expected, _ = predict(bundle_dir=bundle, files=good)
     labels = [c[2:] for c in expected.columns if c.startswith("p_")]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from soundstage.io import read_csv, write_csv
+from soundstage.io import read_csv, write_csv, write_json
 from soundstage.report import (
     collect_rejected,
     dataset_report,
@@ -16,6 +16,7 @@ from soundstage.report import (
     small_class_warning,
     small_classes,
 )
+from soundstage.split import FOLD_COLUMNS, REFIT, SplitResult, assignment_hash, counts_table, split_dataset
 
 
 def rej(path: str, clip_id: str, stage: str, reason: str) -> dict:
@@ -51,15 +52,26 @@ def run_dirs(tmp_path: Path) -> dict[str, Path]:
     write_csv(d["process"] / "shards" / "005.csv", index.head(1))
     write_csv(d["features"] / "shards" / "001.rejected.csv",
               pd.DataFrame([rej("data/process/audio/owl/5.wav", "owl/5", "features", "unreadable")]))
-    splits = index.assign(split=["train", "train", "val", "test", "test"])
-    for s in ("train", "val", "test"):
-        write_csv(d["split"] / f"{s}.csv", splits[splits["split"] == s])
-    counts = pd.crosstab(splits["label"], splits["split"]).reindex(columns=["train", "val", "test"], fill_value=0)
-    counts.loc["total"] = counts.sum()
-    counts["total"] = counts.sum(axis=1)
-    write_csv(d["split"] / "counts.csv", counts.rename_axis("label").reset_index())
+    # one fold, as ratio mode writes it
+    folds = index.assign(fold="0", split=["train", "train", "val", "test", "test"])[FOLD_COLUMNS]
+    counts = counts_table(folds["label"], folds["split"])
+    info = {"mode": "ratio", "k": 1, "folds": [{"fold": "0", "name": None, "train": 2, "val": 1, "test": 2}],
+            "refit": None, "hash": assignment_hash(folds)}
+    write_split(d["split"], folds, counts.assign(fold="0")[["fold", *counts.columns]], info)
     d["out"] = tmp_path / "reports" / "dataset"
     return d
+
+
+def write_split(folder: Path, folds: pd.DataFrame, counts: pd.DataFrame, info: dict) -> None:
+    """The split stage's outputs: folds.csv, counts.csv, folds.json (and an empty unassigned.csv)."""
+    write_csv(folder / "folds.csv", folds)
+    write_csv(folder / "counts.csv", counts)
+    write_json(folder / "folds.json", info)
+    write_csv(folder / "unassigned.csv", pd.DataFrame(columns=["id", "clip_id", "label", "group", "reason"]))
+
+
+def write_result(folder: Path, result: SplitResult) -> None:
+    write_split(folder, result.folds, result.counts, result.info)
 
 
 def report(d: dict[str, Path], **kw) -> str:
@@ -119,9 +131,9 @@ def test_report_sections(run_dirs: dict[str, Path]) -> None:
 
 
 def test_leak_and_stale_shards_without_n_shards(run_dirs: dict[str, Path]) -> None:
-    train = read_csv(run_dirs["split"] / "train.csv")
-    test = read_csv(run_dirs["split"] / "test.csv")
-    write_csv(run_dirs["split"] / "test.csv", pd.concat([test, train.head(1).assign(id="dup", split="test")]))
+    folds = read_csv(run_dirs["split"] / "folds.csv", text=["fold"])
+    train = folds[folds["split"] == "train"]
+    write_csv(run_dirs["split"] / "folds.csv", pd.concat([folds, train.head(1).assign(id="dup", split="test")]))
     text = report(run_dirs)  # n_shards unknown: every shard table counts
     assert "old.wav" in section(text, "Rejected files")
     assert "more than one split: **1** (leakage!)" in text
@@ -216,3 +228,64 @@ def test_report_flags_small_classes_settings_and_the_share(run_dirs: dict[str, P
     assert "- `process.duration.min_seconds=0.25` dropped **1** file (process: too_short)" in rejected
     assert "| process | too_short | 1 | shorter than process.duration.min_seconds" in rejected
     assert "- **1** clip is silent (peak below -120 dBFS)" in rejected
+
+
+def fold_run(tmp_path: Path) -> tuple[dict[str, Path], pd.DataFrame]:
+    """A run of 4 classes x 12 speakers (2 clips each) plus a 'rare' class of 2 speakers, nothing
+    processed yet; returns the stage folders and the rows the split stage splits."""
+    d = {name: tmp_path / "data" / name for name in ("ingest", "process", "split", "features")}
+    d["out"] = tmp_path / "reports" / "dataset"
+    rows = [{"id": f"L{g % 4}/s{g}_{k}", "label": f"L{g % 4}", "group": f"s{g}"} for g in range(12) for k in range(2)]
+    rows += [{"id": f"rare/r{g}", "label": "rare", "group": f"r{g}"} for g in range(2)]
+    manifest = pd.DataFrame(rows).assign(path=lambda m: "/raw/" + m["id"] + ".wav", duration=1.0, sample_rate=16000,
+                                         channels=1, format="WAV", shard=0)
+    write_csv(d["ingest"] / "manifest.csv", manifest)
+    write_csv(d["ingest"] / "rejected.csv", pd.DataFrame(columns=["path", "id", "stage", "reason", "detail"]))
+    return d, manifest[["id", "label", "group"]].assign(clip_id=manifest["id"])
+
+
+def test_report_of_k_folds(tmp_path: Path) -> None:
+    d, rows = fold_run(tmp_path)
+    with pytest.warns(UserWarning, match=r"class 'rare' has no clip in .*test of fold"):
+        result = split_dataset(rows, seed=0, mode="kfold", k=3, val_share=0.2)
+    write_result(d["split"], result)
+    text = report(d)
+    tested = result.folds[result.folds["split"] == "test"].groupby("fold")["clip_id"].nunique()
+    assert (f"- split: **3** folds (split.mode kfold), {tested.min()}-{tested.max()} test clips each, "
+            f"and the refit fold `{REFIT}`") in section(text, "Summary")
+    splits = section(text, "Split counts")
+    assert "**3** folds (split.mode kfold)" in splits
+    header = "| fold | name | train | val | test | test clips | groups in two splits | classes absent from test |"
+    assert header in splits
+    for f in result.info["folds"]:
+        line = next(x for x in splits.splitlines() if x.startswith(f"| {f['fold']} |"))
+        assert line.startswith(f"| {f['fold']} |  | {f['train']} | {f['val']} | {f['test']} |"), line
+    absent = [x for x in splits.splitlines() if x.startswith("| ") and x.endswith("| rare |")]
+    assert len(absent) == 1  # 2 speakers, 3 folds: one fold tests no rare clip
+    assert "Groups found in more than one split of a fold: **0**" in splits and "leakage" not in splits
+    refit = result.folds[result.folds["fold"] == REFIT]
+    assert (f"Refit fold `all` (the final model): train **{(refit['split'] == 'train').sum()}**, "
+            f"val **{(refit['split'] == 'val').sum()}** rows.") in splits
+    assert "| label | 0 | 1 | 2 |" in splits  # test rows per label and fold
+
+    # a group in train and test of fold 1: leakage, counted in its row
+    folds = result.folds
+    tested_group = folds.loc[(folds["fold"] == "1") & (folds["split"] == "test"), "group"].iloc[0]
+    leak = folds[(folds["fold"] == "1") & (folds["group"] == tested_group)].head(1).assign(id="dup", split="train")
+    write_csv(d["split"] / "folds.csv", pd.concat([folds, leak], ignore_index=True))
+    splits = section(report(d), "Split counts")
+    assert "Groups found in more than one split of a fold: **1** (leakage!)" in splits
+    assert next(x for x in splits.splitlines() if x.startswith("| 1 |")).split(" | ")[6] == "1"
+
+
+def test_report_of_groups_left_out_without_folds_json(tmp_path: Path) -> None:
+    d, rows = fold_run(tmp_path)
+    result = split_dataset(rows, seed=0, mode="leave_one_group_out", val_share=0.0)  # 'rare' has 2 speakers
+    write_result(d["split"], result)
+    splits = section(report(d), "Split counts")
+    assert "**14** folds (split.mode leave_one_group_out)" in splits
+    assert "| 0 | r0 | 25 | 0 | 1 | 1 | 0 | L0, L1, L2, L3 |" in splits  # one fold per speaker, natural order
+    assert "| 12 | s10 | 24 | 0 | 2 | 2 | 0 | L0, L1, L3, rare |" in splits.split("| 11 | s9 |")[1]
+    (d["split"] / "folds.json").unlink()  # the fold table alone still gives the folds
+    splits = section(report(d), "Split counts")
+    assert "**14** folds (split.mode ?)" in splits and "| 13 |  | 24 | 0 | 2 |" in splits

@@ -7,6 +7,7 @@ guarantees with one clip per group once every target is at least one clip.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -16,16 +17,25 @@ import pandas as pd
 import pytest
 
 from soundstage.split import (
+    FOLD_COLUMNS,
+    MODES,
+    REFIT,
     SPLITS,
     UNASSIGNED_COLUMNS,
     UNASSIGNED_REASONS,
     UNMATCHED_COLUMNS,
     SmallClassWarning,
+    SplitWarning,
+    assign_kfold,
     assign_splits,
     assignment_hash,
     counts_table,
+    fold_ids,
     group_keys,
+    read_fold_lists,
+    read_folds,
     read_lists,
+    rows_of_fold,
     split_dataset,
     split_table,
 )
@@ -462,13 +472,17 @@ def test_cli_split_writes_tables_and_prints_warnings(tmp_path, capsys):
     assert code == 0
     assert "'tiny'" in err and "WARNING" in err
     assert "total" in out
-    parts = {s: read_csv(tmp_path / "out" / f"{s}.csv") for s in SPLITS}
-    assert sum(len(p) for p in parts.values()) == len(rows)
+    folds = read_folds(tmp_path / "out" / "folds.csv")
+    assert list(folds.columns) == FOLD_COLUMNS and set(folds["fold"]) == {"0"} and len(folds) == len(rows)
     expected = assign_splits(rows, ratios={"train": 0.6, "val": 0.2, "test": 0.2}, seed=3)
-    got = pd.concat(parts.values()).set_index("id")["split"]
+    got = folds.set_index("id")["split"]
     assert (got.loc[rows["id"]].to_numpy() == expected.to_numpy()).all()
-    c = read_csv(tmp_path / "out" / "counts.csv")
+    c = read_csv(tmp_path / "out" / "counts.csv", text=["fold"])
+    assert list(c.columns) == ["fold", "label", *SPLITS, "total"] and (c["fold"] == "0").all()
     assert c["label"].tolist() == ["a", "b", "tiny", "total"] and c["total"].iloc[-1] == len(rows)
+    info = json.loads((tmp_path / "out" / "folds.json").read_text(encoding="utf-8"))
+    assert info["mode"] == "ratio" and info["k"] == 1 and info["refit"] is None
+    assert info["hash"] == assignment_hash(folds)
 
 
 # --- split.mode column and lists: the assignment from the data -----------------------------------
@@ -483,8 +497,19 @@ def manifest_of(rows: pd.DataFrame, **columns) -> pd.DataFrame:
     return out
 
 
-def split_by_id(result) -> dict[str, str]:
-    return {i: s for s, part in result.parts.items() for i in part["id"]}
+def fold_rows(result, fold: str = "0") -> pd.DataFrame:
+    """The rows of one fold of a :class:`SplitResult` (:data:`FOLD_COLUMNS`)."""
+    return result.folds[result.folds["fold"] == fold]
+
+
+def part(result, split: str, fold: str = "0") -> pd.DataFrame:
+    rows = fold_rows(result, fold)
+    return rows[rows["split"] == split]
+
+
+def split_by_id(result, fold: str = "0") -> dict[str, str]:
+    rows = fold_rows(result, fold)
+    return dict(zip(rows["id"], rows["split"], strict=True))
 
 
 def folds(n_clips: int = 120, *, n_groups: int = 24, seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
@@ -505,9 +530,10 @@ def test_column_of_split_names_is_reproduced_exactly():
     result = quiet(split_dataset, rows, seed=0, mode="column", clips=manifest_of(rows, part=shown), column="part")
     assert split_by_id(result) == given
     assert result.unassigned.empty and list(result.unassigned.columns) == UNASSIGNED_COLUMNS
-    for s, part in result.parts.items():
-        assert list(part.columns) == [*rows.columns, "split"] and (part["split"] == s).all()
-    assert result.counts["total"].iloc[-1] == len(rows)
+    assert list(result.folds.columns) == FOLD_COLUMNS and set(result.folds["fold"]) == {"0"}
+    assert result.folds["id"].tolist() == rows["id"].tolist()  # input order
+    assert result.counts["total"].iloc[-1] == len(rows) and (result.counts["fold"] == "0").all()
+    assert result.info["k"] == 1 and result.info["refit"] is None and result.info["folds"][0]["name"] is None
 
 
 def test_column_rule_reproduces_the_folds():
@@ -530,11 +556,10 @@ def test_column_rule_without_val_carves_val_from_train_group_aware():
     got = split_by_id(result)
     assert {c for c, s in got.items() if s == "test"} == {c for c, f in fold.items() if f == "5"}
     assert {c for c, s in got.items() if s in ("train", "val")} == {c for c, f in fold.items() if f != "5"}
-    train_groups, val_groups = set(result.parts["train"]["group"]), set(result.parts["val"]["group"])
-    assert val_groups and not train_groups & val_groups
-    n_val, n_rest = len(result.parts["val"]), len(result.parts["val"]) + len(result.parts["train"])
-    assert abs(n_val / n_rest - 0.25) < 0.05
-    assert (result.parts["val"]["label"].value_counts() > 0).all() and result.parts["val"]["label"].nunique() == 4
+    train, val = part(result, "train"), part(result, "val")
+    assert set(val["group"]) and not set(train["group"]) & set(val["group"])
+    assert abs(len(val) / (len(val) + len(train)) - 0.25) < 0.05
+    assert val["label"].nunique() == 4
     assert split_by_id(run(3)) == got  # deterministic for a seed
     assert split_by_id(run(4)) != got
     assert split_by_id(run(3, 0.0)) == {c: "test" if f == "5" else "train" for c, f in fold.items()}
@@ -545,7 +570,7 @@ def test_segments_of_a_clip_stay_together_in_column_mode():
     fold = {f"clip{c}": str(c % 5) for c in range(60)}
     result = quiet(split_dataset, rows, seed=1, mode="column", clips=manifest_of(rows, fold=fold), column="fold",
                    test=["0"])
-    assigned = pd.concat(result.parts.values())
+    assigned = fold_rows(result)
     assert len(assigned) == len(rows) and (assigned.groupby("clip_id")["split"].nunique() == 1).all()
     per_clip = assigned.groupby("clip_id")["split"].first()
     assert (per_clip[[c for c, f in fold.items() if f == "0"]] == "test").all()
@@ -587,16 +612,33 @@ def test_column_mode_errors_name_the_parameter():
         split_dataset(rows, seed=0, mode="column", clips=clips.assign(fold="test"), column="fold")
     with pytest.raises(ValueError, match=r"split\.column\.val: needs split\.column\.test"):
         split_dataset(rows, seed=0, mode="column", clips=clips, column="fold", val=["4"])
-    with pytest.raises(ValueError, match=r"split\.mode: unknown mode 'kfold'"):
-        split_dataset(rows, seed=0, mode="kfold")
+    with pytest.raises(ValueError, match=r"split\.mode: unknown mode 'folds' \(ratio, kfold, leave_one_group_out"):
+        split_dataset(rows, seed=0, mode="folds")
+    with pytest.raises(ValueError, match=r"split\.ratios: required"):
+        split_dataset(rows, seed=0, mode="ratio")
+    with pytest.raises(ValueError, match=r"split\.mode column: needs the manifest"):
+        split_dataset(rows, seed=0, mode="column", column="fold")
 
 
 def test_ratio_mode_of_split_dataset_is_split_table():
     rows = random_dataset(np.random.default_rng(8), multi_label=True)
     result = quiet(split_dataset, rows, seed=1, mode="ratio", ratios=RATIOS)
     parts, c = quiet_split(rows, ratios=RATIOS, seed=1)
-    assert all(result.parts[s].equals(parts[s]) for s in SPLITS) and result.counts.equals(c)
+    for s in SPLITS:  # fold "0" is today's assignment, row for row and in the same order
+        mine = part(result, s).reset_index(drop=True)
+        assert mine[["id", "clip_id", "label", "group"]].equals(parts[s][["id", "clip_id", "label", "group"]])
+    assert set(result.folds["fold"]) == {"0"} and len(result.folds) == len(rows)
+    assert result.counts.drop(columns="fold").equals(c) and result.counts.columns[0] == "fold"
+    assert result.info == {"mode": "ratio", "k": 1, "refit": None, "hash": assignment_hash(result.folds),
+                           "folds": [{"fold": "0", "name": None, **{s: len(parts[s]) for s in SPLITS}}]}
+    assert fold_ids(result.info, refit=True) == ["0"]
     assert result.unassigned.empty and result.unmatched.empty
+    # stable mode and the warnings too: ratio mode is split_table
+    with pytest.warns(SmallClassWarning) as record:
+        stable = split_dataset(table(["big"] * 50 + ["tiny"] * 2), seed=0, ratios=RATIOS, stable=True)
+    assert any("'tiny'" in str(w.message) for w in record) and all(w.filename == __file__ for w in record)
+    parts, _ = quiet_split(table(["big"] * 50 + ["tiny"] * 2), ratios=RATIOS, seed=0, stable=True)
+    assert split_by_id(stable) == {i: s for s, p in parts.items() for i in p["id"]}
 
 
 def genre_rows() -> pd.DataFrame:
@@ -641,7 +683,7 @@ def test_lists_of_paths_are_reproduced_exactly(tmp_path):
                       "jazz/jazz.00000", "jazz/jazz.00001"}
     assert {i for i, s in got.items() if s == "train"} == expected_train
     assert {i for i, s in got.items() if s == "test"} == {f"{g}/{g}.{k:05d}" for g in ("jazz", "rock") for k in (4, 5)}
-    assert not (result.parts["val"]).shape[0]
+    assert part(result, "val").empty
     assert set(result.unassigned["id"]) == set(rows["id"]) - set(got)
     assert (result.unassigned["reason"] == "in_no_list").all() and result.unmatched.empty
 
@@ -659,7 +701,7 @@ def test_list_entries_naming_no_clip_are_reported(tmp_path):
     assert unmatched.loc["ghost.wav", "reason"] == "names no clip"
     assert unmatched.loc["x.wav", "reason"].startswith("ambiguous: 2 clips")
     assert unmatched.loc["rejected/r.wav", "list"] == "test" and "no rows" in unmatched.loc["rejected/r.wav", "reason"]
-    assert len(pd.concat(result.parts.values())) == len(rows)
+    assert len(fold_rows(result)) == len(rows)
 
 
 def test_clip_in_two_lists_is_an_error():
@@ -682,7 +724,7 @@ def test_lists_without_val_carve_val_and_leave_unlisted_clips_out():
     unlisted = {i for i in rows["id"] if i.startswith("rock") and int(i[-1]) < 5}
     assert set(result.unassigned["id"]) == unlisted and not unlisted & set(got)
     assert {i for i, s in got.items() if s in ("train", "val")} == set(lists["train"])
-    assert not set(result.parts["train"]["group"]) & set(result.parts["val"]["group"]) and len(result.parts["val"])
+    assert not set(part(result, "train")["group"]) & set(part(result, "val")["group"]) and len(part(result, "val"))
     with pytest.raises(ValueError, match=r"split\.lists: no clip is assigned"):
         split_dataset(rows, seed=0, mode="lists", lists={"train": ["nothing"], "test": ["none"]},
                       clips=manifest_of(rows))
@@ -719,9 +761,9 @@ def test_cli_split_column_mode_writes_unassigned(tmp_path, capsys):
     unassigned = read_csv(tmp_path / "out" / "unassigned.csv")
     assert list(unassigned.columns) == UNASSIGNED_COLUMNS
     assert unassigned[["id", "reason"]].to_dict("records") == [{"id": ids[0], "reason": "no_value"}]
-    parts = {s: read_csv(tmp_path / "out" / f"{s}.csv") for s in SPLITS}
-    assert set(parts["test"]["id"]) == {c for c, f in fold.items() if f == "5"}
-    assert ids[0] not in set(pd.concat(parts.values())["id"]) and len(parts["val"])
+    written = read_folds(tmp_path / "out" / "folds.csv")
+    assert set(written.loc[written["split"] == "test", "id"]) == {c for c, f in fold.items() if f == "5"}
+    assert ids[0] not in set(written["id"]) and (written["split"] == "val").any()
 
     # every clip covered: unassigned.csv is still written, empty
     fold[ids[0]] = "1"
@@ -755,7 +797,8 @@ def test_cli_split_lists_mode_warns_about_entries_and_unlisted_clips(tmp_path, c
     assert "3 clip(s) in no split" in err and "blues/blues.00004" in err
     unassigned = read_csv(tmp_path / "out" / "unassigned.csv")
     assert set(unassigned["id"]) == {i for i in rows["id"] if int(i[-1]) == 4}
-    assert set(read_csv(tmp_path / "out" / "test.csv")["id"]) == {i for i in rows["id"] if int(i[-1]) == 5}
+    folds = read_folds(tmp_path / "out" / "folds.csv")
+    assert set(folds.loc[folds["split"] == "test", "id"]) == {i for i in rows["id"] if int(i[-1]) == 5}
     # a list file that is missing: exit 1, naming the key
     Path(test).unlink()
     assert main(args) == 1
@@ -766,7 +809,7 @@ def test_cli_split_lists_mode_warns_about_entries_and_unlisted_clips(tmp_path, c
 
 def ingest_and_split(tmp_path, params: dict) -> dict[str, pd.DataFrame]:
     """``soundstage ingest`` then ``soundstage split`` (on rows as process writes them for unsegmented
-    clips); returns the split tables and unassigned.csv by name."""
+    clips); returns fold "0"'s rows per split, unassigned.csv and the whole fold table (``folds``)."""
     import yaml
 
     from soundstage.cli import main
@@ -780,7 +823,10 @@ def ingest_and_split(tmp_path, params: dict) -> dict[str, pd.DataFrame]:
     write_csv(tmp_path / "000.csv", rows)
     assert main([*cfg, "split", str(tmp_path / "000.csv"), "--manifest", str(tmp_path / "ingest" / "manifest.csv"),
                  "--out-dir", str(tmp_path / "split")]) == 0
-    return {name: read_csv(tmp_path / "split" / f"{name}.csv") for name in (*SPLITS, "unassigned")}
+    folds = read_folds(tmp_path / "split" / "folds.csv")
+    first = folds[folds["fold"] == "0"]
+    return {**{s: first[first["split"] == s] for s in SPLITS}, "folds": folds,
+            "unassigned": read_csv(tmp_path / "split" / "unassigned.csv")}
 
 
 def test_fsdd_take_rule_through_ingest(tmp_path):
@@ -828,3 +874,431 @@ def test_esc50_fold_column_through_ingest(tmp_path, capsys):
     assert out["unassigned"][["id", "reason"]].to_dict("records") == [{"id": rows[7]["filename"][:-4],
                                                                        "reason": "no_value"}]
     assert "1 clip(s) in no split" in capsys.readouterr().err
+
+
+# --- folds: kfold, leave_one_group_out, column and lists folds, the refit fold -------------------
+
+def speakers(n_groups: int = 60, *, seed: int = 0, segments: bool = False) -> pd.DataFrame:
+    """Single-label speakers ``spk<g>`` of 1-4 clips (label ``L<g % 4>``); with ``segments`` each
+    clip has 1-3 segments ``<clip>__s<k>`` sharing its clip_id."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g in range(n_groups):
+        for c in range(int(rng.integers(1, 5))):
+            clip = f"spk{g}/c{c}"
+            for k in range(int(rng.integers(1, 4)) if segments else 1):
+                rows.append({"id": f"{clip}__s{k}" if segments else clip, "clip_id": clip, "label": f"L{g % 4}",
+                             "group": f"spk{g}"})
+    return pd.DataFrame(rows)
+
+
+def assert_folds_are_clean(result, rows: pd.DataFrame) -> None:
+    """Every evaluated fold assigns each assigned row once, with no group in two of its splits."""
+    for f in fold_ids(result.info, refit=True):
+        mine = fold_rows(result, f)
+        assert not mine["id"].duplicated().any(), f
+        groups = {s: set(group_keys(mine[mine["split"] == s])) for s in SPLITS}
+        assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"]
+                    or groups["val"] & groups["test"]), f
+        assert list(mine.index) == sorted(mine.index)  # rows in input order within a fold
+        order = {i: n for n, i in enumerate(rows["id"])}
+        assert [order[i] for i in mine["id"]] == sorted(order[i] for i in mine["id"]), f
+
+
+@pytest.mark.parametrize("segments", [False, True])
+def test_kfold_tests_every_row_once_with_groups_disjoint(segments):
+    rows = speakers(segments=segments)
+    result = quiet(split_dataset, rows, seed=3, mode="kfold", k=5, val_share=0.2)
+    ids = [str(i) for i in range(5)]
+    assert result.info["k"] == 5 and [f["fold"] for f in result.info["folds"]] == ids
+    assert result.info["refit"] == REFIT and fold_ids(result.info, refit=True) == [*ids, REFIT]
+    assert fold_ids(result.info, refit=False) == ids
+    assert list(dict.fromkeys(result.folds["fold"])) == [*ids, REFIT]  # fold order, then the refit fold
+    assert list(result.folds.columns) == FOLD_COLUMNS and result.unassigned.empty
+    tested = result.folds[(result.folds["fold"] != REFIT) & (result.folds["split"] == "test")]
+    assert sorted(tested["id"]) == sorted(rows["id"])  # every row tested exactly once
+    assert (tested.groupby("group")["fold"].nunique() == 1).all()  # a group in one test fold
+    assert (tested.groupby("clip_id")["fold"].nunique() == 1).all()  # segments of a clip together
+    for f in ids:
+        mine = fold_rows(result, f)
+        assert sorted(mine["id"]) == sorted(rows["id"])  # every row in every fold
+        others = set(tested.loc[tested["fold"] != f, "id"])
+        assert set(mine.loc[mine["split"].isin(["train", "val"]), "id"]) == others
+        assert len(part(result, "val", f)) and len(part(result, "test", f))
+        # stratified: every class is tested in every fold, near a fifth of its clips
+        share = mine[mine["split"] == "test"].groupby("label").size() / rows.groupby("label").size()
+        assert share.notna().all() and (share.between(0.1, 0.3)).all(), (f, share.to_dict())
+    assert_folds_are_clean(result, rows)
+    c = result.counts
+    assert list(c.columns) == ["fold", "label", *SPLITS, "total"] and list(dict.fromkeys(c["fold"])) == ids
+    totals = c[c["label"] == "total"].set_index("fold")
+    for f in result.info["folds"]:
+        assert [f[s] for s in SPLITS] == totals.loc[f["fold"], list(SPLITS)].tolist() and f["name"] is None
+    assert result.info["hash"] == assignment_hash(result.folds)
+
+
+def test_kfold_is_the_library_call_and_deterministic_for_a_seed():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    rows = speakers()
+    fold = assign_kfold(rows, k=4, seed=11)
+    y = pd.factorize(rows["label"], sort=True)[0]
+    for i, (_, test) in enumerate(StratifiedGroupKFold(4, shuffle=True, random_state=11).split(rows, y, rows["group"])):
+        assert (np.flatnonzero(fold == i) == np.sort(test)).all()
+    first = quiet(split_dataset, rows, seed=11, mode="kfold", k=4)
+    again = quiet(split_dataset, rows.copy(), seed=11, mode="kfold", k=4)
+    assert first.folds.equals(again.folds) and first.info == again.info
+    other = quiet(split_dataset, rows, seed=12, mode="kfold", k=4)
+    assert not (assign_kfold(rows, k=4, seed=12) == fold).all()
+    assert other.info["hash"] != first.info["hash"]
+
+
+def test_kfold_bad_input_names_split_k():
+    rows = speakers(6)
+    with pytest.raises(ValueError, match=r"split\.k: 7 folds need at least 7 groups.*the rows have 6"):
+        split_dataset(rows, seed=0, mode="kfold", k=7)
+    for k in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match=r"split\.k: must be an integer >= 2"):
+            split_dataset(rows, seed=0, mode="kfold", k=k)
+    # every class has fewer rows than folds (scikit-learn refuses): still named split.k
+    few = table(["a", "a", "b", "b", "c", "c"])
+    with pytest.raises(ValueError, match=r"split\.k: .*lower split\.k"):
+        split_dataset(few, seed=0, mode="kfold", k=3)
+    with pytest.raises(ValueError, match="without a label"):
+        split_dataset(table(["a", "", "b"]), seed=0, mode="kfold", k=2)
+
+
+def test_kfold_warns_once_per_class_with_fewer_groups_than_folds():
+    rows = pd.concat([speakers(40), table(["tiny"] * 6, ["t0"] * 3 + ["t1"] * 3, prefix="t")], ignore_index=True)
+    with pytest.warns(SmallClassWarning) as record:
+        result = split_dataset(rows, seed=0, mode="kfold", k=5, val_share=0.0)
+    messages = [str(w.message) for w in record if "'tiny'" in str(w.message)]
+    assert len(messages) == 1, messages  # one line for the class, not one per fold
+    missing = [f for f in fold_ids(result.info, refit=False) if part(result, "test", f)["label"].eq("tiny").sum() == 0]
+    assert len(missing) == 3
+    assert f"test of folds {', '.join(missing)}" in messages[0]
+    assert "2 group(s), fewer than split.k = 5" in messages[0] and "split.mode kfold" in messages[0]
+    assert all(w.filename == __file__ for w in record)
+
+
+def test_leave_one_group_out_tests_each_group_alone():
+    rows = speakers(12, segments=True)
+    result = quiet(split_dataset, rows, seed=0, mode="leave_one_group_out", val_share=0.25)
+    names = [f"spk{g}" for g in range(12)]  # natural order: spk2 before spk10
+    assert [f["name"] for f in result.info["folds"]] == names and result.info["k"] == 12
+    for f, name in zip(fold_ids(result.info, refit=False), names, strict=True):
+        assert set(part(result, "test", f)["id"]) == set(rows.loc[rows["group"] == name, "id"])
+        assert set(fold_rows(result, f)["id"]) == set(rows["id"])
+        assert len(part(result, "val", f))
+    assert_folds_are_clean(result, rows)
+    refit = fold_rows(result, REFIT)
+    assert set(refit["id"]) == set(rows["id"]) and "test" not in set(refit["split"])
+
+
+def test_leave_one_group_out_needs_groups():
+    no_group = table(["a", "b"] * 5)
+    with pytest.raises(ValueError, match=r"split\.mode leave_one_group_out: the rows have no groups.*"
+                                         r"data\.csv\.group_column"):
+        split_dataset(no_group, seed=0, mode="leave_one_group_out")
+    # as the process stage writes them: a clip without group has its clip id as group
+    with pytest.raises(ValueError, match="the rows have no groups"):
+        split_dataset(no_group.assign(group=no_group["clip_id"]), seed=0, mode="leave_one_group_out")
+    with pytest.raises(ValueError, match=r"needs at least 2 groups, the rows have 1 \(spk\)"):
+        split_dataset(table(["a", "b"] * 5, ["spk"] * 10), seed=0, mode="leave_one_group_out")
+    # some clips without group: each is a fold of its own, said once
+    mixed = table(["a", "b"] * 5, ["s1", "s1", "s2", "s2", "s3", "s3", "", "", "s4", "s4"])
+    with pytest.warns(SplitWarning, match=r"2 clip\(s\) have no group, so each is a fold of its own"):
+        result = quiet(split_dataset, mixed, seed=0, mode="leave_one_group_out")
+    assert result.info["k"] == 6
+
+
+def test_leave_one_group_out_warns_about_a_class_in_one_group():
+    rows = pd.concat([speakers(8), table(["solo"] * 3, ["lone"] * 3, prefix="x")], ignore_index=True)
+    with pytest.warns(SmallClassWarning) as record:
+        result = split_dataset(rows, seed=0, mode="leave_one_group_out", val_share=0.0)
+    messages = [str(w.message) for w in record]
+    lone = [f["fold"] for f in result.info["folds"] if f["name"] == "lone"]
+    assert messages == [f"class 'solo' has no clip in train of fold {lone[0]} (split.mode leave_one_group_out: the "
+                        "class is in one group only, so the fold testing it never trains on it)"]
+
+
+def esc50_like(n_clips: int = 100, n_folds: int = 5) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Clips of 4 labels in source recordings, the fold value (``1`` .. ``n_folds``) per source."""
+    rows = table([f"L{i % 4}" for i in range(n_clips)], [f"src{i // 2}" for i in range(n_clips)])
+    return rows, {c: str(1 + (i // 2) % n_folds) for i, c in enumerate(rows["clip_id"])}
+
+
+def test_column_folds_reproduce_the_given_folds_in_natural_order():
+    rows, fold = esc50_like(200, n_folds=10)
+    fold[rows["clip_id"][3]] = " "  # no value: unassigned
+    result = quiet(split_dataset, rows, seed=0, mode="column", column="fold", column_folds=True,
+                   clips=manifest_of(rows, fold=fold), val_share=0.2)
+    names = [f["name"] for f in result.info["folds"]]
+    assert names == [str(v) for v in range(1, 11)]  # "10" after "9"
+    assert [f["fold"] for f in result.info["folds"]] == [str(i) for i in range(10)]
+    for f, value in zip(fold_ids(result.info, refit=False), names, strict=True):
+        assert set(part(result, "test", f)["id"]) == {c for c, v in fold.items() if v == value}
+        assert set(fold_rows(result, f)["id"]) == set(rows["id"]) - {rows["clip_id"][3]}
+        assert len(part(result, "val", f))
+    assert result.unassigned[["id", "reason"]].to_dict("records") == [{"id": rows["id"][3], "reason": "no_value"}]
+    assert rows["id"][3] not in set(result.folds["id"])  # in no fold, not even the refit one
+    assert set(fold_rows(result, REFIT)["id"]) == set(rows["id"]) - {rows["id"][3]}
+    assert_folds_are_clean(result, rows)
+
+
+def test_column_folds_keep_segments_together_and_leave_unknown_clips_out():
+    rows = segmented_rows(40, max_segments=3)
+    fold = {f"clip{c}": str(c % 4) for c in range(40)}
+    clips = manifest_of(rows, fold=fold)
+    clips = clips[clips["id"] != "clip7"]  # not in the manifest
+    result = quiet(split_dataset, rows, seed=1, mode="column", column="fold", column_folds=True, clips=clips)
+    assert [f["name"] for f in result.info["folds"]] == ["0", "1", "2", "3"]
+    assert set(result.unassigned["clip_id"]) == {"clip7"} and set(result.unassigned["reason"]) == {"not_in_manifest"}
+    for f in fold_ids(result.info, refit=True):
+        assert (fold_rows(result, f).groupby("clip_id")["split"].nunique() == 1).all()
+
+
+def test_column_folds_bad_input():
+    rows, fold = esc50_like()
+    clips = manifest_of(rows, fold=fold)
+    with pytest.raises(ValueError, match=r"split\.column\.folds: cannot be combined with split\.column\.test"):
+        split_dataset(rows, seed=0, mode="column", column="fold", column_folds=True, test=["5"], clips=clips)
+    with pytest.raises(ValueError, match=r"split\.column\.name: folds need at least 2 distinct values.*1 \(5\)"):
+        split_dataset(rows, seed=0, mode="column", column="fold", column_folds=True, clips=clips.assign(fold="5"))
+    with pytest.raises(ValueError, match=r"split\.column\.name: no clip is assigned to a split \(100 no_value\)"):
+        split_dataset(rows, seed=0, mode="column", column="fold", column_folds=True, clips=clips.assign(fold=None))
+
+
+def test_column_folds_warn_once_per_class_missing_from_folds():
+    rows, fold = esc50_like(80, n_folds=10)
+    rows.loc[rows.index[:2], "label"] = "rare"  # one source recording: tested in one fold only
+    with pytest.warns(SmallClassWarning) as record:
+        split_dataset(rows, seed=0, mode="column", column="fold", column_folds=True,
+                      clips=manifest_of(rows, fold=fold), val_share=0.0)
+    rare = [str(w.message) for w in record if "'rare'" in str(w.message)]
+    assert len(rare) == 1 and "test of folds 1, 2, 3, 4, 5, 6, 7, 8, 9" in rare[0], rare
+    assert "train of fold 0" in rare[0]  # its only clips are tested there: never learnt in that fold
+
+
+def test_fold_lists_reproduce_the_files(tmp_path):
+    rows = genre_rows()
+    given = {"first": [i for i in rows["id"] if int(i[-1]) in (0, 1)],
+             "second": [i for i in rows["id"] if int(i[-1]) in (2, 3)],
+             "third": [f"/data/root/{i}.au" for i in rows["id"] if int(i[-1]) == 4] + ["ghost.wav"]}
+    paths = [write_list(tmp_path / f"{name}.txt", ["# fold"] + ids) for name, ids in given.items()]
+    fold_lists = read_fold_lists(paths)
+    assert [name for name, _ in fold_lists] == ["first", "second", "third"]
+    result = quiet(split_dataset, rows, seed=0, mode="lists", fold_lists=fold_lists, clips=manifest_of(rows),
+                   root="/data/root", val_share=0.3)
+    assert [f["name"] for f in result.info["folds"]] == ["first", "second", "third"]
+    tests = [{i for i in rows["id"] if int(i[-1]) in digits} for digits in ((0, 1), (2, 3), (4,))]
+    for f, expected in zip(fold_ids(result.info, refit=False), tests, strict=True):
+        assert set(part(result, "test", f)["id"]) == expected
+        assert set(fold_rows(result, f)["id"]) == set().union(*tests)
+    unlisted = {i for i in rows["id"] if i.endswith("5")}
+    assert set(result.unassigned["id"]) == unlisted and (result.unassigned["reason"] == "in_no_list").all()
+    assert not unlisted & set(result.folds["id"])
+    assert result.unmatched.to_dict("records") == [{"list": "folds.2", "entry": "ghost.wav", "reason": "names no clip"}]
+
+
+def test_fold_lists_bad_input(tmp_path):
+    rows = genre_rows()
+    clips = manifest_of(rows)
+    a, b = ["blues/blues.00000", "jazz/jazz.00001"], ["rock/rock.00002", "blues/blues.00000.wav"]
+    with pytest.raises(ValueError, match=r"clip 'blues/blues\.00000' is in split\.lists\.folds\.0 \[a\] "
+                                         r"\('blues/blues\.00000'\) and in split\.lists\.folds\.1 \[b\]"):
+        split_dataset(rows, seed=0, mode="lists", fold_lists=[("a", a), ("b", b)], clips=clips)
+    with pytest.raises(ValueError, match=r"split\.lists\.folds: cannot be combined with split\.lists\.test"):
+        split_dataset(rows, seed=0, mode="lists", fold_lists=[("a", a), ("b", b[:1])], lists={"test": a},
+                      clips=clips)
+    with pytest.raises(ValueError, match=r"split\.lists\.folds: needs at least 2 lists"):
+        split_dataset(rows, seed=0, mode="lists", fold_lists=[("a", a)], clips=clips)
+    with pytest.raises(ValueError, match=r"split\.lists\.folds\.1 \[b\]: names no clip with rows"):
+        split_dataset(rows, seed=0, mode="lists", fold_lists=[("a", a), ("b", ["ghost"])], clips=clips)
+    with pytest.raises(ValueError, match=r"split\.lists: no clip is assigned"):
+        split_dataset(rows, seed=0, mode="lists", fold_lists=[("a", ["x"]), ("b", ["y"])], clips=clips)
+    with pytest.raises(ValueError, match=r"split\.lists: train and test lists are required.*split\.lists\.folds"):
+        split_dataset(rows, seed=0, mode="lists", lists={"train": a}, clips=clips)
+    with pytest.raises(ValueError, match=r"split\.lists\.folds\.1: cannot read the list .*nope\.txt"):
+        read_fold_lists([write_list(tmp_path / "a.txt", a), tmp_path / "nope.txt"])
+    # read_lists leaves split.lists.folds to read_fold_lists
+    assert read_lists({"train": None, "folds": ["x.txt", "y.txt"]}) == {}
+
+
+def test_refit_fold_only_with_several_folds():
+    rows = speakers(30)
+    for mode, kw in [("kfold", {"k": 3}), ("leave_one_group_out", {})]:
+        result = quiet(split_dataset, rows, seed=2, mode=mode, val_share=0.2, **kw)
+        refit = fold_rows(result, REFIT)
+        assert result.info["refit"] == REFIT and REFIT not in [f["fold"] for f in result.info["folds"]]
+        assert sorted(refit["id"]) == sorted(rows["id"]) and set(refit["split"]) == {"train", "val"}
+        assert not set(refit.loc[refit["split"] == "train", "group"]) & set(refit.loc[refit["split"] == "val", "group"])
+        assert REFIT not in set(result.counts["fold"])
+        # the refit fold is the carve of every assigned row
+        from soundstage.split import carve_val
+        carved = carve_val(rows, pd.Series(["train"] * len(rows), dtype=object), val_share=0.2, seed=2)
+        assert refit["split"].tolist() == carved.tolist()
+    ratio = quiet(split_dataset, rows, seed=2, ratios=RATIOS)
+    assert REFIT not in set(ratio.folds["fold"]) and ratio.info["refit"] is None
+    assert fold_ids(ratio.info, refit=True) == ["0"]
+
+
+def test_info_is_json_serializable():
+    rows, fold = esc50_like()
+    result = quiet(split_dataset, rows, seed=0, mode="column", column="fold", column_folds=True,
+                   clips=manifest_of(rows, fold=fold))
+    info = json.loads(json.dumps(result.info))
+    assert info == result.info and set(info) == {"mode", "k", "folds", "refit", "hash"}
+    assert info["folds"][0] == {"fold": "0", "name": "1", **{s: len(part(result, s)) for s in SPLITS}}
+
+
+def test_modes_constant():
+    assert MODES == ("ratio", "kfold", "leave_one_group_out", "column", "lists")
+
+
+# --- assignment hash and reading folds back ------------------------------------------------------
+
+def test_assignment_hash_of_folds():
+    rows = split_rows()
+    other = rows["clip_id"].map(lambda c: SPLITS[(int(c[4:]) + 1) % 3])  # per clip, as a fold assigns
+    folds = pd.concat([rows.assign(fold="0"), rows.assign(fold="1", split=other)])
+    h = assignment_hash(folds)
+    assert h != assignment_hash(rows) and len(h) == 12
+    assert assignment_hash(folds.sample(frac=1.0, random_state=4)) == h
+    assert assignment_hash(folds.drop_duplicates(["clip_id", "fold"])) == h  # segments count once
+    assert assignment_hash(folds.astype({"fold": "category"})) == h
+    # a clip tested in another fold (same split names, another fold): another hash
+    moved = folds.copy()
+    first = moved["clip_id"] == "clip5"
+    moved.loc[first & (moved["fold"] == "1"), "fold"] = "2"
+    assert assignment_hash(moved) != h
+    # the folds swapped: another hash
+    assert assignment_hash(folds.assign(fold=folds["fold"].map({"0": "1", "1": "0"}))) != h
+    # pinned: a change of encoding would make every earlier run look like another split
+    assert assignment_hash(pd.DataFrame({"id": ["b", "a"], "fold": ["0", "1"], "split": ["test", "train"]})) == \
+        "e59cd45134ce"
+
+
+def test_read_folds_and_rows_of_fold_round_trip(tmp_path):
+    from soundstage.io import write_csv
+
+    rows = speakers(20, segments=True)
+    rows["id"] = "0" + rows["id"]  # ids and groups that look like numbers stay text
+    rows["clip_id"] = "0" + rows["clip_id"]
+    rows["group"] = [f"{int(g[3:]):03d}" for g in rows["group"]]
+    result = quiet(split_dataset, rows, seed=0, mode="kfold", k=4)
+    write_csv(tmp_path / "folds.csv", result.folds)
+    back = read_folds(tmp_path / "folds.csv")
+    assert back.equals(result.folds.astype({"label": str, "group": str}).reset_index(drop=True))
+    assert back["group"].iloc[0].startswith("0") and set(back["fold"]) == {"0", "1", "2", "3", REFIT}
+    assert assignment_hash(back) == result.info["hash"]
+
+    features = pd.DataFrame({"id": rows["id"], "x": np.arange(len(rows))}).iloc[::-1]  # another row order
+    features = pd.concat([features, pd.DataFrame({"id": ["stranger"], "x": [-1]})])
+    for f in fold_ids(result.info, refit=True):
+        got = rows_of_fold(features, back, f)
+        mine = fold_rows(result, f)
+        assert list(got.columns) == ["id", "x", "split"] and got["id"].tolist() == features["id"][:-1].tolist()
+        assert dict(zip(got["id"], got["split"], strict=True)) == dict(zip(mine["id"], mine["split"], strict=True))
+        assert got.index.equals(features.index[:-1])  # the table's index, to index arrays with
+    assert set(rows_of_fold(features.head(5), back, "0")["id"]) == set(features["id"].head(5))  # inner join
+
+
+def test_rows_of_fold_bad_input():
+    rows, fold = esc50_like()
+    result = quiet(split_dataset, rows, seed=0, mode="column", column="fold", column_folds=True,
+                   clips=manifest_of(rows, fold=fold))
+    with pytest.raises(ValueError, match=r"fold '7' is not in the fold table \(its folds: 0, 1, 2, 3, 4, all\)"):
+        rows_of_fold(rows[["id"]], result.folds, "7")
+    with pytest.raises(ValueError, match="no split column"):
+        rows_of_fold(rows.assign(split="train"), result.folds, "0")
+    with pytest.raises(ValueError, match="an id column"):
+        rows_of_fold(rows[["label"]], result.folds, "0")
+    twice = pd.concat([result.folds, fold_rows(result, "0").head(1)])
+    with pytest.raises(ValueError, match=r"fold '0' assigns id\(s\) \['c00000'\] twice"):
+        rows_of_fold(rows[["id"]], twice, "0")
+    assert rows_of_fold(rows[["id"]], result.folds, 0)["split"].notna().all()  # an int fold reads as text
+
+
+def test_empty_input_gives_one_empty_fold():
+    result = split_dataset(table([]), seed=0, ratios=RATIOS)
+    assert result.folds.empty and list(result.folds.columns) == FOLD_COLUMNS
+    assert result.counts.to_dict("records") == [{"fold": "0", "label": "total", "train": 0, "val": 0, "test": 0,
+                                                 "total": 0}]
+    assert result.info["k"] == 1 and result.info["folds"][0]["train"] == 0
+    with pytest.raises(ValueError, match=r"split\.k: 2 folds need at least 2 groups"):
+        split_dataset(table([]), seed=0, mode="kfold", k=2)
+
+
+# --- the CLI with folds (params split.k, split.column.folds, split.lists.folds) --------------------
+
+def test_cli_kfold_writes_folds_and_their_info(tmp_path, capsys):
+    from soundstage.cli import main
+    from soundstage.io import read_csv, write_csv
+
+    rows = speakers(24)
+    write_csv(tmp_path / "000.csv", rows)
+    (tmp_path / "params.yaml").write_text("seed: 5\nsplit: {mode: kfold, k: 3, val_share: 0.2}\n")
+    assert main(["--params", str(tmp_path / "params.yaml"), "split", str(tmp_path / "000.csv"),
+                 "--out-dir", str(tmp_path / "out")]) == 0
+    capsys.readouterr()
+    folds = read_folds(tmp_path / "out" / "folds.csv")
+    expected = quiet(split_dataset, rows, seed=5, mode="kfold", k=3, val_share=0.2)
+    assert folds.equals(expected.folds.astype({"label": str, "group": str}))
+    assert json.loads((tmp_path / "out" / "folds.json").read_text(encoding="utf-8")) == expected.info
+    counts = read_csv(tmp_path / "out" / "counts.csv", text=["fold"])
+    assert list(dict.fromkeys(counts["fold"])) == ["0", "1", "2"]
+
+
+def test_esc50_folds_through_ingest(tmp_path):
+    from audio_fixtures import write_tone
+
+    root = tmp_path / "ESC-50"
+    rows = []
+    for k in range(40):
+        name = f"{1 + k % 5}-{100 + k // 2}-A-{k % 4}.wav"
+        write_tone(root / "audio" / name, sr=8000, duration=0.05)
+        rows.append({"filename": name, "fold": str(1 + k % 5), "category": f"c{k % 4}"})
+    rows[7]["fold"] = ""
+    (root / "meta").mkdir()
+    pd.DataFrame(rows).to_csv(root / "meta" / "esc50.csv", index=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SmallClassWarning)
+        out = ingest_and_split(tmp_path, {
+            "data": {"root": str(root / "audio"), "layout": "csv",
+                     "csv": {"path": str(root / "meta" / "esc50.csv"), "path_column": "filename",
+                             "label_column": "category"}},
+            "split": {"mode": "column", "column": {"name": "fold", "folds": True}}})
+    fold = {r["filename"].removesuffix(".wav"): r["fold"] for r in rows}
+    folds = out["folds"]
+    info = json.loads((tmp_path / "split" / "folds.json").read_text(encoding="utf-8"))
+    assert [f["name"] for f in info["folds"]] == ["1", "2", "3", "4", "5"] and info["refit"] == REFIT
+    for i, value in enumerate(["1", "2", "3", "4", "5"]):
+        tested = folds[(folds["fold"] == str(i)) & (folds["split"] == "test")]
+        assert set(tested["id"]) == {c for c, f in fold.items() if f == value}
+    assert out["unassigned"]["id"].tolist() == [rows[7]["filename"][:-4]]
+
+
+def test_cli_fold_lists(tmp_path, capsys):
+    from soundstage.cli import main
+    from soundstage.io import write_csv
+
+    rows = genre_rows()
+    write_csv(tmp_path / "manifest.csv", manifest_of(rows))
+    write_csv(tmp_path / "000.csv", rows)
+    lists = [write_list(tmp_path / f"fold{k}.txt", [i for i in rows["id"] if int(i[-1]) % 3 == k]) for k in range(3)]
+    (tmp_path / "params.yaml").write_text(f"data: {{root: /data/root}}\nsplit: {{mode: lists, lists: {{folds: "
+                                          f"[{', '.join(repr(x) for x in lists)}]}}}}\n")
+    args = ["--params", str(tmp_path / "params.yaml"), "split", str(tmp_path / "000.csv"),
+            "--manifest", str(tmp_path / "manifest.csv"), "--out-dir", str(tmp_path / "out")]
+    assert main(args) == 0
+    capsys.readouterr()
+    folds = read_folds(tmp_path / "out" / "folds.csv")
+    info = json.loads((tmp_path / "out" / "folds.json").read_text(encoding="utf-8"))
+    assert [f["name"] for f in info["folds"]] == ["fold0", "fold1", "fold2"]
+    for k in range(3):
+        tested = folds[(folds["fold"] == str(k)) & (folds["split"] == "test")]
+        assert set(tested["id"]) == {i for i in rows["id"] if int(i[-1]) % 3 == k}
+    Path(lists[1]).unlink()  # a fold list that is missing: exit 1, naming its key
+    assert main(args) == 1
+    assert "split.lists.folds.1: cannot read the list" in capsys.readouterr().err

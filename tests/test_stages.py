@@ -33,7 +33,7 @@ def test_dvc_yaml_declares_the_stages_code_and_params(name: str):
 def test_every_dvc_stage_and_snakemake_rule_is_in_the_registry():
     assert set(DVC) == set(stages.STAGES)
     text = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
-    rules = set(re.findall(r"^\s*rule (\w+):", text, re.M))
+    rules = set(re.findall(r"^\s*(?:rule|checkpoint) (\w+):", text, re.M))
     registered = {rule for stage in stages.STAGES.values() for rule in stage.rules}
     assert rules == registered
 

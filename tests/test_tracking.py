@@ -202,3 +202,44 @@ def _dead_pid() -> int:
     proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
     return int(proc.stdout)
+
+
+# ------------------------------------------------------------------ cross-validation parent runs
+
+
+def test_log_parent_run_keeps_other_parents_and_refuses_mixed_experiments(tmp_path: Path):
+    """A parent that still has children, or that is not a cross-validation parent, is never deleted;
+    children of two experiments have no one parent."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("e")
+    runs = [client.create_run(exp, tags={"model": "rf", "soundstage.fold": str(k)}).info.run_id for k in range(3)]
+    for run_id in runs:
+        client.log_param(run_id, "seed", "1")
+        client.set_terminated(run_id)
+    client.log_param(runs[2], "only_here", "x")
+    first = tracking.log_parent_run(uri=uri, child_run_ids=runs, run_name="rf", metrics={"test_accuracy": 0.5},
+                                    tags={tracking.FOLDS_TAG: 3})
+    parent = client.get_run(first)
+    assert parent.data.params == {"seed": "1"}  # only the params every child shares
+    assert parent.data.tags["model"] == "rf" and tracking.FOLD_TAG not in parent.data.tags
+    # Two of the three nested under a new parent: the first keeps a child, so it stays.
+    second = tracking.log_parent_run(uri=uri, child_run_ids=runs[:2], run_name="rf", metrics={},
+                                     tags={tracking.FOLDS_TAG: 2})
+    assert client.get_run(first).info.lifecycle_stage == "active"
+    assert client.get_run(runs[2]).data.tags[tracking.PARENT_TAG] == first
+    # A parent of someone else's making (no soundstage.folds tag) is left alone, childless or not.
+    other = client.create_run(exp).info.run_id
+    client.set_terminated(other)
+    client.set_tag(runs[0], tracking.PARENT_TAG, other)
+    tracking.log_parent_run(uri=uri, child_run_ids=runs[:1], run_name="rf", metrics={}, tags={tracking.FOLDS_TAG: 1})
+    assert client.get_run(other).info.lifecycle_stage == "active"
+    assert client.get_run(second).info.lifecycle_stage == "active"  # still runs[1]'s parent
+
+    elsewhere = client.create_run(client.create_experiment("f")).info.run_id
+    with pytest.raises(ValueError, match="2 experiments"):
+        tracking.log_parent_run(uri=uri, child_run_ids=[runs[0], elsewhere], run_name="rf", metrics={})
+    with pytest.raises(ValueError, match="no child run"):
+        tracking.log_parent_run(uri=uri, child_run_ids=[], run_name="rf", metrics={})

@@ -23,7 +23,7 @@ from soundstage.cache import key_of
 from soundstage.evaluate import evaluate
 from soundstage.features import clip_features, feature_columns
 from soundstage.features_core import FeatureConfig
-from soundstage.split import assignment_hash
+from soundstage.split import FOLD_COLUMNS, assignment_hash, read_folds
 from soundstage.train import Augmented, augment_clips, fit, train
 
 # One worker runs this module: its dataset and MLflow store are built once (xdist --dist loadgroup).
@@ -77,7 +77,12 @@ def build_dataset(root, *, per_split=(("train", 5), ("val", 2), ("test", 2)), se
     table = pd.DataFrame(rows)
     cols = [c for c in table.columns if c not in ("id", "clip_id", "label", "group", "split")]
     table[cols] = table[cols].astype(np.float32)
-    table.to_parquet(root / "table.parquet")
+    table.drop(columns="split").to_parquet(root / "table.parquet")  # the features table has no split
+    folds = table[["id", "clip_id", "label", "group", "split"]].assign(fold="0")[FOLD_COLUMNS]
+    folds.to_csv(root / "folds.csv", index=False)
+    # Two folds; in fold 1 the val and test clips train and nothing is held out.
+    other = folds[folds["split"] != "train"].assign(fold="1", split="train")
+    pd.concat([folds, other]).to_csv(root / "folds2.csv", index=False)
     frames = np.concatenate([np.load(root / "logmel" / f"{i}.npy") for i in table.loc[table["split"] == "train", "id"]],
                             axis=1).astype(np.float64)
     np.savez(root / "logmel.npz", mean=frames.mean(axis=1), std=frames.std(axis=1), count=frames.shape[1])
@@ -99,9 +104,10 @@ def flat_params_of(model: str) -> dict:
     return {f"{model}.{k}": v for k, v in PARAMS[model].items() if not isinstance(v, dict)}
 
 
-def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None):
+def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None, fold: str = "0", folds: str = "folds.csv"):
     root = ds["root"]
-    return train(model=model, table_path=root / "table.parquet", out_dir=out, params=PARAMS[model], seed=7,
+    return train(model=model, table_path=root / "table.parquet", folds_path=root / folds, fold=fold,
+                 out_dir=out, params=PARAMS[model], seed=7,
                  process_params={"sample_rate": SR}, feature_params=FEATURES, experiment="toyset", tracking_uri=uri,
                  tags=tags or {"git.commit": "c0ffee", "git.dirty": "true", "data.table": "abc123"},
                  flat_params=flat_params_of(model),
@@ -187,8 +193,9 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     assert tags["soundstage.pid"] == str(os.getpid()) and tags["soundstage.host"]
     assert "soundstage.error" not in tags
     # The clip -> split assignment trained on, on the run and in the bundle: runs on other splits stand out.
-    assert tags["split.hash"] == assignment_hash(dataset["table"])
+    assert tags["split.hash"] == assignment_hash(read_folds(dataset["root"] / "folds.csv"))
     assert load_bundle(bundle.directory).meta["training"]["split_hash"] == tags["split.hash"]
+    assert tags["soundstage.fold"] == "0" and load_bundle(bundle.directory).meta["training"]["fold"] == "0"
     # The hash of the params the run logs: evaluate can tell metrics of other params apart.
     assert bundle.meta["params_hash"] == key_of(flat_params_of(model))
     assert load_bundle(bundle.directory).meta["params_hash"] == bundle.meta["params_hash"]
@@ -231,6 +238,19 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     pyfunc = mlflow.pyfunc.load_model(uri_model)
     np.testing.assert_allclose(np.asarray(pyfunc.predict(x)), expected, rtol=1e-6, atol=1e-7)
     assert pyfunc.metadata.get_input_schema() is not None
+
+
+def test_train_fits_the_rows_of_its_fold(dataset, tmp_path, uri):
+    import mlflow
+
+    bundle = run_train(dataset, "random_forest", tmp_path / "fold1", uri, fold="1", folds="folds2.csv")
+    training = bundle.meta["training"]
+    assert (training["n_train"], training["n_val"], training["fold"]) == (12, 0, "1")
+    run = mlflow.MlflowClient(tracking_uri=uri).get_run(bundle.meta["mlflow"]["run_id"])
+    assert run.info.run_name == "random_forest fold 1" and run.data.tags["soundstage.fold"] == "1"
+    with pytest.raises(ValueError, match="'7'"):
+        run_train(dataset, "random_forest", tmp_path / "fold7", uri, fold="7", folds="folds2.csv")
+    assert not (tmp_path / "fold7").exists()
 
 
 def test_a_training_that_fails_on_a_full_disk_ends_its_run_failed(dataset, tmp_path, uri, monkeypatch):
@@ -284,7 +304,8 @@ def test_same_params_and_data_give_the_same_metrics(dataset, tmp_path, uri):
                                augment=AUGMENT if model == "keras_mlp" else None)
             out = tmp_path / attempt / "reports" / model
             evaluate(bundle_dir=bundle.directory, table_path=dataset["root"] / "table.parquet", out_dir=out,
-                     logmel_dir=dataset["root"] / "logmel", log_to_mlflow=False)
+                     folds_path=dataset["root"] / "folds.csv", logmel_dir=dataset["root"] / "logmel",
+                     log_to_mlflow=False)
             outputs[attempt, model] = out
     for model in ("random_forest", "keras_mlp", "keras_cnn"):
         a, b = outputs["a", model], outputs["b", model]
@@ -293,7 +314,7 @@ def test_same_params_and_data_give_the_same_metrics(dataset, tmp_path, uri):
         runs = [m["provenance"].pop("bundle") for m in (metrics_a, metrics_b)]
         assert runs[0] != runs[1]
         assert metrics_a["provenance"]["params_hash"] == key_of(flat_params_of(model))
-        assert metrics_a["provenance"]["split_hash"] == assignment_hash(dataset["table"])
+        assert metrics_a["provenance"]["split_hash"] == assignment_hash(read_folds(dataset["root"] / "folds.csv"))
         assert metrics_a == metrics_b, model
         for split in ("val", "test"):
             assert (a / f"predictions_{split}.csv").read_bytes() == (b / f"predictions_{split}.csv").read_bytes()

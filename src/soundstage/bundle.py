@@ -48,6 +48,7 @@ MAX_CROP_FRAMES = 1 << 16
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _PARAMS_HASH = re.compile(r"[0-9a-f]{40}")
 _SPLIT_HASH = re.compile(r"[0-9a-f]{12}")
+_FOLD = re.compile(r"\d{1,6}|all")
 
 
 class BundleError(ValueError):
@@ -188,7 +189,8 @@ def validate_meta(meta: Any, *, source: str | Path) -> None:
     ``logmel_stats`` (``mean``, ``std``, one per mel bin) and
     ``cnn`` (``crop_frames``, ``hop_frames``: ints in ``1 .. MAX_CROP_FRAMES``); optionally
     ``training`` (``n_train``, ``n_val``, ``n_augmented``: counts; ``augment``; ``split_hash``: 12 hex
-    digits), ``params``, ``seed``, ``mlflow``, ``tags``, ``params_hash``. Any other field is refused.
+    digits; ``fold``: the fold id, digits or ``all``), ``params``, ``seed``, ``mlflow``, ``tags``,
+    ``params_hash``. Any other field is refused.
 
     Raises
     ------
@@ -234,7 +236,7 @@ def validate_meta(meta: Any, *, source: str | Path) -> None:
     if "training" in meta:
         training = meta["training"]
         _check_keys(training, "training", required=set(),
-                    optional={"n_train", "n_val", "n_augmented", "augment", "split_hash"}, bad=bad)
+                    optional={"n_train", "n_val", "n_augmented", "augment", "split_hash", "fold"}, bad=bad)
         for key in ("n_train", "n_val", "n_augmented"):
             if key in training and not (_is_int(training[key]) and training[key] >= 0):
                 raise bad(f"training.{key}", f"must be a count, got {str(training[key])[:100]!r}")
@@ -243,6 +245,8 @@ def validate_meta(meta: Any, *, source: str | Path) -> None:
         if "split_hash" in training and not (isinstance(training["split_hash"], str)
                                              and _SPLIT_HASH.fullmatch(training["split_hash"])):
             raise bad("training.split_hash", f"must be 12 hex digits, got {str(training['split_hash'])[:100]!r}")
+        if "fold" in training and not (isinstance(training["fold"], str) and _FOLD.fullmatch(training["fold"])):
+            raise bad("training.fold", f"must be a fold id (digits or 'all'), got {str(training['fold'])[:100]!r}")
     if "params" in meta and not isinstance(meta["params"], dict):
         raise bad("params", f"must be a mapping, got {type(meta['params']).__name__}")
     if "seed" in meta and not _is_int(meta["seed"]):

@@ -100,29 +100,36 @@ def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
 def cmd_split(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import pandas as pd
 
-    from soundstage.io import read_csv, write_csv
-    from soundstage.split import read_lists, split_dataset
+    from soundstage.io import read_csv, write_csv, write_json
+    from soundstage.split import read_fold_lists, read_lists, split_dataset
 
     sp = p["split"]
     rows = pd.concat([read_csv(f) for f in args.inputs], ignore_index=True)
-    # The manifest only in the modes that read it: ratio mode splits the rows alone, as before.
+    # The manifest only in the modes that read it: ratio, kfold and leave_one_group_out split the rows alone.
     column = sp["column"]["name"] if sp["mode"] == "column" else None
-    clips = read_csv(args.manifest, text=[column] if column else []) if sp["mode"] != "ratio" else None
+    clips = read_csv(args.manifest, text=[column] if column else []) if sp["mode"] in ("column", "lists") else None
     lists = read_lists(sp["lists"]) if sp["mode"] == "lists" else None
+    fold_lists = read_fold_lists(sp["lists"]["folds"]) if sp["mode"] == "lists" and sp["lists"]["folds"] else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = split_dataset(rows, seed=p["seed"], mode=sp["mode"], ratios=sp["ratios"], stable=sp["stable"],
                                clips=clips, column=column, test=sp["column"]["test"], val=sp["column"]["val"],
-                               lists=lists, root=p["data"]["root"], val_share=sp["val_share"])
+                               lists=lists, root=p["data"]["root"], val_share=sp["val_share"], k=sp["k"],
+                               column_folds=sp["column"]["folds"], fold_lists=fold_lists)
     for w in caught:
         print(f"split: WARNING: {w.message}", file=sys.stderr)
     out = Path(args.out_dir)
-    for name, part in result.parts.items():
-        write_csv(out / f"{name}.csv", part)
+    write_csv(out / "folds.csv", result.folds)
+    write_json(out / "folds.json", result.info)
     write_csv(out / "counts.csv", result.counts)
     write_csv(out / "unassigned.csv", result.unassigned)
     _print_left_out(result.unassigned, result.unmatched, out / "unassigned.csv")
-    print(result.counts.to_string(index=False))
+    info = result.info
+    if info["k"] == 1:
+        print(result.counts.drop(columns="fold").to_string(index=False))
+    else:
+        print(pd.DataFrame(info["folds"]).to_string(index=False))
+        print(f"split: {info['k']} folds ({info['mode']}), split.hash {info['hash']}")
 
 
 def _print_left_out(unassigned: Any, unmatched: Any, where: Path) -> None:
@@ -143,8 +150,6 @@ def _print_left_out(unassigned: Any, unmatched: Any, where: Path) -> None:
 
 
 def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
-    import pandas as pd
-
     from soundstage.features import build_table, features_shard, read_table, write_table
     from soundstage.features_core import FeatureConfig
     from soundstage.io import read_csv, write_csv, write_parquet
@@ -157,11 +162,9 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
         check_rejected_share(summarize_run(ingest_dir=args.ingest_dir, process_dir=args.process_dir, features_dir=out,
                                            n_shards=p["sharding"]["n_shards"]),
                              max_share=p["data"]["max_rejected_share"])
-        shard_tables = [read_table(f) for f in args.inputs]
-        splits = pd.concat([read_csv(f) for f in args.splits], ignore_index=True)
-        table = build_table(shard_tables=shard_tables, splits=splits)
+        table = build_table(shard_tables=[read_table(f) for f in args.inputs])
         write_parquet(out / "table.parquet", table)
-        print(f"features: table of {len(table)} clips x {table.shape[1] - 5} features -> {out / 'table.parquet'}")
+        print(f"features: table of {len(table)} clips x {table.shape[1] - 4} features -> {out / 'table.parquet'}")
         return
     f = dict(p["features"])
     save = tuple(f.pop("save"))
@@ -185,9 +188,11 @@ def cmd_stats(args: argparse.Namespace, p: dict[str, Any]) -> None:
     import numpy as np
 
     from soundstage import stats
-    from soundstage.io import read_csv, save_npz, write_json
+    from soundstage.io import save_npz, write_json
+    from soundstage.split import read_folds
 
-    train_ids = set(read_csv(args.train)["id"].astype(str))
+    folds = read_folds(args.folds)
+    train_ids = stats.train_ids(folds, fold=args.fold)
     # One shard table in memory at a time: memory stays flat in dataset size.
     tables = (stats.read_moments(f) for f in args.inputs)
     m = stats.train_moments(shard_tables=tables, train_ids=train_ids)
@@ -198,7 +203,7 @@ def cmd_stats(args: argparse.Namespace, p: dict[str, Any]) -> None:
         n = stats.export_normalized(shard_tables=args.inputs, logmel_dir=args.logmel_dir, out_dir=out / "normalized",
                                     mean=m.mean, std=m.std)
         print(f"stats: wrote {n} normalized log-mels to {out / 'normalized'}")
-    print(f"stats: {m.count} train frames from {len(train_ids)} clips -> {out / 'logmel.npz'}")
+    print(f"stats[{args.fold}]: {m.count} train frames from {len(train_ids)} clips -> {out / 'logmel.npz'}")
 
 
 def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
@@ -206,8 +211,9 @@ def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage.config import augment_params, model_params
     from soundstage.train import train
 
-    inputs = {"table": args.table, **({"stats": args.stats} if args.model == "keras_cnn" else {})}
-    bundle = train(model=args.model, table_path=args.table, out_dir=args.out_dir, params=dict(p[args.model]),
+    inputs = {"table": args.table, "folds": args.folds, **({"stats": args.stats} if args.model == "keras_cnn" else {})}
+    bundle = train(model=args.model, table_path=args.table, folds_path=args.folds, fold=args.fold,
+                   out_dir=args.out_dir, params=dict(p[args.model]),
                    seed=p["seed"], process_params=p["process"],
                    feature_params={k: v for k, v in p["features"].items() if k != "save"},
                    experiment=p["data"]["name"], tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"]),
@@ -216,8 +222,8 @@ def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
                    stats_path=args.stats if args.model == "keras_cnn" else None,
                    augment=augment_params(p, args.model), audio_dir=args.audio_dir)
     t = bundle.meta["training"]
-    print(f"train[{args.model}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), {t['n_val']} val"
-          f" -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
+    print(f"train[{args.model}, fold {args.fold}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), "
+          f"{t['n_val']} val -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
 
 
 def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
@@ -237,9 +243,26 @@ def cmd_evaluate(args: argparse.Namespace, p: dict[str, Any]) -> None:
             write_json(args.out, summary)
         print(format_table(summary))
         return
+    if args.aggregate:
+        from soundstage import tracking
+        from soundstage.evaluate import aggregate_folds
+        from soundstage.split import fold_ids
+
+        info = json.loads(Path(args.split_info).read_text(encoding="utf-8"))
+        # By default every evaluated fold of the split, each in its folder under --out-dir.
+        folds = args.inputs or [Path(args.out_dir) / "folds" / fold for fold in fold_ids(info, refit=False)]
+        m = aggregate_folds(fold_dirs=folds, out_dir=args.out_dir, split_info=info,
+                            tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"]),
+                            log_to_mlflow=not args.no_mlflow)
+        acc = {s: f"{m[s].get('accuracy', float('nan')):.3f} ± {m[s].get('accuracy_std', 0.0):.3f}"
+               for s in ("val", "test")}
+        print(f"evaluate[{m['model']}]: {m['n_folds']} fold(s): val acc {acc['val']}, test acc {acc['test']}")
+        return
     m = evaluate(bundle_dir=args.bundle, table_path=args.table, out_dir=args.out_dir, logmel_dir=args.logmel_dir,
-                 log_to_mlflow=not args.no_mlflow, bootstrap=p["evaluate"]["bootstrap"], seed=p["seed"])
-    print(f"evaluate[{m['model']}]: val acc {m['val'].get('accuracy', float('nan')):.3f}, "
+                 folds_path=args.folds, fold=args.fold, log_to_mlflow=not args.no_mlflow,
+                 bootstrap=p["evaluate"]["bootstrap"], seed=p["seed"])
+    print(f"evaluate[{m['model']}, fold {m['provenance'].get('fold')}]: "
+          f"val acc {m['val'].get('accuracy', float('nan')):.3f}, "
           f"test acc {m['test'].get('accuracy', float('nan')):.3f}")
 
 
@@ -251,7 +274,7 @@ def cmd_compare(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
     table = runs_table(tracking_uri=tracking.tracking_uri(p["mlflow"]["tracking_uri"] if p else None),
                        experiment=args.experiment, model=args.model, sort_by=args.sort, ascending=args.ascending,
-                       diff_only=not args.all_params, limit=args.limit)
+                       diff_only=not args.all_params, limit=args.limit, folds=args.folds)
     if table.empty:
         print("compare: no runs recorded yet")
         return
@@ -260,6 +283,14 @@ def cmd_compare(args: argparse.Namespace, p: dict[str, Any]) -> None:
     note = split_note(table)
     if note:
         print(note)
+
+
+def cmd_folds(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.split import fold_ids
+
+    info = json.loads(Path(args.info).read_text(encoding="utf-8"))
+    folds = fold_ids(info, refit=p["train"]["refit"] and not args.evaluated)
+    print(" ".join(pattern.format(fold=fold) for fold in folds for pattern in args.patterns))
 
 
 def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:
@@ -325,7 +356,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--index", help="process shard table (shard mode)")
     s.add_argument("--table", action="store_true", help="gather shard tables and splits into table.parquet")
     s.add_argument("--inputs", nargs="*", default=[], help="feature shard tables (--table mode)")
-    s.add_argument("--splits", nargs="*", default=[], help="split tables (--table mode)")
     s.add_argument("--ingest-dir", default="data/ingest", help="(--table mode) for the rejected share")
     s.add_argument("--process-dir", default="data/process", help="(--table mode) for the rejected share")
     s.add_argument("--out-dir", default="data/features")
@@ -333,30 +363,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stats", help="train-split log-mel statistics from the feature shards")
     s.add_argument("inputs", nargs="+", help="feature shard tables")
-    s.add_argument("--train", default="data/split/train.csv")
+    s.add_argument("--folds", default="data/split/folds.csv", help="the split's folds")
+    s.add_argument("--fold", default="0", help="the fold whose train clips the statistics are over")
     s.add_argument("--logmel-dir", default="data/features/logmel")
-    s.add_argument("--out-dir", default="data/stats")
+    s.add_argument("--out-dir", default="data/stats/0")
     s.set_defaults(func=cmd_stats)
 
     s = sub.add_parser("train", help="train one model and log it to MLflow")
     s.add_argument("--model", required=True, choices=MODEL_KINDS)
     s.add_argument("--table", default="data/features/table.parquet")
-    s.add_argument("--stats", default="data/stats/logmel.npz")
+    s.add_argument("--folds", default="data/split/folds.csv", help="the split's folds")
+    s.add_argument("--fold", default="0", help="the fold to train on (its train and val clips)")
+    s.add_argument("--stats", default="data/stats/0/logmel.npz", help="the fold's log-mel statistics (keras_cnn)")
     s.add_argument("--logmel-dir", default="data/features/logmel")
     s.add_argument("--audio-dir", default="data/process/audio", help="processed audio (waveform augmentation)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="score a model bundle, or (--summary) combine metrics")
+    s = sub.add_parser("evaluate", help="score a model bundle on its fold, (--aggregate) combine a model's folds, "
+                                        "or (--summary) combine the models' metrics")
     s.add_argument("--bundle")
     s.add_argument("--table", default="data/features/table.parquet")
+    s.add_argument("--folds", default="data/split/folds.csv", help="the split's folds")
+    s.add_argument("--fold", help="the fold to score (default: the one the bundle was trained on)")
+    s.add_argument("--aggregate", action="store_true",
+                   help="mean, std and per-fold values of every metric of the fold folders --inputs, into --out-dir")
+    s.add_argument("--split-info", default="data/split/folds.json", help="with --aggregate: the split's folds.json")
     s.add_argument("--logmel-dir", default="data/features/logmel")
     s.add_argument("--out-dir")
     s.add_argument("--no-mlflow", action="store_true")
     s.add_argument("--summary", action="store_true")
     s.add_argument("--inputs", nargs="*", default=[],
-                   help="with --summary: per-model metrics files (default: those of params.yaml's train.models)")
+                   help="with --summary: per-model metrics files (default: those of params.yaml's train.models); "
+                        "with --aggregate: the model's fold folders (default: <out-dir>/folds/<fold> of every fold)")
     s.add_argument("--out", help="with --summary: write the combined metrics here (else only print the table)")
     s.set_defaults(func=cmd_evaluate)
 
@@ -375,10 +415,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ascending", action="store_true")
     s.add_argument("--all-params", action="store_true", help="show every param, not only those that differ")
     s.add_argument("--limit", type=int)
+    s.add_argument("--folds", action="store_true", help="also the runs of each fold (nested under their parent run)")
     s.set_defaults(func=cmd_compare)
 
+    s = sub.add_parser("folds", help="the split's folds as paths (DVC stages ask Snakemake for these targets)")
+    s.add_argument("patterns", nargs="+", help="paths with {fold}, e.g. 'models/random_forest/folds/{fold}'")
+    s.add_argument("--info", default="data/split/folds.json")
+    s.add_argument("--evaluated", action="store_true", help="only the evaluated folds, not the refit model's")
+    s.set_defaults(func=cmd_folds)
+
     s = sub.add_parser("predict", help="predict labels of audio files with a model bundle")
-    s.add_argument("bundle", help="model bundle folder, e.g. models/random_forest")
+    s.add_argument("bundle", help="model bundle folder, e.g. models/random_forest/folds/0")
     s.add_argument("files", nargs="+")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.set_defaults(func=cmd_predict)

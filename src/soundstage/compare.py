@@ -1,11 +1,15 @@
 """``soundstage compare``: MLflow runs side by side (model, key params, val/test scores and their 95 %
-intervals when ``evaluate`` logged them, the split each run used)."""
+intervals when ``evaluate`` logged them, the split each run used).
+
+A cross-validated model is one parent run (``evaluate --aggregate``) holding the mean and standard
+deviation over its folds, shown ``0.812 ± 0.031``; the folds' own runs, nested under it, are listed on
+request only."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from soundstage.tracking import SPLIT_HASH_TAG
+from soundstage.tracking import FOLD_TAG, FOLDS_TAG, PARENT_TAG, SPLIT_HASH_TAG
 
 #: Metric columns shown by default (``evaluate`` logs them into each training run).
 METRICS = ("val_accuracy", "val_macro_f1", "test_accuracy", "test_macro_f1")
@@ -16,7 +20,7 @@ SPLIT_CHARS = 8
 
 def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str | None = None,
                sort_by: str = "val_macro_f1", ascending: bool = False, diff_only: bool = True,
-               limit: int | None = None, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+               limit: int | None = None, metrics: tuple[str, ...] = METRICS, folds: bool = False) -> pd.DataFrame:
     """One row per finished run: ``run_id, experiment, model, start, git`` + metrics + params.
 
     Parameters
@@ -33,6 +37,11 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
         a difference in scores).
     limit : int, optional
         At most this many rows (after sorting).
+    folds : bool
+        Also list the runs nested under another (tag ``mlflow.parentRunId``: the folds of a
+        cross-validation, under the run of their means), with a ``fold`` column (their
+        ``soundstage.fold`` tag), and the refit models' runs (fold ``all``: trained on every clip,
+        never scored). By default both are hidden: the parent stands for its folds.
 
     Returns
     -------
@@ -44,7 +53,11 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
         logged a 95 % bootstrap interval (``evaluate``'s ``<metric>_ci95_low``/``_high``) is followed by
         ``<metric>_ci95``, text ``[low–high]`` (2 decimals); a run without one (evaluated before
         intervals existed, or with ``evaluate.bootstrap: 0``) leaves it blank, and when no listed run
-        has one the column is not there.
+        has one the column is not there. A metric that some listed run logged with a standard deviation
+        over cross-validation folds (``<metric>_std``, by ``evaluate --aggregate``) is text
+        ``mean ± std`` (3 decimals; the mean alone for the other runs, blank for none), and the rows are
+        sorted by the numeric mean all the same. ``folds``, after ``split``, is the number of folds of
+        each run (its ``soundstage.folds`` tag, 1 without one), there when a listed run has more than 1.
 
     Raises
     ------
@@ -74,6 +87,8 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
             break
     if model:
         runs = [r for r in runs if r.data.tags.get("model") == model]
+    if not folds:  # the folds are in their parent's mean; a refit model ("all") has no scores of its own
+        runs = [r for r in runs if not r.data.tags.get(PARENT_TAG) and r.data.tags.get(FOLD_TAG) != "all"]
     if not runs:
         return empty
     rows = []
@@ -84,6 +99,7 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
         rows.append({"run_id": r.info.run_id[:8], "experiment": names.get(r.info.experiment_id),
                      "model": r.data.tags.get("model"), "start": r.info.start_time, "git": git,
                      "split": r.data.tags.get(SPLIT_HASH_TAG, "")[:SPLIT_CHARS],
+                     "folds": _int_tag(r.data.tags.get(FOLDS_TAG)), "fold": r.data.tags.get(FOLD_TAG, ""),
                      **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
                      **{f"params.{k}": v for k, v in r.data.params.items()}})
     raw = pd.DataFrame(rows)
@@ -98,15 +114,25 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     out["start"] = pd.to_datetime(out["start"], unit="ms").dt.strftime("%Y-%m-%d %H:%M:%S")
     if raw["split"].ne("").any():
         out["split"] = raw["split"]
+    if raw["folds"].gt(1).any():
+        out["folds"] = raw["folds"]
+    if folds:
+        out["fold"] = raw["fold"]
+    spread = {}  # metric -> its std over folds, for the runs that have one
     for m in shown:
         out[m] = raw[f"metrics.{m}"] if f"metrics.{m}" in raw else float("nan")
+        if f"metrics.{m}_std" in raw and raw[f"metrics.{m}_std"].notna().any():
+            spread[m] = raw[f"metrics.{m}_std"]
         if f"metrics.{m}_ci95_low" in raw and f"metrics.{m}_ci95_high" in raw:
             out[f"{m}_ci95"] = _interval_text(raw[f"metrics.{m}_ci95_low"], raw[f"metrics.{m}_ci95_high"])
     params = raw[sorted(c for c in raw.columns if c.startswith("params."))].rename(columns=lambda c: c[len("params."):])
     if diff_only and len(params) > 1:
         params = params.loc[:, _differing(params, raw["model"])]
     out = pd.concat([out, params], axis=1)
+    # Sorted on the numbers (the means, for cross-validated runs); only then written as text.
     out = out.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    for m, std in spread.items():
+        out[m] = _spread_text(out[m], std.loc[out.index])
     out = out.reset_index(drop=True)
     return out.head(limit) if limit else out
 
@@ -139,6 +165,21 @@ def _interval_text(low: pd.Series, high: pd.Series) -> pd.Series:
     """``[low–high]`` per run, 2 decimals as in the table of ``make run``; "" for a run without one."""
     text = "[" + low.map("{:.2f}".format) + "–" + high.map("{:.2f}".format) + "]"
     return text.where(low.notna() & high.notna(), "")
+
+
+def _spread_text(mean: pd.Series, std: pd.Series) -> pd.Series:
+    """``mean ± std`` per run, 3 decimals; the mean alone for a run without a std, "" without a mean."""
+    alone = mean.map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    both = mean.map("{:.3f}".format) + " ± " + std.map("{:.3f}".format)
+    return both.where(mean.notna() & std.notna(), alone)
+
+
+def _int_tag(value: str | None) -> int:
+    """A count tag (``soundstage.folds``) as an int; 1 when missing or not a number."""
+    try:
+        return int(value) if value is not None else 1
+    except ValueError:
+        return 1
 
 
 def _differing(params: pd.DataFrame, model: pd.Series) -> pd.Series:

@@ -259,7 +259,8 @@ def _semantic_checks(p: dict[str, Any]) -> None:
 
 
 def _check_split_modes(split: Mapping[str, Any]) -> None:
-    """What split.mode column and lists need (their rule is checked whatever the mode)."""
+    """What split.mode column and lists need (their rules are checked whatever the mode; split.k only
+    matters in kfold mode and the schema bounds it)."""
     column, lists = split["column"], split["lists"]
     if split["mode"] == "column" and not column["name"]:
         raise ParamsError("split.column.name", "required when split.mode is column: the manifest column holding each "
@@ -267,14 +268,27 @@ def _check_split_modes(split: Mapping[str, Any]) -> None:
     if column["val"] is not None and column["test"] is None:
         raise ParamsError("split.column.val", "needs split.column.test (without a test rule the column's values are "
                                               "split names themselves)")
+    if column["folds"] and (column["test"] is not None or column["val"] is not None):
+        rule = " and ".join(f"split.column.{k}" for k in ("test", "val") if column[k] is not None)
+        raise ParamsError("split.column.folds", f"true cannot be combined with {rule}: with folds every value of "
+                                                "the column is a fold (set folds: false to keep the rule)")
     both = {str(v).strip() for v in column["test"] or ()} & {str(v).strip() for v in column["val"] or ()}
     if both:
         raise ParamsError("split.column.val", f"value(s) {sorted(both)} are in split.column.test too")
-    if split["mode"] == "lists":
+    if lists["folds"]:
+        given = [f"split.lists.{k}" for k in ("train", "val", "test") if lists[k]]
+        if given:
+            raise ParamsError("split.lists.folds", f"cannot be combined with {', '.join(given)}: each fold list "
+                                                   "holds one fold's test clips (give either folds or the split lists)")
+        for i, path in enumerate(lists["folds"]):
+            earlier = [j for j, q in enumerate(lists["folds"][:i]) if Path(q) == Path(path)]
+            if earlier:
+                raise ParamsError(f"split.lists.folds.{i}", f"{path!r} is split.lists.folds.{earlier[0]} already")
+    elif split["mode"] == "lists":
         for key in ("train", "test"):
             if not lists[key]:
-                raise ParamsError(f"split.lists.{key}", "required when split.mode is lists: a text file with one "
-                                                        "clip id or file path per line")
+                raise ParamsError(f"split.lists.{key}", "required when split.mode is lists (unless split.lists.folds "
+                                                        "is given): a text file with one clip id or file path per line")
     given = [(k, lists[k]) for k in ("train", "val", "test") if lists[k]]
     for i, (key, path) in enumerate(given):
         earlier = [k for k, q in given[:i] if Path(q) == Path(path)]

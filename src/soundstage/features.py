@@ -24,8 +24,9 @@ table holds one row per clip: ``META_COLUMNS`` (``id, clip_id, label, group``), 
 the ``stats`` stage merges train-split statistics without opening any matrix, and the summary
 columns ``<feature>_<stat>_<k>`` (:func:`soundstage.features_core.summary_statistics`).
 
-``build_table`` then gathers the shard tables with the split assignment into one Parquet table
-(``id, clip_id, label, group, split`` + summary columns, float32) ready for scikit-learn.
+``build_table`` then gathers the shard tables into one Parquet table (``id, clip_id, label, group``
++ summary columns, float32) ready for scikit-learn; it does not depend on the split, so the
+features are computed once however many folds train on them.
 
 Re-running a shard reuses every clip whose key is unchanged (its processed audio's key, the
 feature params, ``save`` and this code) and whose matrices are still the versions its cache
@@ -257,21 +258,23 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return pd.concat([rest, pd.DataFrame(block, columns=names, index=rest.index)], axis=1)
 
 
-def build_table(*, shard_tables: list[pd.DataFrame], splits: pd.DataFrame) -> pd.DataFrame:
-    """Join shard tables with the split assignment (``id, split``) into the modelling table.
+def build_table(*, shard_tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Gather shard tables into the modelling table, whatever the split (each fold picks its rows,
+    :func:`soundstage.split.rows_of_fold`), so that the features never depend on it.
 
-    Clips without a split (rejected after splitting) and split rows without features are
-    dropped; columns: ``id, clip_id, label, group, split`` then the summary features (float32)
-    in the order of the first shard table that has them, rows sorted by ``id``.
+    Columns: ``id, clip_id, label, group`` then the summary features (float32) in the order of the
+    first shard table that has them; rows sorted by ``id``. Raises ``ValueError`` when two shards
+    hold the same id.
     """
     frames = [t for t in shard_tables if len(t)]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=META_COLUMNS)
     table = table.drop(columns=[c for c in INTERNAL_COLUMNS if c in table.columns])
     table["id"] = table["id"].astype(str)
-    ids = splits[["id", "split"]].assign(id=lambda s: s["id"].astype(str))
-    table = table.merge(ids, on="id", how="inner", validate="one_to_one")
-    feature_cols = [c for c in table.columns if c not in META_COLUMNS + ["split"]]
-    table = table[META_COLUMNS + ["split"] + feature_cols].sort_values("id", kind="stable").reset_index(drop=True)
+    if table["id"].duplicated().any():
+        twice = table["id"][table["id"].duplicated()].head(3).tolist()
+        raise ValueError(f"features: clip id(s) in two shard tables: {twice}")
+    feature_cols = [c for c in table.columns if c not in META_COLUMNS]
+    table = table[META_COLUMNS + feature_cols].sort_values("id", kind="stable").reset_index(drop=True)
     if feature_cols:
         table[feature_cols] = table[feature_cols].astype(np.float32)
     return table
@@ -279,4 +282,4 @@ def build_table(*, shard_tables: list[pd.DataFrame], splits: pd.DataFrame) -> pd
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
     """The summary feature columns of a modelling table."""
-    return [c for c in table.columns if c not in META_COLUMNS + ["split"] + INTERNAL_COLUMNS]
+    return [c for c in table.columns if c not in [*META_COLUMNS, "split", "fold", *INTERNAL_COLUMNS]]

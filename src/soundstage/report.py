@@ -6,14 +6,19 @@ segments, hours and groups per class; bar chart; classes with very few clips fla
 durations (histogram as a figure and as a table), the sample rates, channel counts and formats
 seen, the rejected files (counts per reason with its meaning, how many each setting dropped, then
 every file with its stage and reason: ingest, process and features together, also written to
-``rejected.csv``), and the split counts per label with a check that no group straddles two splits.
+``rejected.csv``), and the split (``data/split``: ``folds.csv``, ``folds.json``, ``counts.csv``): for one
+fold its counts per label and split, for several a summary per fold (rows per split, test rows per
+label); either way a check per fold that no group straddles two splits, and the classes absent from a
+fold's test.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +32,7 @@ from soundstage.rejections import (
     read_rejected,
     summarize_rejections,
 )
+from soundstage.split import REFIT, fold_ids, read_folds
 
 SPLITS = ("train", "val", "test")
 #: Rejected files listed one by one in report.md; the rest are in rejected.csv.
@@ -130,9 +136,77 @@ def _processed(process_dir: Path, n_shards: int | None) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _splits(split_dir: Path) -> pd.DataFrame | None:
-    frames = [read_csv(split_dir / f"{s}.csv") for s in SPLITS if (split_dir / f"{s}.csv").is_file()]
-    return pd.concat(frames, ignore_index=True) if frames else None
+def _read_split(split_dir: Path) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None] | None:
+    """The split stage's fold table, its info (``folds.json``; rebuilt from the table when missing)
+    and counts, or ``None`` before the split."""
+    if not (split_dir / "folds.csv").is_file():
+        return None
+    folds = read_folds(split_dir / "folds.csv")
+    info_path = split_dir / "folds.json"
+    if info_path.is_file():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    else:
+        ids = [f for f in dict.fromkeys(folds["fold"].astype(str)) if f != REFIT]
+        info = {"mode": None, "k": len(ids), "folds": [{"fold": f, "name": None} for f in ids],
+                "refit": REFIT if (folds["fold"] == REFIT).any() else None}
+    counts = read_csv(split_dir / "counts.csv", text=["fold"]) if (split_dir / "counts.csv").is_file() else None
+    return folds, info, counts
+
+
+def _fold_checks(folds: pd.DataFrame, counts: pd.DataFrame | None, fold: str) -> tuple[int, list[str]]:
+    """Groups of ``fold`` found in more than one of its splits, and its classes without a test row."""
+    rows = folds[folds["fold"] == fold]
+    leaks = int((rows["split"].groupby(rows["group"].fillna(rows["clip_id"])).nunique() > 1).sum())
+    if counts is None:
+        return leaks, []
+    body = counts[(counts["fold"].astype(str) == fold) & (counts["label"].astype(str) != "total")]
+    return leaks, [str(label) for label, n in zip(body["label"], body["test"], strict=True) if n == 0]
+
+
+def _split_text(folds: pd.DataFrame, info: dict[str, Any], counts: pd.DataFrame | None) -> list[str]:
+    """The Split counts section: one fold as a label x split table, several as a summary per fold."""
+    ids = fold_ids(info, refit=False)
+    names = {str(f["fold"]): f.get("name") for f in info["folds"]}
+    if len(ids) <= 1:
+        fold = ids[0] if ids else "0"
+        text = []
+        if counts is not None:
+            mine = counts[counts["fold"].astype(str) == fold].drop(columns="fold")
+            text += ["Processed rows (segments) per label and split:", "", _md_table(mine), ""]
+        rows = folds[folds["fold"] == fold]
+        if len(rows):
+            leaks, _ = _fold_checks(folds, counts, fold)
+            text += [f"Groups: {rows['group'].fillna(rows['clip_id']).nunique()}; groups found in more than one "
+                     f"split: **{leaks}**" + (" (leakage!)" if leaks else ""), ""]
+        if counts is not None:
+            body = mine[mine["label"].astype(str) != "total"]
+            missing = [f"{row['label']} ({s})" for row in body.to_dict("records") for s in SPLITS if row[s] == 0]
+            if missing:
+                text += ["Classes absent from a split: " + ", ".join(missing), ""]
+        return text
+    summary, total_leaks = [], 0
+    for fold in ids:
+        rows = folds[folds["fold"] == fold]
+        leaks, absent = _fold_checks(folds, counts, fold)
+        total_leaks += leaks
+        summary.append({"fold": fold, "name": "" if names.get(fold) is None else str(names[fold]),
+                        **{s: int((rows["split"] == s).sum()) for s in SPLITS},
+                        "test clips": int(rows.loc[rows["split"] == "test", "clip_id"].nunique()),
+                        "groups in two splits": leaks, "classes absent from test": ", ".join(absent)})
+    text = [f"**{len(ids)}** folds (split.mode {info.get('mode') or '?'}); processed rows (segments) per split of "
+            "each fold:", "", _md_table(pd.DataFrame(summary)), "",
+            f"Groups found in more than one split of a fold: **{total_leaks}**"
+            + (" (leakage!)" if total_leaks else ""), ""]
+    refit = folds[folds["fold"] == REFIT]
+    if info.get("refit") is not None and len(refit):
+        text += [f"Refit fold `{REFIT}` (the final model): train **{int((refit['split'] == 'train').sum())}**, "
+                 f"val **{int((refit['split'] == 'val').sum())}** rows.", ""]
+    if counts is not None:
+        body = counts[counts["label"].astype(str) != "total"]
+        test = body.pivot_table(index="label", columns="fold", values="test", aggfunc="sum", fill_value=0)
+        test = test.reindex(columns=[f for f in ids if f in test.columns]).rename_axis(columns=None)
+        text += ["Test rows per label (rows) and fold (columns):", "", _md_table(test.reset_index()), ""]
+    return text
 
 
 def _figure(path: Path, draw: Callable) -> None:
@@ -229,8 +303,7 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     rejected = collect_rejected(ingest_dir=ingest_dir, process_dir=process_dir, features_dir=features_dir,
                                 n_shards=n_shards)
     processed = _processed(process_dir, n_shards)
-    splits = _splits(split_dir)
-    counts = read_csv(split_dir / "counts.csv") if (split_dir / "counts.csv").is_file() else None
+    split = _read_split(split_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "rejected.csv", rejected)
 
@@ -258,10 +331,18 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     limit = (f"; the run stops above `data.max_rejected_share` = {max_rejected_share:g}"
              if max_rejected_share is not None else "")
     text.append(f"- {format_summary(summary)[:-1]}{limit}")
-    if splits is not None and len(splits):
-        part = splits.groupby("split")
-        text.append("- split: " + ", ".join(
-            f"{s} **{part['clip_id'].nunique().get(s, 0)}** clips ({part.size().get(s, 0)} segments)" for s in SPLITS))
+    if split is not None and len(split[0]):
+        folds, info = split[0], split[1]
+        ids = fold_ids(info, refit=False)
+        if len(ids) <= 1:
+            part = folds[folds["fold"] == (ids[0] if ids else "0")].groupby("split")
+            text.append("- split: " + ", ".join(f"{s} **{part['clip_id'].nunique().get(s, 0)}** clips "
+                                                f"({part.size().get(s, 0)} segments)" for s in SPLITS))
+        else:
+            tested = folds[folds["split"] == "test"].groupby("fold")["clip_id"].nunique().reindex(ids, fill_value=0)
+            text.append(f"- split: **{len(ids)}** folds (split.mode {info.get('mode') or '?'}), "
+                        f"{tested.min()}-{tested.max()} test clips each" +
+                        (f", and the refit fold `{REFIT}`" if info.get("refit") is not None else ""))
     text.append("")
 
     # Class balance
@@ -331,20 +412,7 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
 
     # Splits
     text += ["## Split counts", ""]
-    if counts is not None:
-        text += ["Processed rows (segments) per label and split:", "", _md_table(counts), ""]
-        if splits is not None and len(splits):
-            group = splits["group"].fillna(splits["clip_id"])
-            leaks = int((splits["split"].groupby(group).nunique() > 1).sum())
-            text += [f"Groups: {group.nunique()}; groups found in more than one split: **{int(leaks)}**"
-                     + (" (leakage!)" if leaks else ""), ""]
-            body = counts[counts["label"].astype(str) != "total"]
-            missing = [f"{row['label']} ({s})" for row in body.to_dict("records") for s in SPLITS
-                       if s in row and row[s] == 0]
-            if missing:
-                text += ["Classes absent from a split: " + ", ".join(missing), ""]
-    else:
-        text += ["No split yet.", ""]
+    text += _split_text(*split) if split is not None else ["No split yet.", ""]
 
     path = out_dir / "report.md"
     write_text(path, "\n".join(text))

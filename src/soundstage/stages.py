@@ -28,6 +28,8 @@ class Stage:
 
     module: str
     rules: dict[str, tuple[str, ...]]
+    #: Keys no rule reads that decide which outputs the stage has (DVC's stage re-runs on them).
+    targets: tuple[str, ...] = ()
 
 
 #: Named as the DVC stages; ``metrics`` is the evaluation summary.
@@ -38,9 +40,10 @@ STAGES: dict[str, Stage] = {
     "split": Stage("soundstage.split", {"split": ("seed", "split", "data.root")}),
     "features": Stage("soundstage.features", {"features": ("features", "sharding.n_shards"),
                                               "features_table": ("data.max_rejected_share",)}),
-    "stats": Stage("soundstage.stats", {"stats": ("stats",)}),
-    "train": Stage("soundstage.train", {"train": ("seed", "data.name", "mlflow", "augment", MODEL)}),
-    "evaluate": Stage("soundstage.evaluate", {"evaluate": ("seed", "evaluate")}),
+    "stats": Stage("soundstage.stats", {"stats": ("stats",)}, targets=("train.refit",)),
+    "train": Stage("soundstage.train", {"train": ("seed", "data.name", "mlflow", "augment", MODEL)},
+                   targets=("train.refit",)),
+    "evaluate": Stage("soundstage.evaluate", {"evaluate": ("seed", "evaluate"), "aggregate": ("mlflow",)}),
     "metrics": Stage("soundstage.evaluate", {"metrics": ()}),
     "report": Stage("soundstage.report", {"report": ("data.name", "sharding.n_shards", "data.max_rejected_share")}),
 }
@@ -93,9 +96,9 @@ def code_version(stage: str) -> str:
 
 def param_keys(stage: str, model: str | None = None, *, rule: str | None = None) -> list[str]:
     """The dotted params keys the stage reads (or one of its Snakemake rules), :data:`MODEL`
-    replaced by ``model`` when given."""
+    replaced by ``model`` when given; the stage's :attr:`Stage.targets` keys too, not a rule's."""
     rules = STAGES[stage].rules
-    keys = rules[rule] if rule is not None else [k for r in rules.values() for k in r]
+    keys = rules[rule] if rule is not None else [*(k for r in rules.values() for k in r), *STAGES[stage].targets]
     return list(dict.fromkeys(model if key == MODEL and model else key for key in keys))
 
 

@@ -1,7 +1,8 @@
-"""Stage ``stats``: per-bin log-mel mean and std over the train split, streaming and exact.
+"""Stage ``stats``: per-bin log-mel mean and std over one fold's train clips, streaming and exact.
 
 The ``features`` shards already hold each clip's log-mel moments (frame count, mean, M2); this
-stage merges those of the train clips with the parallel-variance formula (Chan et al.), in float64,
+stage merges those of a fold's train clips (one job per fold: K folds cost K merges of
+moments, never a re-read of the matrices) with the parallel-variance formula (Chan et al.), in float64,
 without opening a single matrix. Shard tables may be passed one at a time (any iterable), so
 memory holds one shard's moments at most: it is flat in dataset size, and adding clips costs only
 their own moments. Consumers apply the statistics themselves (:func:`soundstage.models.standardize_logmel`);
@@ -46,6 +47,16 @@ def _rows_of(column) -> list[np.ndarray] | None:
     if arr.null_count or not np.array_equal(np.diff(offsets), np.full(n, width)):
         return None
     return list(arr.flatten().to_numpy().reshape(n, width))
+
+
+def train_ids(folds: pd.DataFrame, *, fold: str) -> set[str]:
+    """Ids of the train rows of ``fold`` in the split's ``folds`` table (``id, fold, split``, as
+    :func:`soundstage.split.read_folds` reads it); ``ValueError`` naming the fold when it has none."""
+    rows = folds[(folds["fold"].astype(str) == str(fold)) & (folds["split"] == "train")]
+    if rows.empty:
+        known = ", ".join(dict.fromkeys(folds["fold"].astype(str)))
+        raise ValueError(f"stats: fold {fold!r} has no train clip in the split (its folds: {known or 'none'})")
+    return set(rows["id"].astype(str))
 
 
 def shard_moments(table: pd.DataFrame, *, ids: set[str]) -> Moments | None:

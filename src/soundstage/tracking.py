@@ -9,6 +9,10 @@ A run opened by :func:`start_run` ends FINISHED, or FAILED with its error record
 dies without ending its run (SIGKILL, out of memory, a disk too full for MLflow itself) leaves it
 RUNNING; runs are tagged with their process (``soundstage.pid``, ``soundstage.host``) so that the next
 training in the experiment ends such runs as FAILED (:func:`end_orphaned_runs`).
+
+A cross-validated model has one run per fold (tag ``soundstage.fold``) and, once its folds are
+evaluated, a parent run holding their means and standard deviations, under which the UI nests them
+(:func:`log_parent_run`).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import socket
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,16 @@ NOTE_TAG = "mlflow.note.content"
 #: The clip -> split assignment a run trained on (:func:`soundstage.split.assignment_hash`): runs with
 #: different values were scored on different test sets.
 SPLIT_HASH_TAG = "split.hash"
+#: The fold a training run fitted (``"0"`` .. ``"K-1"``, ``"all"`` for the refit model).
+FOLD_TAG = "soundstage.fold"
+#: Tags of a cross-validation parent run (:func:`log_parent_run`): the number of folds it summarizes,
+#: and the split's mode (``ratio``, ``kfold``...).
+FOLDS_TAG = "soundstage.folds"
+SPLIT_MODE_TAG = "split.mode"
+#: MLflow's tag naming a run's parent: the UI nests the run under it, ``compare`` hides it by default.
+PARENT_TAG = "mlflow.parentRunId"
+#: Tags of a fold's run that describe that run alone (its process, error, fold): not the parent's.
+RUN_SPECIFIC_TAGS = frozenset({PID_TAG, HOST_TAG, PID_NAMESPACE_TAG, ERROR_TAG, FOLD_TAG})
 #: Longest error text recorded on a run (MLflow caps tag values at 8000 characters).
 MAX_ERROR_CHARS = 4000
 
@@ -302,3 +316,89 @@ def _ensure_experiment(mlflow: Any, experiment: str, uri: str) -> None:
             mlflow.create_experiment(experiment, artifact_location=location)
         except mlflow.exceptions.MlflowException:
             pass  # created concurrently by another training job
+
+
+def log_parent_run(*, uri: str, child_run_ids: Sequence[str], run_name: str, metrics: Mapping[str, float],
+                   params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None,
+                   artifacts: Sequence[str | Path] = (), artifact_path: str = "evaluation") -> str:
+    """Log one run over finished runs (the folds of a cross-validation) and nest them under it.
+
+    The parent run is opened with :func:`start_run` in the children's experiment. It gets the tags of
+    the first child, except MLflow's own (``mlflow.*``) and :data:`RUN_SPECIFIC_TAGS`, then ``tags``;
+    the params that every child has with one value, then ``params``; ``metrics``; and ``artifacts``
+    under ``artifact_path``. Once it has ended, each child gets tag :data:`PARENT_TAG` naming it, one
+    ``set_tag`` per child: the children's own jobs, running in parallel, may be writing to them, and
+    setting a tag replaces no other field.
+
+    A parent these children had before (their folds aggregated again) that is one of these runs (tag
+    :data:`FOLDS_TAG`) and has no child left is deleted (MLflow's soft delete: restorable, gone from
+    searches), so that one set of folds is listed once.
+
+    Parameters
+    ----------
+    uri : str
+        The MLflow store of the children.
+    child_run_ids : sequence of str
+        The runs to nest, all of one experiment.
+    run_name : str
+        The parent's name (the model).
+    metrics : mapping of str to float
+        The parent's metrics (means and deviations over the children).
+
+    Returns
+    -------
+    str
+        The parent's run id.
+
+    Raises
+    ------
+    ValueError
+        No child, or children of several experiments.
+    """
+    import mlflow
+
+    if not child_run_ids:
+        raise ValueError("log_parent_run: no child run")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    children = [client.get_run(run_id) for run_id in child_run_ids]
+    experiment_ids = {c.info.experiment_id for c in children}
+    if len(experiment_ids) > 1:
+        raise ValueError(f"log_parent_run: runs {', '.join(child_run_ids)} are in {len(experiment_ids)} experiments")
+    experiment_id = children[0].info.experiment_id
+    experiment = client.get_experiment(experiment_id).name
+    inherited = {k: v for k, v in children[0].data.tags.items()
+                 if not k.startswith("mlflow.") and k not in RUN_SPECIFIC_TAGS}
+    shared = {k: v for k, v in children[0].data.params.items() if all(c.data.params.get(k) == v for c in children)}
+    before = {c.data.tags[PARENT_TAG] for c in children if c.data.tags.get(PARENT_TAG)}
+    with start_run(experiment=experiment, run_name=run_name, uri=uri, tags={**inherited, **(tags or {})}) as run:
+        parent = run.info.run_id
+        all_params = {**shared, **{k: ("None" if v is None else str(v)) for k, v in (params or {}).items()}}
+        if all_params:
+            mlflow.log_params(all_params)
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for path in artifacts:
+            mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    for child in children:
+        client.set_tag(child.info.run_id, PARENT_TAG, parent)
+    for old in sorted(before - {parent}):
+        _delete_if_childless(client, old, experiment_id)
+    return parent
+
+
+def _delete_if_childless(client: Any, run_id: str, experiment_id: str) -> None:
+    """Soft-delete run ``run_id`` when it is a :func:`log_parent_run` parent that no run names any more."""
+    import mlflow
+
+    try:
+        run = client.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        return  # deleted for good meanwhile
+    if FOLDS_TAG not in run.data.tags or run.info.lifecycle_stage != "active":
+        return
+    from mlflow.entities import ViewType
+
+    left = client.search_runs([experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{run_id}'",
+                              run_view_type=ViewType.ALL, max_results=1)
+    if not left:
+        client.delete_run(run_id)

@@ -187,20 +187,24 @@ def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n
     return fitted, meta, history
 
 
-def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: dict[str, Any], seed: int,
+def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: str, out_dir: str | Path,
+          params: dict[str, Any], seed: int,
           process_params: dict[str, Any], feature_params: dict[str, Any], experiment: str,
           tracking_uri: str, tags: dict[str, str], flat_params: dict[str, Any], n_jobs: int = 1,
           logmel_dir: str | Path | None = None, stats_path: str | Path | None = None,
           augment: dict[str, Any] | None = None, audio_dir: str | Path | None = None) -> Bundle:
-    """Fit, bundle and log one model; the MLflow run id is stored in the bundle for ``evaluate``.
+    """Fit, bundle and log one model on one fold; the MLflow run id is stored in the bundle for ``evaluate``.
 
-    ``augment`` (``copies`` + the ranges of :func:`augment_clips`), when given, adds augmented copies
-    of the train clips, read from ``audio_dir``. The MLflow run gets ``flat_params`` as params,
-    ``tags`` (git commit, data versions...) and tag ``split.hash`` (the table's
-    :func:`soundstage.split.assignment_hash`), the training curves, the bundle (as artifacts under
+    The rows are those of ``table_path`` (the features table) that the split's ``folds_path``
+    (``data/split/folds.csv``) assigns in ``fold`` (:func:`soundstage.split.rows_of_fold`): its
+    train clips are fitted, its val clips stop the training early. ``augment`` (``copies`` + the
+    ranges of :func:`augment_clips`), when given, adds augmented copies of the train clips, read
+    from ``audio_dir``. The MLflow run gets ``flat_params`` as params,
+    ``tags`` (git commit, data versions...), tag ``split.hash`` (:func:`soundstage.split.assignment_hash`
+    of the whole folds table) and tag ``soundstage.fold``, the training curves, the bundle (as artifacts under
     ``bundle/``) and the model with its MLflow flavor (``sklearn`` in skops format, or ``keras``).
-    The bundle records ``params_hash``, :func:`soundstage.cache.key_of` of ``flat_params``, and the
-    split hash as ``training.split_hash``.
+    The bundle records ``params_hash``, :func:`soundstage.cache.key_of` of ``flat_params``, the
+    split hash as ``training.split_hash`` and the fold as ``training.fold``.
 
     When training raises, the run ends FAILED with the error recorded on it and the exception propagates
     (see :func:`soundstage.tracking.start_run`); an ``OSError`` writing the bundle names the file.
@@ -208,15 +212,17 @@ def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: di
     import mlflow
 
     from soundstage.features_core import FeatureConfig
-    from soundstage.split import assignment_hash
-    from soundstage.tracking import SPLIT_HASH_TAG, start_run
+    from soundstage.split import assignment_hash, read_folds, rows_of_fold
+    from soundstage.tracking import FOLD_TAG, SPLIT_HASH_TAG, start_run
 
-    table = pd.read_parquet(table_path)
+    folds = read_folds(folds_path)
+    table = rows_of_fold(pd.read_parquet(table_path), folds, fold)
     # A tag, not a param: params_hash must stay what `evaluate --summary` recomputes from params.yaml alone.
-    split_hash = assignment_hash(table)
+    split_hash = assignment_hash(folds)
     stats = dict(np.load(stats_path)) if stats_path is not None else None
-    with start_run(experiment=experiment, run_name=model, uri=tracking_uri,
-                   tags={"model": model, **tags, SPLIT_HASH_TAG: split_hash}) as run:
+    single = folds["fold"].astype(str).nunique() == 1
+    with start_run(experiment=experiment, run_name=model if single else f"{model} fold {fold}", uri=tracking_uri,
+                   tags={"model": model, **tags, SPLIT_HASH_TAG: split_hash, FOLD_TAG: str(fold)}) as run:
         mlflow.log_params({k: ("None" if v is None else v) for k, v in flat_params.items()})
         augmented = None
         if augment:
@@ -242,6 +248,7 @@ def train(*, model: str, table_path: str | Path, out_dir: str | Path, params: di
                 mlflow.log_metric("best_val_loss", float(np.min(history["val_loss"])))
         meta["training"]["augment"] = dict(augment) if augment else None
         meta["training"]["split_hash"] = split_hash
+        meta["training"]["fold"] = str(fold)
         meta.update({"params": params, "seed": seed, "process": process_params, "features": feature_params,
                      "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run.info.run_id},
                      "tags": tags, "params_hash": key_of(flat_params)})

@@ -1,9 +1,10 @@
 # Helpers shared by the rules: validated params, shard/model lists, input functions, the run guard.
+import json
 import os
 import sys
 from pathlib import Path
 
-from soundstage import runlock, stages
+from soundstage import runlock, split, stages
 from soundstage.models import MODEL_KINDS
 from soundstage.config import load_params
 from soundstage.ingest import fingerprint_tree
@@ -40,6 +41,7 @@ if workflow.is_main_process:
 wildcard_constraints:
     shard=r"\d{3}",
     model="|".join(MODEL_KINDS),
+    fold=r"\d+|all",
 
 
 # The code and params each stage reads (soundstage.stages, also behind dvc.yaml's deps and params):
@@ -83,40 +85,67 @@ def get_split_input(wildcards):
         "code": CODE["split"],
     }
     if config["split"]["mode"] == "lists":
-        inputs["lists"] = [path for path in config["split"]["lists"].values() if path]
+        lists = config["split"]["lists"]
+        inputs["lists"] = [lists[name] for name in ("train", "val", "test") if lists[name]] + (lists["folds"] or [])
     return inputs
 
 
+def fold_ids(refit=False):
+    """The folds the split wrote (data/split/folds.json), and "all" (every assigned clip, for the
+    final model) when `refit` and cross-validating; the checkpoint runs the split first. Under DVC
+    the split stage ran before, and a checkpoint outside --allowed-rules never counts as done."""
+    info = "data/split/folds.json" if UNDER_DVC else checkpoints.split.get().output.info
+    with open(info, encoding="utf-8") as fh:
+        return split.fold_ids(json.load(fh), refit=refit)
+
+
 def get_train_inputs(wildcards):
-    inputs = {"table": "data/features/table.parquet", "code": CODE["train"]}
+    inputs = {"table": "data/features/table.parquet", "folds": "data/split/folds.csv", "code": CODE["train"]}
     if wildcards.model == "keras_cnn":
-        inputs["stats"] = "data/stats/logmel.npz"
+        inputs["stats"] = f"data/stats/{wildcards.fold}/logmel.npz"
         inputs["shards"] = expand("data/features/shards/{shard}.parquet", shard=SHARDS)
     return inputs
 
 
 def get_evaluate_inputs(wildcards):
-    inputs = {"bundle": f"models/{wildcards.model}", "table": "data/features/table.parquet", "code": CODE["evaluate"]}
+    inputs = {
+        "bundle": f"models/{wildcards.model}/folds/{wildcards.fold}",
+        "table": "data/features/table.parquet",
+        "folds": "data/split/folds.csv",
+        "code": CODE["evaluate"],
+    }
     if wildcards.model == "keras_cnn":
         inputs["shards"] = expand("data/features/shards/{shard}.parquet", shard=SHARDS)
     return inputs
 
 
-def get_final_outputs():
+def get_aggregate_inputs(wildcards):
+    """Every evaluated fold of the model (not the refit model: it has no test clips)."""
+    return {
+        "metrics": expand("reports/evaluate/{model}/folds/{fold}/metrics.json", model=wildcards.model, fold=fold_ids()),
+        "info": "data/split/folds.json",
+        "code": CODE["evaluate"],
+    }
+
+
+def get_final_outputs(wildcards):
     """Every output of every rule: a missing one (removed after its job failed, or by hand) is
     re-made, and whatever depends on it after it, even when the later results still exist."""
     outputs = [
         rules.ingest.output,
         rules.split.output,
         rules.features_table.output,
-        rules.stats.output,
         rules.metrics.output,
         rules.report.output,
     ] + ([rules.demo.output] if is_demo() else [])
     for shard in SHARDS:
         outputs += [expand(rules.process.output, shard=shard), expand(rules.features.output, shard=shard)]
+    folds, trained = fold_ids(), fold_ids(refit=config["train"]["refit"])
+    outputs += [expand(rules.stats.output, fold=fold) for fold in trained]
     for model in MODELS:
-        outputs += [expand(rules.train.output, model=model), expand(rules.evaluate.output, model=model)]
+        outputs += [expand(rules.train.output, model=model, fold=fold) for fold in trained]
+        outputs += [expand(rules.evaluate.output, model=model, fold=fold) for fold in folds]
+        outputs += [expand(rules.aggregate.output, model=model)]
     return [str(f) for group in outputs for f in group]
 
 

@@ -2,13 +2,15 @@ rule evaluate:
     input:
         unpack(get_evaluate_inputs),
     output:
-        metrics="reports/evaluate/{model}/metrics.json",
+        metrics="reports/evaluate/{model}/folds/{fold}/metrics.json",
         confusion=expand(
-            "reports/evaluate/{{model}}/confusion_{split}.{ext}", split=["val", "test"], ext=["json", "png"]
+            "reports/evaluate/{{model}}/folds/{{fold}}/confusion_{split}.{ext}",
+            split=["val", "test"],
+            ext=["json", "png"],
         ),
-        predictions=expand("reports/evaluate/{{model}}/predictions_{split}.csv", split=["val", "test"]),
+        predictions=expand("reports/evaluate/{{model}}/folds/{{fold}}/predictions_{split}.csv", split=["val", "test"]),
     log:
-        "logs/evaluate/{model}.log",
+        "logs/evaluate/{model}/{fold}.log",
     conda:
         ENV
     params:
@@ -16,7 +18,32 @@ rule evaluate:
         watched=stage_params("evaluate"),
     shell:
         cli(
-            "soundstage --params {params.cfg} evaluate --bundle {input.bundle} --out-dir reports/evaluate/{wildcards.model}"
+            "soundstage --params {params.cfg} evaluate --bundle {input.bundle} --folds {input.folds} --out-dir reports/evaluate/{wildcards.model}/folds/{wildcards.fold}"
+        )
+
+
+# Mean, std and per-fold values of every metric, and the confusion matrix summed over the folds;
+# with more than one fold, an MLflow parent run over the folds' runs.
+rule aggregate:
+    input:
+        unpack(get_aggregate_inputs),
+    output:
+        metrics="reports/evaluate/{model}/metrics.json",
+        folds="reports/evaluate/{model}/folds.csv",
+        confusion=expand(
+            "reports/evaluate/{{model}}/confusion_{split}.{ext}", split=["val", "test"], ext=["json", "png"]
+        ),
+        predictions=expand("reports/evaluate/{{model}}/predictions_{split}.csv", split=["val", "test"]),
+    log:
+        "logs/evaluate/{model}/aggregate.log",
+    conda:
+        ENV
+    params:
+        cfg=PARAMS,
+        watched=stage_params("evaluate", "aggregate"),
+    shell:
+        cli(
+            "soundstage --params {params.cfg} evaluate --aggregate --split-info {input.info} --out-dir reports/evaluate/{wildcards.model}"
         )
 
 

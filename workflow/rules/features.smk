@@ -19,7 +19,6 @@ rule features:
 rule features_table:
     input:
         shards=expand("data/features/shards/{shard}.parquet", shard=SHARDS),
-        splits=expand("data/split/{split}.csv", split=["train", "val", "test"]),
         # every stage's rejected files: too large a share stops the run here, before training
         rejected=["data/ingest/manifest.csv", "data/ingest/rejected.csv"]
         + expand("data/{stage}/shards/{shard}.rejected.csv", stage=["process", "features"], shard=SHARDS),
@@ -34,6 +33,4 @@ rule features_table:
         cfg=PARAMS,
         watched=stage_params("features", "features_table"),
     shell:
-        cli(
-            "soundstage --params {params.cfg} features --table --inputs {input.shards} --splits {input.splits} --out-dir data/features"
-        )
+        cli("soundstage --params {params.cfg} features --table --inputs {input.shards} --out-dir data/features")

@@ -2,6 +2,7 @@ rule report:
     input:
         "data/ingest/manifest.csv",
         "data/split/counts.csv",
+        "data/split/folds.csv",
         expand("data/process/shards/{shard}.rejected.csv", shard=SHARDS),
         expand("data/features/shards/{shard}.rejected.csv", shard=SHARDS),
         code=CODE["report"],

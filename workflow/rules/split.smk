@@ -1,10 +1,11 @@
-rule split:
+# A checkpoint: the folds (K of them, one per group in leave_one_group_out, one per value of a fold
+# column) are known only once the split has run; the rules after it read them from folds.json.
+checkpoint split:
     input:
         unpack(get_split_input),
     output:
-        train="data/split/train.csv",
-        val="data/split/val.csv",
-        test="data/split/test.csv",
+        folds="data/split/folds.csv",
+        info="data/split/folds.json",
         counts="data/split/counts.csv",
         unassigned="data/split/unassigned.csv",
     log:

@@ -1,17 +1,19 @@
 rule stats:
     input:
         shards=expand("data/features/shards/{shard}.parquet", shard=SHARDS),
-        train="data/split/train.csv",
+        folds="data/split/folds.csv",
         code=CODE["stats"],
     output:
-        npz="data/stats/logmel.npz",
-        json="data/stats/logmel.json",
+        npz="data/stats/{fold}/logmel.npz",
+        json="data/stats/{fold}/logmel.json",
     log:
-        "logs/stats.log",
+        "logs/stats/{fold}.log",
     conda:
         ENV
     params:
         cfg=PARAMS,
         watched=stage_params("stats"),
     shell:
-        cli("soundstage --params {params.cfg} stats {input.shards} --train {input.train} --out-dir data/stats")
+        cli(
+            "soundstage --params {params.cfg} stats {input.shards} --folds {input.folds} --fold {wildcards.fold} --out-dir data/stats/{wildcards.fold}"
+        )

@@ -2,9 +2,9 @@ rule train:
     input:
         unpack(get_train_inputs),
     output:
-        directory("models/{model}"),
+        directory("models/{model}/folds/{fold}"),
     log:
-        "logs/train/{model}.log",
+        "logs/train/{model}/{fold}.log",
     conda:
         ENV
     threads: 2
@@ -12,4 +12,6 @@ rule train:
         cfg=PARAMS,
         watched=get_train_params,
     shell:
-        cli("soundstage --params {params.cfg} train --model {wildcards.model} --out-dir {output} --threads {threads}")
+        cli(
+            "soundstage --params {params.cfg} train --model {wildcards.model} --fold {wildcards.fold} --folds {input.folds} --stats data/stats/{wildcards.fold}/logmel.npz --out-dir {output} --threads {threads}"
+        )
