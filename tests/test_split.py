@@ -1250,6 +1250,38 @@ def test_cli_kfold_writes_folds_and_their_info(tmp_path, capsys):
     assert list(dict.fromkeys(counts["fold"])) == ["0", "1", "2"]
 
 
+@pytest.mark.parametrize(("refit", "evaluated", "expected"), [
+    (False, False, "m/folds/0 m/folds/1 m/folds/2"),
+    (True, False, "m/folds/0 m/folds/1 m/folds/2 m/folds/all"),
+    (True, True, "m/folds/0 m/folds/1 m/folds/2"),
+])
+def test_cli_folds_lists_the_targets_dvc_asks_for(tmp_path, capsys, refit, evaluated, expected):
+    """`soundstage folds` turns folds.json into the paths a DVC stage hands Snakemake: the refit
+    model's fold "all" only with train.refit, never with --evaluated."""
+    from soundstage.cli import main
+
+    rows = speakers(24)
+    info = quiet(split_dataset, rows, seed=5, mode="kfold", k=3).info
+    (tmp_path / "folds.json").write_text(json.dumps(info), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text(f"train: {{refit: {str(refit).lower()}}}\n")
+    args = ["--params", str(tmp_path / "params.yaml"), "folds", "m/folds/{fold}",
+            "--info", str(tmp_path / "folds.json")]
+    assert main(args + (["--evaluated"] if evaluated else [])) == 0
+    assert capsys.readouterr().out.strip() == expected
+
+
+def test_cli_folds_of_one_split_ignore_refit(tmp_path, capsys):
+    from soundstage.cli import main
+
+    info = quiet(split_dataset, speakers(24), seed=5, mode="ratio",
+                 ratios={"train": 0.6, "val": 0.2, "test": 0.2}).info
+    (tmp_path / "folds.json").write_text(json.dumps(info), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text("train: {refit: true}\n")
+    assert main(["--params", str(tmp_path / "params.yaml"), "folds", "s/{fold}.npz", "m/{fold}",
+                 "--info", str(tmp_path / "folds.json")]) == 0
+    assert capsys.readouterr().out.strip() == "s/0.npz m/0"
+
+
 def test_esc50_folds_through_ingest(tmp_path):
     from audio_fixtures import write_tone
 
