@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from audio_fixtures import BAD_FILE_REASONS, PROBE_DETECTS, make_bad_files, write_tone
 
 from soundstage import decode
-from soundstage.ingest import INGEST_REASONS, MANIFEST_COLUMNS, fingerprint_tree, ingest
+from soundstage.ingest import INGEST_REASONS, MANIFEST_COLUMNS, IngestWarning, fingerprint_tree, ingest
 from soundstage.rejections import REASONS, REJECTED_COLUMNS, shard_of
 
 EXTS = ["wav", "flac", "ogg", "mp3", "au", "snd", "aiff", "aif"]
@@ -73,11 +76,86 @@ def test_folder_group_regex(tmp_path: Path) -> None:
     for label, speaker, take in [("yes", "anna", 1), ("yes", "bob", 1), ("no", "anna", 2), ("no", "carl", 1)]:
         tone(root / label / f"{speaker}_{take}.wav")
     tone(root / "no" / "nospeaker.wav")
-    manifest, rejected = run(root, group_regex=r"/(?P<group>[a-z]+)_\d+$")
+    with pytest.warns(IngestWarning, match="does not match 1 of the 5 file"):
+        manifest, rejected = run(root, group_regex=r"/(?P<group>[a-z]+)_\d+$")
     assert rejected.empty
     groups = dict(zip(manifest["id"], manifest["group"]))
     assert groups == {"no/anna_2": "anna", "no/carl_1": "carl", "no/nospeaker": None, "yes/anna_1": "anna",
                       "yes/bob_1": "bob"}
+
+
+DEMO_GROUP_REGEX = r"^[^/]+/(?P<group>[a-z_]+\.\d{2})\.\d{3}$"  # params.yaml's, for the demo
+
+
+def speakers_dataset(root: Path, names: list[str]) -> Path:
+    """``root/<label>/<name>.wav`` for labels yes and no: a user's folder dataset."""
+    for label in ("yes", "no"):
+        for name in names:
+            tone(root / label / f"{name}.wav")
+    return root
+
+
+def test_group_regex_matching_no_file_warns(tmp_path: Path) -> None:
+    """The demo's pattern, shipped in params.yaml, finds nothing in a user's folders: said, not silent."""
+    root = speakers_dataset(tmp_path / "data", ["anna_1", "bob_1", "bob_2"])
+    with pytest.warns(IngestWarning) as caught:
+        manifest, rejected = run(root, group_regex=DEMO_GROUP_REGEX)
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert f"data.folder.group_regex '{DEMO_GROUP_REGEX}'" in msg  # as written in params.yaml
+    assert "matches no file" in msg and "none of the 6 files" in msg
+    assert "'no/anna_1'" in msg  # an example path below the root, as the pattern sees it
+    assert "null" in msg
+    assert caught[0].filename == __file__  # points at the caller of ingest()
+    assert rejected.empty and len(manifest) == 6 and manifest["group"].isna().all()
+
+
+def test_group_regex_matching_some_files_warns_with_counts(tmp_path: Path) -> None:
+    root = speakers_dataset(tmp_path / "data", ["anna_1", "bob_1", "take3"])
+    with pytest.warns(IngestWarning) as caught:
+        manifest, _ = run(root, group_regex=r"/(?P<group>[a-z]+)_\d+$")
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert re.search(r"data\.folder\.group_regex .* does not match 2 of the 6 files", msg), msg
+    assert "'no/take3'" in msg and "each is its own group" in msg
+    assert manifest.set_index("id")["group"].isna().to_dict() == {
+        "no/anna_1": False, "no/bob_1": False, "no/take3": True, "yes/anna_1": False, "yes/bob_1": False,
+        "yes/take3": True}
+
+
+@pytest.mark.parametrize("group_regex", [r"/(?P<group>[a-z]+)_\d+$", None])
+def test_group_regex_matching_every_file_or_none_given_is_quiet(tmp_path: Path, group_regex: str | None) -> None:
+    root = speakers_dataset(tmp_path / "data", ["anna_1", "bob_1", "bob_2"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manifest, _ = run(root, group_regex=group_regex)
+    assert manifest["group"].isna().all() == (group_regex is None)
+
+
+def test_group_regex_is_only_read_by_the_folder_layout(tmp_path: Path) -> None:
+    root = tmp_path / "digits"
+    tone(root / "3_anna_0.wav")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        manifest, _ = run(root, layout="regex", pattern=r"(?P<label>\d)_(?P<group>[a-z]+)_\d+\.wav",
+                          group_regex=DEMO_GROUP_REGEX)
+    assert manifest["group"].tolist() == ["anna"]
+
+
+def test_cli_ingest_prints_the_group_regex_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    from soundstage.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((repo / "params.yaml").read_text(encoding="utf-8"))
+    assert params["data"]["folder"]["group_regex"] == DEMO_GROUP_REGEX  # what a user starts from
+    params["data"]["root"] = str(speakers_dataset(tmp_path / "data", ["anna_1", "bob_1"]))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    assert main(["--params", "params.yaml", "ingest", "--out-dir", "out"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^ingest: WARNING: data\.folder\.group_regex .* matches no file", err, re.M), err
+    assert (tmp_path / "out" / "manifest.csv").is_file()
 
 
 def test_folder_files_without_class_folder_are_rejected(tmp_path: Path) -> None:

@@ -243,3 +243,68 @@ def test_log_parent_run_keeps_other_parents_and_refuses_mixed_experiments(tmp_pa
         tracking.log_parent_run(uri=uri, child_run_ids=[runs[0], elsewhere], run_name="rf", metrics={})
     with pytest.raises(ValueError, match="no child run"):
         tracking.log_parent_run(uri=uri, child_run_ids=[], run_name="rf", metrics={})
+
+
+# ------------------------------------------------------------------ how the UI shows experiments and data
+
+
+def test_a_new_experiment_is_a_model_training_experiment(tmp_path: Path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with tracking.start_run(experiment="fresh", run_name="rf", uri=uri, tags={}):
+        pass
+    exp = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name("fresh")
+    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.MODEL_TRAINING_KIND == "custom_model_development"
+
+
+def test_an_older_experiment_gets_the_kind_and_a_users_kind_is_kept(tmp_path: Path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    untagged = client.create_experiment("older")  # as created before the kind existed
+    chosen = client.create_experiment("chosen", tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    for name in ("older", "chosen"):
+        with tracking.start_run(experiment=name, run_name="rf", uri=uri, tags={}):
+            pass
+    assert client.get_experiment(untagged).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert client.get_experiment(chosen).tags[tracking.EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_dataset_digest_prefers_the_raw_data_version():
+    raw, fingerprint, table = "0123456789abcdef0123456789abcdef.dir", "f" * 40, "9" * 32
+    assert tracking.dataset_digest({"data.raw": raw, "data.raw_fingerprint": fingerprint, "data.table": table}) == raw
+    assert tracking.dataset_digest({"data.raw_fingerprint": fingerprint, "data.table": table}) == "f" * 36  # capped
+    assert tracking.dataset_digest({"data.table": table, "data.raw": ""}) == table
+    assert tracking.dataset_digest({"git.commit": "c0ffee"}) is None
+
+
+def test_dataset_profile_counts_clips_classes_and_hours(tmp_path: Path):
+    import pandas as pd
+
+    table = pd.DataFrame({"id": ["a__s0", "a__s1", "b", "c"], "clip_id": ["a", "a", "b", "c"],
+                          "label": ["dog", "dog", "cat", "dog"]})  # clip a in two segments
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"id": ["a", "b", "c", "d"], "duration": [1800.0, 900.0, 900.0, 3600.0]}).to_csv(manifest, index=False)
+    assert tracking.dataset_profile(table, manifest_path=manifest) == {"clips": 3, "classes": 2, "hours": 1.0}
+    assert tracking.dataset_profile(table) == {"clips": 3, "classes": 2}
+    # A manifest missing a clip gives no hours rather than too few.
+    pd.DataFrame({"id": ["a", "b"], "duration": [1.0, 2.0]}).to_csv(manifest, index=False)
+    assert tracking.dataset_profile(table, manifest_path=manifest) == {"clips": 3, "classes": 2}
+
+
+def test_log_dataset_names_the_original_repo_from_a_dvc_workspace(tmp_path: Path):
+    import json
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    workspace = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    with tracking.start_run(experiment="e", run_name="rf", uri=uri, tags={}) as run:
+        assert tracking.log_dataset(name="e", tags={}, source=workspace / "data", profile={}) is None  # no version
+        tracking.log_dataset(name="e", tags={"data.table": "abc"}, source=workspace / "data" / "raw",
+                             profile={"clips": 2})
+    (logged,) = mlflow.MlflowClient(tracking_uri=uri).get_run(run.info.run_id).inputs.dataset_inputs
+    assert json.loads(logged.dataset.source) == {"uri": str(tmp_path / "proj" / "data" / "raw")}
+    assert logged.dataset.source_type == "local"

@@ -104,7 +104,8 @@ def flat_params_of(model: str) -> dict:
     return {f"{model}.{k}": v for k, v in PARAMS[model].items() if not isinstance(v, dict)}
 
 
-def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None, fold: str = "0", folds: str = "folds.csv"):
+def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None, fold: str = "0", folds: str = "folds.csv",
+              **kwargs):
     root = ds["root"]
     return train(model=model, table_path=root / "table.parquet", folds_path=root / folds, fold=fold,
                  out_dir=out, params=PARAMS[model], seed=7,
@@ -113,7 +114,7 @@ def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None, fold: s
                  flat_params=flat_params_of(model),
                  logmel_dir=root / "logmel" if model == "keras_cnn" else None,
                  stats_path=root / "logmel.npz" if model == "keras_cnn" else None,
-                 augment=augment, audio_dir=root / "audio")
+                 augment=augment, audio_dir=root / "audio", **kwargs)
 
 
 # ------------------------------------------------------------------ augmentation
@@ -251,6 +252,30 @@ def test_train_fits_the_rows_of_its_fold(dataset, tmp_path, uri):
     with pytest.raises(ValueError, match="'7'"):
         run_train(dataset, "random_forest", tmp_path / "fold7", uri, fold="7", folds="folds2.csv")
     assert not (tmp_path / "fold7").exists()
+
+
+def test_train_logs_its_dataset_as_a_training_input(dataset, tmp_path, uri):
+    """The run table's Dataset column: the data's name and version, where it lies, and its size."""
+    import mlflow
+
+    table = dataset["table"]
+    manifest = tmp_path / "manifest.csv"
+    pd.DataFrame({"id": table["clip_id"], "duration": 0.5, "label": table["label"]}).to_csv(manifest, index=False)
+    tags = {"git.commit": "c0ffee", "data.name": "toys", "data.raw_fingerprint": "f1" * 20, "data.table": "abc123"}
+    data_root = dataset["root"] / "audio"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    for fold in ("0", "1"):
+        bundle = run_train(dataset, "random_forest", tmp_path / fold, uri, tags=tags, fold=fold, folds="folds2.csv",
+                           data_root=data_root, manifest_path=manifest)
+        (logged,) = client.get_run(bundle.meta["mlflow"]["run_id"]).inputs.dataset_inputs
+        assert logged.dataset.name == "toys"
+        assert logged.dataset.digest == "f1" * 18  # the raw data's fingerprint, as long as MLflow takes
+        assert json.loads(logged.dataset.source) == {"uri": str(data_root.resolve())}
+        # The whole table, whichever fold: both runs have one dataset, whose profile MLflow keeps from the first.
+        assert json.loads(logged.dataset.profile) == {"clips": 27, "classes": 3, "hours": round(27 * 0.5 / 3600, 4)}
+        assert {t.key: t.value for t in logged.tags} == {"mlflow.data.context": "training"}
+    experiment = client.get_experiment_by_name("toyset")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_a_training_that_fails_on_a_full_disk_ends_its_run_failed(dataset, tmp_path, uri, monkeypatch):

@@ -55,12 +55,16 @@ def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage.rejections import check_rejected_share, files_considered, summarize_rejections
 
     d = p["data"]
-    manifest, rejected = ingest(
-        root=d["root"], layout=d["layout"], extensions=d["extensions"], label_level=d["folder"]["label_level"],
-        group_regex=d["folder"]["group_regex"], csv_path=d["csv"]["path"], path_column=d["csv"]["path_column"],
-        label_column=d["csv"]["label_column"], group_column=d["csv"]["group_column"],
-        transcript_column=d["csv"]["transcript_column"], pattern=d["regex"]["pattern"],
-        n_shards=p["sharding"]["n_shards"], progress=_progress())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        manifest, rejected = ingest(
+            root=d["root"], layout=d["layout"], extensions=d["extensions"], label_level=d["folder"]["label_level"],
+            group_regex=d["folder"]["group_regex"], csv_path=d["csv"]["path"], path_column=d["csv"]["path_column"],
+            label_column=d["csv"]["label_column"], group_column=d["csv"]["group_column"],
+            transcript_column=d["csv"]["transcript_column"], pattern=d["regex"]["pattern"],
+            n_shards=p["sharding"]["n_shards"], progress=_progress())
+    for w in caught:
+        print(f"ingest: WARNING: {w.message}", file=sys.stderr)
     out = Path(args.out_dir)
     write_csv(out / "rejected.csv", rejected)
     write_csv(out / "manifest.csv", manifest)
@@ -220,7 +224,8 @@ def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
                    tags=tracking.run_tags(p, inputs), flat_params=model_params(p, args.model), n_jobs=args.threads,
                    logmel_dir=args.logmel_dir if args.model == "keras_cnn" else None,
                    stats_path=args.stats if args.model == "keras_cnn" else None,
-                   augment=augment_params(p, args.model), audio_dir=args.audio_dir)
+                   augment=augment_params(p, args.model), audio_dir=args.audio_dir,
+                   data_root=p["data"]["root"], manifest_path=args.manifest)
     t = bundle.meta["training"]
     print(f"train[{args.model}, fold {args.fold}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), "
           f"{t['n_val']} val -> {args.out_dir} (MLflow run {bundle.meta['mlflow']['run_id']})")
@@ -377,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stats", default="data/stats/0/logmel.npz", help="the fold's log-mel statistics (keras_cnn)")
     s.add_argument("--logmel-dir", default="data/features/logmel")
     s.add_argument("--audio-dir", default="data/process/audio", help="processed audio (waveform augmentation)")
+    s.add_argument("--manifest", default="data/ingest/manifest.csv", help="ingest manifest (hours of audio in the "
+                   "MLflow dataset profile)")
     s.add_argument("--out-dir", required=True)
     s.add_argument("--threads", type=int, default=1)
     s.set_defaults(func=cmd_train)

@@ -5,7 +5,8 @@ Three layouts (``params.yaml: data.layout``):
 ``folder``
     One folder per class at any depth (``genres/blues/blues.00000.au``): the label is the folder at
     ``label_level`` of the path below the root (-1: the file's parent). ``group_regex`` may pull a
-    group (artist, speaker) out of the relative path.
+    group (artist, speaker) out of the relative path; a pattern that matches no file, or only some,
+    is warned about (:class:`IngestWarning`): those clips are each their own group.
 ``csv``
     A metadata CSV (or TSV) with configurable path, label, group and transcript columns. A relative
     path is looked up next to the CSV, then below ``root``, then by its file name below ``root``
@@ -40,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,7 +51,8 @@ import pandas as pd
 from soundstage.decode import AudioError, probe_audio
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
 
-__all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "fingerprint_tree", "ingest", "metadata_names"]
+__all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "IngestWarning", "fingerprint_tree", "ingest",
+           "metadata_names"]
 
 MANIFEST_COLUMNS = ["id", "path", "label", "group", "duration", "sample_rate", "channels", "format", "shard"]
 INGEST_REASONS = frozenset({"unsupported_extension", "other_file", "no_class_folder", "no_match", "missing_label",
@@ -63,6 +66,11 @@ AUDIO_EXTENSIONS = frozenset({
     "weba", "mka", "mkv", "mov", "avi", "ape", "wv", "tta", "mpc", "amr", "3gp", "3g2", "ac3", "eac3", "dts",
     "ra", "rm", "voc", "sd2", "ircam", "sf", "nist", "sph", "htk", "pvf", "xi", "mat", "avr", "paf", "svx", "8svx",
 })
+
+
+class IngestWarning(UserWarning):
+    """A setting that ingest can go on with but that likely does not fit the data (a group pattern
+    matching no file): the CLI prints it as ``ingest: WARNING: ...``."""
 
 
 @dataclass
@@ -201,7 +209,30 @@ def _folder_candidates(root: Path, extensions: set[str], *, label_level: int, gr
             m = group_re.search(clip_id)
             group = (m.group("group") or None) if m else None
         out.append(_Candidate(path, label, group, clip_id))
+    if group_regex and out:
+        _warn_groupless(group_regex, [c.clip_id for c in out if c.group is None], searched=len(out))
     return out
+
+
+def _warn_groupless(group_regex: str, groupless: list[str], *, searched: int) -> None:
+    """Warn when ``data.folder.group_regex`` found no group in some (or all) of the ``searched`` paths.
+
+    params.yaml ships the demo's pattern: on a user's folders it matches nothing, and without this
+    every clip would silently be its own group (a split that may leak artists or speakers).
+    """
+    if not groupless:
+        return
+    key = f"data.folder.group_regex '{group_regex}'"  # as written in params.yaml (repr would double backslashes)
+    files = f"{searched} file{'s' if searched != 1 else ''}"
+    example = f"{groupless[0]!r} (the path below data.root without its extension, which the pattern is searched in)"
+    if len(groupless) == searched:
+        msg = (f"{key} matches no file: none of the {files} it was searched in, e.g. {example}; no clip has a "
+               "group, each is its own group. params.yaml ships the demo's pattern: set data.folder.group_regex "
+               "to null, or to a pattern with (?P<group>...) that fits your paths")
+    else:
+        msg = (f"{key} does not match {len(groupless)} of the {files} it was searched in, e.g. {example}: "
+               "those clips have no group, each is its own group")
+    warnings.warn(msg, IngestWarning, stacklevel=4)  # the line calling ingest()
 
 
 def _regex_candidates(root: Path, extensions: set[str], *, pattern: str, rejected: list[dict],

@@ -13,6 +13,10 @@ training in the experiment ends such runs as FAILED (:func:`end_orphaned_runs`).
 A cross-validated model has one run per fold (tag ``soundstage.fold``) and, once its folds are
 evaluated, a parent run holding their means and standard deviations, under which the UI nests them
 (:func:`log_parent_run`).
+
+An experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`), so that the MLflow 3 UI opens it
+on its runs, not on GenAI traces; a training run logs its dataset as an input (:func:`log_dataset`), which
+fills the run table's Dataset column.
 """
 
 from __future__ import annotations
@@ -20,15 +24,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import socket
 import subprocess
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _EXP_MARKER = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
@@ -54,6 +62,16 @@ PARENT_TAG = "mlflow.parentRunId"
 RUN_SPECIFIC_TAGS = frozenset({PID_TAG, HOST_TAG, PID_NAMESPACE_TAG, ERROR_TAG, FOLD_TAG})
 #: Longest error text recorded on a run (MLflow caps tag values at 8000 characters).
 MAX_ERROR_CHARS = 4000
+#: The experiment tag the MLflow 3 UI reads for an experiment's kind (the values of its ``ExperimentKind``
+#: enum), and the kind it shows as "Machine learning" and opens on the runs table. Without the tag the UI
+#: guesses, or asks.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+#: The run tags versioning the data, in the order :func:`dataset_digest` prefers them: the raw data's DVC
+#: hash, its file-listing fingerprint, the features table's MD5 (see :func:`run_tags`).
+DATA_VERSION_TAGS = ("data.raw", "data.raw_fingerprint", "data.table")
+#: Longest dataset digest MLflow stores.
+MAX_DIGEST_CHARS = 36
 
 
 def repo_root(start: str | Path | None = None) -> Path:
@@ -144,6 +162,71 @@ def run_tags(params: dict[str, Any], inputs: dict[str, str | Path]) -> dict[str,
     tags["data.raw_fingerprint"] = fingerprint_tree(params["data"]["root"], params["data"]["extensions"])
     tags["data.name"] = params["data"]["name"]
     return tags
+
+
+def dataset_digest(tags: Mapping[str, str]) -> str | None:
+    """The data version among run ``tags``: the first of :data:`DATA_VERSION_TAGS` present, cut to
+    :data:`MAX_DIGEST_CHARS` characters (a fingerprint is a 40-character SHA-1), or ``None``."""
+    for key in DATA_VERSION_TAGS:
+        if tags.get(key):
+            return str(tags[key])[:MAX_DIGEST_CHARS]
+    return None
+
+
+def dataset_profile(table: pd.DataFrame, *, manifest_path: str | Path | None = None) -> dict[str, int | float]:
+    """``{"clips", "classes"[, "hours"]}`` of a features table (``clip_id``, ``label``; one row per clip
+    or segment).
+
+    ``hours`` is the audio of those clips in hours, from the ``duration`` (seconds) of the ingest
+    manifest's rows with their ``id``; it is left out without a manifest or when the manifest lacks
+    one of the clips (a partial sum would understate it).
+    """
+    clip_ids = table["clip_id"].astype(str).unique()
+    profile: dict[str, int | float] = {"clips": len(clip_ids), "classes": int(table["label"].astype(str).nunique())}
+    if manifest_path is not None and Path(manifest_path).is_file():
+        from soundstage.io import read_csv
+
+        durations = read_csv(manifest_path).set_index("id")["duration"].reindex(clip_ids)
+        if durations.notna().all():
+            profile["hours"] = round(float(durations.sum()) / 3600.0, 4)
+    return profile
+
+
+def log_dataset(*, name: str, tags: Mapping[str, str], source: str | Path, profile: Mapping[str, int | float],
+                context: str = "training") -> Any:
+    """Log the data of the active run as an MLflow dataset input, without uploading it.
+
+    The dataset is ``name`` at version :func:`dataset_digest` of ``tags`` (its digest), read from the local
+    path ``source`` (made absolute; inside a DVC temporary experiment workspace, the same path in the
+    original repository), with ``profile`` (:func:`dataset_profile`) shown by the UI. MLflow keeps
+    one dataset per experiment, name and digest: the profile is the one logged first with them, so it
+    should describe the whole versioned data, not a part that changes between runs (a fold). Returns the
+    logged ``mlflow.data.Dataset``, or ``None`` when ``tags`` hold no data version.
+    """
+    import mlflow
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    digest = dataset_digest(tags)
+    if digest is None:
+        return None
+
+    # A MetaDataset logs name, digest and source but no data; this subclass adds the profile it lacks.
+    class ProfiledDataset(MetaDataset):
+        @property
+        def profile(self) -> dict[str, int | float]:
+            return dict(profile)
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    path = str(Path(source).resolve())
+    if _EXP_MARKER in path:  # the workspace is deleted after the experiment
+        repo, rest = path.split(_EXP_MARKER, 1)
+        path = str(Path(repo, *Path(rest).parts[1:]))
+    dataset = ProfiledDataset(LocalArtifactDatasetSource(path), name=name, digest=digest)
+    mlflow.log_input(dataset, context=context)
+    return dataset
 
 
 def dvc_raw_version(root: str | Path | None = None) -> str | None:
@@ -306,16 +389,28 @@ def store_lock(uri: str) -> Iterator[None]:
 
 
 def _ensure_experiment(mlflow: Any, experiment: str, uri: str) -> None:
-    if mlflow.get_experiment_by_name(experiment) is None:
+    """Create ``experiment`` as a model-training experiment (:data:`EXPERIMENT_KIND_TAG`), or give an
+    existing one without a kind that tag; a kind already set (by a user, in the UI) is kept."""
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
         # Artifacts next to the database, by absolute path: a run inside a DVC temporary workspace
         # must not leave its model in a folder that is deleted afterwards.
         location = None
         if uri.startswith("sqlite:///"):
             location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
         try:
-            mlflow.create_experiment(experiment, artifact_location=location)
+            mlflow.create_experiment(experiment, artifact_location=location,
+                                     tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+            return
         except mlflow.exceptions.MlflowException:
-            pass  # created concurrently by another training job
+            found = mlflow.get_experiment_by_name(experiment)  # created concurrently by another training job
+    if found is None or found.lifecycle_stage != "active" or found.tags.get(EXPERIMENT_KIND_TAG):
+        return
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                                                 MODEL_TRAINING_KIND)
+    except mlflow.exceptions.MlflowException as exc:  # the UI's view must not stop a training
+        warnings.warn(f"could not tag experiment {experiment!r} as model training: {exc}", stacklevel=4)
 
 
 def log_parent_run(*, uri: str, child_run_ids: Sequence[str], run_name: str, metrics: Mapping[str, float],

@@ -192,7 +192,8 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
           process_params: dict[str, Any], feature_params: dict[str, Any], experiment: str,
           tracking_uri: str, tags: dict[str, str], flat_params: dict[str, Any], n_jobs: int = 1,
           logmel_dir: str | Path | None = None, stats_path: str | Path | None = None,
-          augment: dict[str, Any] | None = None, audio_dir: str | Path | None = None) -> Bundle:
+          augment: dict[str, Any] | None = None, audio_dir: str | Path | None = None,
+          data_root: str | Path | None = None, manifest_path: str | Path | None = None) -> Bundle:
     """Fit, bundle and log one model on one fold; the MLflow run id is stored in the bundle for ``evaluate``.
 
     The rows are those of ``table_path`` (the features table) that the split's ``folds_path``
@@ -206,6 +207,11 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
     The bundle records ``params_hash``, :func:`soundstage.cache.key_of` of ``flat_params``, the
     split hash as ``training.split_hash`` and the fold as ``training.fold``.
 
+    The run's dataset input (context ``training``, :func:`soundstage.tracking.log_dataset`) is named
+    after tag ``data.name`` (else ``experiment``), versioned by the data tags in ``tags``, sourced at
+    ``data_root`` (else the features table) and profiled on the whole features table, with hours of
+    audio from the ingest manifest ``manifest_path`` (:func:`soundstage.tracking.dataset_profile`).
+
     When training raises, the run ends FAILED with the error recorded on it and the exception propagates
     (see :func:`soundstage.tracking.start_run`); an ``OSError`` writing the bundle names the file.
     """
@@ -213,10 +219,14 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
 
     from soundstage.features_core import FeatureConfig
     from soundstage.split import assignment_hash, read_folds, rows_of_fold
-    from soundstage.tracking import FOLD_TAG, SPLIT_HASH_TAG, start_run
+    from soundstage.tracking import FOLD_TAG, SPLIT_HASH_TAG, dataset_profile, log_dataset, start_run
 
     folds = read_folds(folds_path)
-    table = rows_of_fold(pd.read_parquet(table_path), folds, fold)
+    features = pd.read_parquet(table_path)
+    # Of the whole table: MLflow keeps one profile per dataset version, which the folds share.
+    profile = dataset_profile(features, manifest_path=manifest_path)
+    table = rows_of_fold(features, folds, fold)
+    del features
     # A tag, not a param: params_hash must stay what `evaluate --summary` recomputes from params.yaml alone.
     split_hash = assignment_hash(folds)
     stats = dict(np.load(stats_path)) if stats_path is not None else None
@@ -224,6 +234,8 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
     with start_run(experiment=experiment, run_name=model if single else f"{model} fold {fold}", uri=tracking_uri,
                    tags={"model": model, **tags, SPLIT_HASH_TAG: split_hash, FOLD_TAG: str(fold)}) as run:
         mlflow.log_params({k: ("None" if v is None else v) for k, v in flat_params.items()})
+        log_dataset(name=tags.get("data.name", experiment), tags=tags, source=data_root or table_path,
+                    profile=profile)
         augmented = None
         if augment:
             if audio_dir is None:

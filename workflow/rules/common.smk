@@ -100,7 +100,12 @@ def fold_ids(refit=False):
 
 
 def get_train_inputs(wildcards):
-    inputs = {"table": "data/features/table.parquet", "folds": "data/split/folds.csv", "code": CODE["train"]}
+    inputs = {
+        "table": "data/features/table.parquet",
+        "folds": "data/split/folds.csv",
+        "manifest": "data/ingest/manifest.csv",  # the MLflow dataset profile's hours
+        "code": CODE["train"],
+    }
     if wildcards.model == "keras_cnn":
         inputs["stats"] = f"data/stats/{wildcards.fold}/logmel.npz"
         inputs["shards"] = expand("data/features/shards/{shard}.parquet", shard=SHARDS)

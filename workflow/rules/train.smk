@@ -13,5 +13,5 @@ rule train:
         watched=get_train_params,
     shell:
         cli(
-            "soundstage --params {params.cfg} train --model {wildcards.model} --fold {wildcards.fold} --folds {input.folds} --stats data/stats/{wildcards.fold}/logmel.npz --out-dir {output} --threads {threads}"
+            "soundstage --params {params.cfg} train --model {wildcards.model} --fold {wildcards.fold} --folds {input.folds} --manifest {input.manifest} --stats data/stats/{wildcards.fold}/logmel.npz --out-dir {output} --threads {threads}"
         )
