@@ -343,3 +343,20 @@ def test_compare_cli_prints_mean_and_std(cv_store, tmp_path, monkeypatch, capsys
     assert out[0].split()[5:8] == ["split", "folds", "val_accuracy"]
     assert re.search(r"0\.760 ± 0\.010 +0\.740 ± 0\.020 +0\.790 ± 0\.020", out[1])
     assert len(out) == 5  # header and 4 runs: no fold, no note
+
+
+def test_runs_table_leaves_the_process_tracking_uri_as_it_was(cv_store, monkeypatch):
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri("sqlite:////nonexistent/elsewhere.db")
+    try:
+        assert len(runs_table(tracking_uri=cv_store)) == 4
+        assert mlflow.get_tracking_uri() == "sqlite:////nonexistent/elsewhere.db"
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_a_model_name_with_a_quote_is_refused(cv_store):
+    with pytest.raises(ValueError, match="no quote"):
+        runs_table(tracking_uri=cv_store, model="x' or '1'='1")

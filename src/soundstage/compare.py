@@ -1,11 +1,18 @@
 """``soundstage compare``: MLflow runs side by side (model, key params, val/test scores and their 95 %
 intervals when ``evaluate`` logged them, the split each run used).
 
+Runs come from ``mlflow.search_runs``: the store filters (finished runs, a model, no nested fold runs)
+and orders them (by the sort metric, runs without it last), and pages through them.
+
 A cross-validated model is one parent run (``evaluate --aggregate``) holding the mean and standard
 deviation over its folds, shown ``0.812 ± 0.031``; the folds' own runs, nested under it, are listed on
 request only."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 
@@ -66,6 +73,8 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     """
     import mlflow
 
+    if model is not None and "'" in model:
+        raise ValueError(f"--model {model!r}: a model name has no quote")
     client = mlflow.MlflowClient(tracking_uri=tracking_uri)
     exps = client.search_experiments()
     if experiment:
@@ -76,33 +85,31 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     empty = pd.DataFrame(columns=[*BASE_COLUMNS, *metrics])
     if not names:
         return empty
-    runs = []
-    token = None
-    while True:
-        page = client.search_runs(list(names), filter_string="attributes.status = 'FINISHED'", max_results=1000,
-                                  page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            break
+    where = ["attributes.status = 'FINISHED'"]
     if model:
-        runs = [r for r in runs if r.data.tags.get("model") == model]
-    if not folds:  # the folds are in their parent's mean; a refit model ("all") has no scores of its own
-        runs = [r for r in runs if not r.data.tags.get(PARENT_TAG) and r.data.tags.get(FOLD_TAG) != "all"]
-    if not runs:
+        where.append(f"tags.model = '{model}'")
+    if not folds:  # the folds are in their parent's mean
+        where.append(f"tags.`{PARENT_TAG}` IS NULL")
+    # Sorted by the store (runs without the metric last; the newest first among equals), paged by MLflow.
+    order = [f"metrics.`{sort_by}` {'ASC' if ascending else 'DESC'}", "attributes.start_time DESC"]
+    with _tracking_uri(mlflow, tracking_uri):
+        raw = mlflow.search_runs(list(names), filter_string=" and ".join(where), order_by=order,
+                                 output_format="pandas")
+    if not folds and len(raw) and f"tags.{FOLD_TAG}" in raw:  # a refit model ("all") has no scores of its own
+        raw = raw[raw[f"tags.{FOLD_TAG}"].fillna("") != "all"]
+    if raw.empty:
         return empty
-    rows = []
-    for r in runs:
-        commit = r.data.tags.get("git.commit", "")
-        git = commit[:8] if commit and commit != "unknown" else "?"
-        git += "*" if r.data.tags.get("git.dirty") == "true" else ""
-        rows.append({"run_id": r.info.run_id[:8], "experiment": names.get(r.info.experiment_id),
-                     "model": r.data.tags.get("model"), "start": r.info.start_time, "git": git,
-                     "split": r.data.tags.get(SPLIT_HASH_TAG, "")[:SPLIT_CHARS],
-                     "folds": _int_tag(r.data.tags.get(FOLDS_TAG)), "fold": r.data.tags.get(FOLD_TAG, ""),
-                     **{f"metrics.{k}": v for k, v in r.data.metrics.items()},
-                     **{f"params.{k}": v for k, v in r.data.params.items()}})
-    raw = pd.DataFrame(rows)
+    raw = raw.reset_index(drop=True)
+
+    def tag(name: str) -> pd.Series:
+        return raw[f"tags.{name}"].fillna("") if f"tags.{name}" in raw else pd.Series("", index=raw.index, dtype=object)
+
+    commit = tag("git.commit")
+    git = commit.str[:8].where((commit != "") & (commit != "unknown"), "?")
+    raw = raw.assign(run_id=raw["run_id"].str[:8], experiment=raw["experiment_id"].map(names), model=tag("model"),
+                     start=raw["start_time"], git=git + tag("git.dirty").eq("true").map({True: "*", False: ""}),
+                     split=tag(SPLIT_HASH_TAG).str[:SPLIT_CHARS], folds=tag(FOLDS_TAG).map(_int_tag),
+                     fold=tag(FOLD_TAG))
     shown = list(metrics)
     if sort_by not in shown:
         if f"metrics.{sort_by}" not in raw:
@@ -111,7 +118,7 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
             raise ValueError(f"--sort {sort_by!r}: no run has this metric (available: {', '.join(available)})")
         shown.append(sort_by)
     out = raw[BASE_COLUMNS].copy()
-    out["start"] = pd.to_datetime(out["start"], unit="ms").dt.strftime("%Y-%m-%d %H:%M:%S")
+    out["start"] = pd.to_datetime(out["start"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S")
     if raw["split"].ne("").any():
         out["split"] = raw["split"]
     if raw["folds"].gt(1).any():
@@ -129,8 +136,7 @@ def runs_table(*, tracking_uri: str, experiment: str | None = None, model: str |
     if diff_only and len(params) > 1:
         params = params.loc[:, _differing(params, raw["model"])]
     out = pd.concat([out, params], axis=1)
-    # Sorted on the numbers (the means, for cross-validated runs); only then written as text.
-    out = out.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    # Sorted on the numbers (the means, for cross-validated runs) by the store; only now written as text.
     for m, std in spread.items():
         out[m] = _spread_text(out[m], std.loc[out.index])
     out = out.reset_index(drop=True)
@@ -177,9 +183,20 @@ def _spread_text(mean: pd.Series, std: pd.Series) -> pd.Series:
 def _int_tag(value: str | None) -> int:
     """A count tag (``soundstage.folds``) as an int; 1 when missing or not a number."""
     try:
-        return int(value) if value is not None else 1
+        return int(value) if value else 1
     except ValueError:
         return 1
+
+
+@contextlib.contextmanager
+def _tracking_uri(mlflow: Any, uri: str) -> Iterator[None]:
+    """``mlflow.search_runs`` reads the process-wide tracking URI: set it for the call, then put it back."""
+    before = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
 
 
 def _differing(params: pd.DataFrame, model: pd.Series) -> pd.Series:
