@@ -4,6 +4,7 @@
 #   make test   lint, then the whole test suite (what CI runs)
 #   make test-fast   the unit tests alone (under a minute), for the edit-test loop
 #   make lint   ruff, snakemake --lint and snakefmt --check
+#   make report after a run: the Snakemake report (reports/report.html: dataset, example clips, models)
 PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
@@ -16,7 +17,7 @@ export MKL_NUM_THREADS := 1
 export NUMBA_NUM_THREADS := 1
 export KERAS_BACKEND := jax
 
-.PHONY: run test test-fast lint install dvc-repro compare clean
+.PHONY: run test test-fast lint install dvc-repro compare report clean
 
 install: $(STAMP)
 
@@ -32,6 +33,7 @@ run: install
 	@soundstage evaluate --summary
 	@echo
 	@echo "Dataset report: reports/dataset/report.md   Confusion matrices: reports/evaluate/<model>/"
+	@echo "All figures:    make report  (then open reports/report.html)"
 	@echo "Compare runs:   $(VENV)/bin/soundstage compare"
 	@echo "MLflow UI:      $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then open http://127.0.0.1:5000)"
 
@@ -51,6 +53,11 @@ dvc-repro: install
 
 compare: install
 	soundstage compare
+
+# Reads the outputs of the last run (it runs nothing): `make run` first.
+report: install
+	snakemake --report reports/report.html
+	@echo "Report: reports/report.html   DVC plots: $(VENV)/bin/dvc plots show -o reports/dvc_plots"
 
 clean:
 	rm -rf data/ingest data/process data/split data/features data/stats models reports logs .snakemake

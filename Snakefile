@@ -8,6 +8,11 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+# `snakemake --report reports/report.html` (make report): the figures marked report(...) in the rules,
+# with the captions of workflow/report/.
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"

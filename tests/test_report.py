@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from soundstage.io import read_csv, write_csv, write_json
+from soundstage.io import read_csv, save_npy, write_csv, write_json, write_wav
 from soundstage.report import (
+    EXAMPLES_PER_CLASS,
+    choose_examples,
     collect_rejected,
     dataset_report,
     duration_histogram,
+    plot_example,
     settings_dropped,
     small_class_warning,
     small_classes,
@@ -156,6 +160,11 @@ def test_report_before_processing_and_with_nothing_usable(tmp_path: Path) -> Non
     assert "**0** usable clips of 1 files examined" in text
     assert "processed: not yet" in text and "No split yet." in text and "No usable clip." in text
     assert "| ingest | empty_file | /r/a.wav |" in text
+    assert "No clip with features yet." in section(text, "Examples")
+    # The figures the pipeline declares exist whatever the data, the examples folder too (empty).
+    for name in ("class_balance.png", "durations.png"):
+        assert (d["out"] / name).read_bytes()[:4] == b"\x89PNG"
+    assert (d["out"] / "examples").is_dir() and not any((d["out"] / "examples").iterdir())
 
 
 def test_collect_rejected_deduplicates(run_dirs: dict[str, Path]) -> None:
@@ -289,3 +298,126 @@ def test_report_of_groups_left_out_without_folds_json(tmp_path: Path) -> None:
     (d["split"] / "folds.json").unlink()  # the fold table alone still gives the folds
     splits = section(report(d), "Split counts")
     assert "**14** folds (split.mode ?)" in splits and "| 13 |  | 24 | 0 | 2 |" in splits
+
+
+# ------------------------------------------------------------------ example clips
+
+
+def clip_rows(labels: dict[str, int], *, segments: int = 1) -> pd.DataFrame:
+    """``id, clip_id, label`` as the features shard tables hold them: ``labels[label]`` clips per label,
+    each cut into ``segments`` rows (``<clip>__s<k>``) when more than one."""
+    rows = []
+    for label, n in labels.items():
+        for k in range(n):
+            clip = f"{label}/{label}.{k:03d}"
+            for s in range(segments):
+                rows.append({"id": clip if segments == 1 else f"{clip}__s{s}", "clip_id": clip, "label": label})
+    return pd.DataFrame(rows)
+
+
+def test_choose_examples_is_seeded_bounded_and_stable_per_class() -> None:
+    rows = clip_rows({"dog": 9, "cat": 5, "owl": 1})
+    chosen = choose_examples(rows, seed=3)
+    assert list(chosen.columns) == ["id", "clip_id", "label"]
+    assert chosen["label"].tolist() == ["cat", "cat", "dog", "dog", "owl"]  # by label, at most 2 each
+    assert chosen.groupby("label")["clip_id"].apply(lambda c: c.is_monotonic_increasing).all()
+    pd.testing.assert_frame_equal(chosen, choose_examples(rows.sample(frac=1, random_state=1), seed=3))
+    others = {seed: choose_examples(rows, seed=seed) for seed in range(6)}
+    assert len({tuple(c["clip_id"]) for c in others.values()}) > 1  # the seed decides
+    # Adding a class (or clips of another class) does not move the choice of the others.
+    more = pd.concat([rows, clip_rows({"ant": 4, "bee": 3})], ignore_index=True)
+    mine = choose_examples(more, seed=3)
+    pd.testing.assert_frame_equal(mine[mine["label"].isin(["cat", "dog", "owl"])].reset_index(drop=True), chosen)
+    # Bounded: at most max_classes classes (the first in label order), per_class clips each.
+    many = clip_rows({f"c{k:02d}": 3 for k in range(20)})
+    bounded = choose_examples(many, seed=0)
+    assert bounded["label"].nunique() == 16 and bounded["label"].iloc[-1] == "c15"
+    assert len(bounded) == 16 * EXAMPLES_PER_CLASS
+    assert len(choose_examples(many, seed=0, per_class=1, max_classes=3)) == 3
+    assert choose_examples(many, seed=0, per_class=0).empty and choose_examples(many.head(0), seed=0).empty
+
+
+def test_choose_examples_shows_a_clip_once_by_its_first_segment() -> None:
+    chosen = choose_examples(clip_rows({"dog": 3}, segments=3), seed=0)
+    assert chosen["clip_id"].is_unique and len(chosen) == 2
+    assert all(i == f"{c}__s0" for i, c in zip(chosen["id"], chosen["clip_id"]))
+
+
+def add_features(d: dict[str, Path], rows: pd.DataFrame, *, seconds: float = 1.0, sr: int = 8000,
+                 saved: tuple[str, ...] = ("logmel", "mfcc")) -> None:
+    """What process and features leave for the rows: a shard table, the processed audio and the
+    saved matrices (``(n_bins, frames)``, 100 frames per second)."""
+    rng = np.random.default_rng(0)
+    write_csv(d["features"] / "shards" / "000.rejected.csv",
+              pd.DataFrame(columns=["path", "id", "stage", "reason", "detail"]))
+    rows[["id", "clip_id", "label"]].to_parquet(d["features"] / "shards" / "000.parquet")
+    frames = int(seconds * 100)
+    for clip in rows["id"]:
+        write_wav(d["process"] / "audio" / f"{clip}.wav", (0.5 * rng.standard_normal(int(seconds * sr))).clip(-1, 1),
+                  sr)
+        for name, bins in (("logmel", 16), ("mfcc", 12)):
+            if name in saved:
+                save_npy(d["features"] / name / f"{clip}.npy", rng.standard_normal((bins, frames)).astype(np.float32))
+
+
+def test_report_draws_example_clips(run_dirs: dict[str, Path]) -> None:
+    kept = read_csv(run_dirs["process"] / "shards" / "000.csv")
+    kept = pd.concat([kept, read_csv(run_dirs["process"] / "shards" / "001.csv")], ignore_index=True)
+    add_features(run_dirs, kept.loc[kept["id"] != "owl/5", ["id", "clip_id", "label"]])  # owl/5: features rejected
+    text = report(run_dirs, n_shards=2, seed=1)
+    examples = section(text, "Examples")
+    assert "drawn with `seed` 1" in examples and "log-mel (dB), MFCC" in examples
+    assert "### cat" in examples and "### dog" in examples and "### owl" not in examples
+    out = run_dirs["out"] / "examples"
+    figures = sorted(f.relative_to(out).as_posix() for f in out.rglob("*.png"))
+    assert len(figures) == 3 and all(f.startswith(("cat/cat_", "dog/dog_")) for f in figures)  # cat: 2 of 3, dog: 1
+    for f in figures:
+        assert f"](examples/{f})" in examples
+        assert (out / f).read_bytes()[:4] == b"\x89PNG"
+    assert "### cat" in text.split("## Examples")[1]  # the last section
+
+    # Another seed draws other cat clips: the figures of the first choice are gone.
+    before = set(figures)
+    for seed in range(2, 12):
+        report(run_dirs, n_shards=2, seed=seed)
+        after = {f.relative_to(out).as_posix() for f in out.rglob("*.png")}
+        if after != before:
+            break
+    assert after != before and len(after) == 3
+
+
+def test_example_figure_is_bounded_and_survives_missing_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    d = {name: tmp_path / name for name in ("process", "features")}
+    rows = clip_rows({"dog": 1})
+    add_features(d, rows, seconds=5.0, saved=("logmel",))  # no MFCC saved
+    clip = rows["id"].iloc[0]
+    path = tmp_path / "fig.png"
+    plot_example(clip_id=clip, segment_id=clip, label="dog", audio_path=d["process"] / "audio" / f"{clip}.wav",
+                 matrices={"logmel": d["features"] / "logmel" / f"{clip}.npy",
+                           "mfcc": d["features"] / "mfcc" / f"{clip}.npy"}, path=path, max_seconds=2.0)
+    assert Image.open(path).size[0] > 100
+    # Nothing to draw but the title: still a figure, no error.
+    plot_example(clip_id="x", segment_id="x__s1", label="dog", audio_path=tmp_path / "none.wav",
+                 matrices={"logmel": tmp_path / "none.npy"}, path=tmp_path / "empty.png")
+    assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_example_files_are_named_safely(tmp_path: Path) -> None:
+    d = {name: tmp_path / "data" / name for name in ("ingest", "process", "split", "features")}
+    d["out"] = tmp_path / "out"
+    rows = pd.DataFrame({"id": ["a b/x:1", "a_b/x:1", "../up"], "clip_id": ["a b/x:1", "a_b/x:1", "../up"],
+                         "label": ["a b", "a_b", ".."]})
+    manifest = rows.assign(path="/raw/" + rows["id"], group=None, duration=1.0, sample_rate=8000, channels=1,
+                           format="WAV", shard=0)
+    write_csv(d["ingest"] / "manifest.csv", manifest)
+    write_csv(d["ingest"] / "rejected.csv", pd.DataFrame(columns=["path", "id", "stage", "reason", "detail"]))
+    (d["features"] / "shards").mkdir(parents=True)
+    rows.to_parquet(d["features"] / "shards" / "000.parquet")  # no audio, no matrices: notes in the figures
+    dataset_report(ingest_dir=d["ingest"], process_dir=d["process"], split_dir=d["split"], features_dir=d["features"],
+                   out_dir=d["out"], dataset="odd", seed=0)
+    figures = sorted(f.relative_to(d["out"]).as_posix() for f in d["out"].rglob("*.png"))
+    # "a b" and "a_b" are two classes whose names become one: the second gets a suffix; ".." stays inside.
+    assert figures == ["class_balance.png", "durations.png", "examples/_/up.png", "examples/a_b-2/a_b_x_1.png",
+                       "examples/a_b/a_b_x_1.png"]

@@ -325,7 +325,8 @@ def cmd_report(args: argparse.Namespace, p: dict[str, Any]) -> None:
     path = dataset_report(ingest_dir=Path(args.ingest_dir), process_dir=Path(args.process_dir),
                           split_dir=Path(args.split_dir), features_dir=Path(args.features_dir),
                           out_dir=Path(args.out_dir), dataset=p["data"]["name"],
-                          n_shards=p["sharding"]["n_shards"], max_rejected_share=p["data"]["max_rejected_share"])
+                          n_shards=p["sharding"]["n_shards"], max_rejected_share=p["data"]["max_rejected_share"],
+                          seed=p["seed"], saved=p["features"]["save"])
     print(f"report: {path}")
 
 
@@ -407,7 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="with --summary: write the combined metrics here (else only print the table)")
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("report", help="dataset report (class balance, durations, rejects, splits)")
+    s = sub.add_parser("report", help="dataset report (class balance, durations, rejects, splits, example clips)")
     s.add_argument("--ingest-dir", default="data/ingest")
     s.add_argument("--process-dir", default="data/process")
     s.add_argument("--split-dir", default="data/split")

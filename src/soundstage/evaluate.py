@@ -209,7 +209,11 @@ def clip_groups(rows: pd.DataFrame, clip_ids: pd.Series) -> np.ndarray | None:
     return group.where(group.notna() & (group.str.strip() != ""), own).to_numpy(dtype=object)
 
 
-def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path, *, title: str) -> None:
+def plot_confusion(matrix: list[list[int]] | np.ndarray, labels: list[str], path: str | Path, *, title: str,
+                   normalized: bool = False) -> None:
+    """Write a confusion matrix (rows actual, columns predicted, in ``labels`` order) as a PNG, each
+    cell's count written in it; ``normalized``: shares (:func:`normalize_confusion`), two decimals, on
+    a 0-1 colour scale."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -218,15 +222,16 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: str | Path,
     cm = np.asarray(matrix)
     size = max(4.0, 0.55 * len(labels) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(cm, cmap="Blues")
+    ax.imshow(cm, cmap="Blues", **({"vmin": 0.0, "vmax": 1.0} if normalized else {}))
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
     ax.set_title(title)
-    vmax = cm.max() if cm.size else 0
+    vmax = 1.0 if normalized else cm.max() if cm.size else 0
     for (i, j), v in np.ndenumerate(cm):
-        ax.text(j, i, str(v), ha="center", va="center", color="white" if v > vmax / 2 else "black", fontsize=8)
+        ax.text(j, i, f"{v:.2f}" if normalized else str(v), ha="center", va="center",
+                color="white" if v > vmax / 2 else "black", fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -351,6 +356,59 @@ def _metric_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", label)
 
 
+def normalize_confusion(matrix: list[list[int]] | np.ndarray) -> np.ndarray:
+    """Each row of a confusion matrix ``[shape=(n_labels, n_labels)]`` (rows actual) divided by its sum:
+    the share of each actual class predicted as each class (its recall on the diagonal); rows sum to 1,
+    a class without clips stays a row of zeros."""
+    cm = np.asarray(matrix, dtype=np.float64)
+    cm = cm if cm.ndim == 2 else cm.reshape(0, 0)  # [] for no label
+    totals = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+
+
+def per_class_f1_table(scores: dict[str, Any], labels: list[str]) -> pd.DataFrame:
+    """``label, f1, f1_std, support``: one split of :func:`aggregate_folds`' report (``scores``, its
+    ``per_class`` entry), a row per label in ``labels`` order; ``f1`` is the mean over the folds, ``f1_std``
+    their sample standard deviation (0 with one fold), ``support`` the clips of the class, all folds
+    together. Blank scores for a class no fold scored; no rows for a split without clips."""
+    per_class = scores.get("per_class") or {}
+    rows = [{"label": label, "f1": (rep := per_class.get(label) or {}).get("f1-score"),
+             "f1_std": rep.get("f1-score_std"), "support": int(rep.get("support", 0))}
+            for label in labels] if scores.get("n") else []
+    table = pd.DataFrame(rows, columns=["label", "f1", "f1_std", "support"])
+    return table.astype({"label": object, "f1": np.float64, "f1_std": np.float64, "support": np.int64})
+
+
+def plot_per_class_f1(table: pd.DataFrame, path: str | Path, *, title: str) -> None:
+    """Write :func:`per_class_f1_table` as a PNG: a horizontal bar per class (first class on top), its
+    standard deviation over the folds as an error bar (none when every one is 0: a single fold), its
+    support beside its name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.32 * len(table) + 1.4)))
+    y = np.arange(len(table))
+    f1 = table["f1"].to_numpy(np.float64)
+    std = np.nan_to_num(table["f1_std"].to_numpy(np.float64))
+    ax.barh(y, np.nan_to_num(f1), xerr=std if std.any() else None, color="#4c72b0",
+            error_kw={"ecolor": "black", "capsize": 3, "linewidth": 1})
+    ax.set_yticks(y, [f"{label} (n={n})" + ("" if np.isfinite(v) else ", not scored")
+                      for label, n, v in zip(table["label"].astype(str), table["support"], f1, strict=True)])
+    if len(table):
+        ax.set_ylim(len(table) - 0.5, -0.5)  # the first class on top
+    else:
+        ax.text(0.5, 0.5, "no clips to score", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlim(0.0, 1.0)
+    ax.set_xlabel("F1")
+    ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
 #: The scalar metrics of :func:`score`, in the order ``folds.csv`` gives them per split.
 SCALAR_METRICS = (*CI_METRICS, "n")
 #: The per-class scores of :func:`score`'s ``per_class`` that :func:`aggregate_folds` averages over folds.
@@ -368,7 +426,11 @@ def aggregate_folds(*, fold_dirs: Sequence[str | Path], out_dir: str | Path, spl
       :data:`SCALAR_METRICS` (blank where a fold has no clips of the split);
     - ``predictions_<split>.csv``: every fold's predictions, a ``fold`` column first, folds in order;
     - ``confusion_<split>.json``: ``{actual, predicted}`` of those predictions (the DVC plot of the
-      summed confusion matrix) and ``confusion_<split>.png``, the summed matrix.
+      summed confusion matrix) and ``confusion_<split>.png``, the summed matrix;
+    - ``confusion_test_normalized.png``: the summed test matrix with each row divided by its sum
+      (:func:`normalize_confusion`: the share of each class predicted as each class);
+    - ``per_class_f1.csv`` (:func:`per_class_f1_table` of the test split: ``label, f1, f1_std, support``,
+      a DVC plot) and ``per_class_f1.png`` (:func:`plot_per_class_f1`).
 
     In k-fold cross-validation every clip is a test clip exactly once, so the test predictions cover
     the dataset once; the val clips of one fold are train clips of others, so a clip can appear in the
@@ -465,6 +527,14 @@ def aggregate_folds(*, fold_dirs: Sequence[str | Path], out_dir: str | Path, spl
         used = sum(1 for s in scores if s.get("n"))
         title = f"{model} — {split}" + (f"\nsummed over {used} folds" if k > 1 else "")
         plot_confusion(matrix, labels, out_dir / f"confusion_{split}.png", title=title)
+        if split == "test":
+            plot_confusion(normalize_confusion(matrix), labels, out_dir / "confusion_test_normalized.png",
+                           title=f"{title}\nshare of each actual class", normalized=True)
+            f1 = per_class_f1_table(out[split], labels)
+            with atomic_path(out_dir / "per_class_f1.csv") as tmp:
+                f1.to_csv(tmp, index=False, float_format="%.6f")
+            spread = f"\nmean ± std over {used} folds" if used > 1 else ""
+            plot_per_class_f1(f1, out_dir / "per_class_f1.png", title=f"{model} — test F1 per class{spread}")
     table = pd.DataFrame([{"fold": fold, **{f"{split}_{key}": (m.get(split) or {}).get(key, 0 if key == "n" else None)
                                             for split in SCORED_SPLITS for key in SCALAR_METRICS}}
                           for fold, m in zip(ids, per_fold, strict=True)])
@@ -562,8 +632,9 @@ def _log_parent(metrics: dict[str, Any], out_dir: Path, *, tracking_uri: str | N
         params["split.mode"] = tags[tracking.SPLIT_MODE_TAG] = split_info["mode"]
     if metrics["provenance"]["split_hash"] is not None:
         tags[tracking.SPLIT_HASH_TAG] = metrics["provenance"]["split_hash"]
-    artifacts = [out_dir / name for name in ("metrics.json", "folds.csv", *(f"confusion_{s}.{ext}" for s in
-                                                                            SCORED_SPLITS for ext in ("json", "png")))]
+    names = ("metrics.json", "folds.csv", "per_class_f1.csv", "per_class_f1.png", "confusion_test_normalized.png",
+             *(f"confusion_{s}.{ext}" for s in SCORED_SPLITS for ext in ("json", "png")))
+    artifacts = [out_dir / name for name in names if (out_dir / name).is_file()]
     return tracking.log_parent_run(uri=tracking_uri or tracking.tracking_uri(), child_run_ids=run_ids,
                                    run_name=metrics["model"], metrics=logged, params=params, tags=tags,
                                    artifacts=artifacts)

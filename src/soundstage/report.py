@@ -10,13 +10,19 @@ every file with its stage and reason: ingest, process and features together, als
 fold its counts per label and split, for several a summary per fold (rows per split, test rows per
 label); either way a check per fold that no group straddles two splits, and the classes absent from a
 fold's test.
+
+Beside it, ``examples/<label>/<clip>.png``: for a few clips of each class (:data:`EXAMPLES_PER_CLASS` of
+at most :data:`MAX_EXAMPLE_CLASSES` classes, drawn with the run's ``seed``), the waveform of the processed
+audio and the log-mel and MFCC matrices the features stage saved, one clip in memory at a time.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +47,14 @@ MAX_LISTED = 500
 #: learn or score, and often a mistake (a folder named like a file, ``dog/bark.wav/``, became a class).
 MIN_CLASS_CLIPS = 5
 MIN_CLASS_SHARE_OF_MEDIAN = 0.01
+#: Example figures: clips per class, classes shown (the first in label order), seconds of a clip drawn.
+EXAMPLES_PER_CLASS = 2
+MAX_EXAMPLE_CLASSES = 16
+MAX_EXAMPLE_SECONDS = 30.0
+#: The example figures' folder, beside report.md.
+EXAMPLES_DIR = "examples"
+#: Saved feature matrices an example figure draws (``features.save``), in panel order, and their titles.
+EXAMPLE_MATRICES = {"logmel": "log-mel (dB)", "mfcc": "MFCC"}
 #: A params key, with its value when the message gives one (``process.duration.min_seconds=0.25``).
 _SETTING = re.compile(r"(?<![\w/.])((?:data|process|features)(?:\.[a-z_]+)+)(?:=([^\s,;)]+))?")
 
@@ -279,8 +293,11 @@ def _short_detail(row: dict) -> str:
 
 def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, features_dir: Path,
                    out_dir: Path, dataset: str, n_shards: int | None = None,
-                   max_listed: int = MAX_LISTED, max_rejected_share: float | None = None) -> Path:
-    """Write ``out_dir/report.md`` (+ PNG figures and ``rejected.csv``) and return its path.
+                   max_listed: int = MAX_LISTED, max_rejected_share: float | None = None, seed: int = 0,
+                   saved: Sequence[str] = tuple(EXAMPLE_MATRICES)) -> Path:
+    """Write ``out_dir/report.md``, its figures (``class_balance.png``, ``durations.png``, and the
+    example figures under ``examples/``, see :func:`write_examples`) and ``rejected.csv``; return the
+    report's path.
 
     Parameters
     ----------
@@ -296,6 +313,11 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
         Rejected files listed one by one in the Markdown (all of them are in ``rejected.csv``).
     max_rejected_share : float, optional
         ``params.yaml: data.max_rejected_share``, shown beside the rejected share.
+    seed : int
+        ``params.yaml: seed``: which clips the example figures show (:func:`choose_examples`).
+    saved : sequence of str
+        ``params.yaml: features.save``: the per-clip matrices the features stage wrote under
+        ``features_dir/<name>/<id>.npy``; the examples draw those of :data:`EXAMPLE_MATRICES`.
     """
     ingest_dir, process_dir, split_dir, features_dir, out_dir = map(
         Path, (ingest_dir, process_dir, split_dir, features_dir, out_dir))
@@ -359,6 +381,7 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
             text += [f"Imbalanced: the largest class has {ratio:.1f}x the clips of the smallest "
                      "(`random_forest.class_weight: balanced` compensates).", ""]
     else:
+        _figure(out_dir / "class_balance.png", lambda ax: _nothing(ax, "clips per class", "no usable clip"))
         text += ["No usable clip.", ""]
 
     # Durations
@@ -372,6 +395,7 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
             text += [f"After processing (trim, pad/crop/segment): segments min {after.min():.2f} s, "
                      f"median {after.median():.2f} s, max {after.max():.2f} s.", ""]
     else:
+        _figure(out_dir / "durations.png", lambda ax: _nothing(ax, "durations", "no clip"))
         text += ["No clip.", ""]
 
     # Formats
@@ -414,9 +438,216 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     text += ["## Split counts", ""]
     text += _split_text(*split) if split is not None else ["No split yet.", ""]
 
+    # Examples
+    text += ["## Examples", ""]
+    candidates = _feature_rows(features_dir, n_shards)
+    examples = write_examples(choose_examples(candidates, seed=seed), audio_dir=process_dir / "audio",
+                              features_dir=features_dir, saved=saved, out_dir=out_dir / EXAMPLES_DIR)
+    if len(examples):
+        n_labels = candidates["label"].nunique()
+        shown = examples["label"].nunique()
+        drawn = [EXAMPLE_MATRICES[name] for name in EXAMPLE_MATRICES if name in saved]
+        text += [f"Up to {EXAMPLES_PER_CLASS} clips per class (drawn with `seed` {seed}"
+                 + (f"; the first {shown} of {n_labels} classes" if shown < n_labels else "")
+                 + "): the processed waveform" + "".join(f", {d}" for d in drawn)
+                 + f" (the first {MAX_EXAMPLE_SECONDS:g} s of a longer clip).", ""]
+        for label, mine in examples.groupby("label", sort=False):
+            text += [f"### {label}", ""]
+            for r in mine.to_dict("records"):
+                text += [f"![{r['clip_id']}]({EXAMPLES_DIR}/{r['file']})", ""]
+    else:
+        text += ["No clip with features yet.", ""]
+
     path = out_dir / "report.md"
     write_text(path, "\n".join(text))
     return path
+
+
+def _feature_rows(features_dir: Path, n_shards: int | None) -> pd.DataFrame:
+    """``id, clip_id, label`` of every clip with features (the features stage's shard tables)."""
+    files = _shard_files(features_dir / "shards", "[0-9]*.parquet", n_shards)
+    frames = [pd.read_parquet(f, columns=["id", "clip_id", "label"]) for f in files]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["id", "clip_id", "label"], dtype=object)
+    return pd.concat(frames, ignore_index=True).astype(str)
+
+
+def choose_examples(rows: pd.DataFrame, *, seed: int, per_class: int = EXAMPLES_PER_CLASS,
+                    max_classes: int = MAX_EXAMPLE_CLASSES) -> pd.DataFrame:
+    """The clips the example figures show: ``per_class`` clips of each of the first ``max_classes``
+    labels (in sorted order), drawn from ``np.random.default_rng([seed, crc32(label)])``: the same seed
+    and clips give the same choice, and a class's choice does not move when other classes change.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        ``id, clip_id, label``, a row per processed clip or segment (the features shard tables); a
+        clip is drawn once, shown by its first row.
+
+    Returns
+    -------
+    DataFrame
+        ``id, clip_id, label`` of the chosen rows, by label, then clip id.
+    """
+    columns = ["id", "clip_id", "label"]
+    if rows.empty or per_class <= 0 or max_classes <= 0:
+        return pd.DataFrame(columns=columns, dtype=object)
+    first = rows[columns].astype(str).drop_duplicates("clip_id")
+    chosen = []
+    for label in sorted(first["label"].unique())[:max_classes]:
+        mine = first[first["label"] == label].sort_values("clip_id", kind="stable")
+        rng = np.random.default_rng([seed, zlib.crc32(label.encode("utf-8"))])
+        chosen.append(mine.iloc[np.sort(rng.choice(len(mine), size=min(per_class, len(mine)), replace=False))])
+    return pd.concat(chosen, ignore_index=True)
+
+
+def _safe_name(text: str, taken: set[str]) -> str:
+    """A file name for ``text`` (letters, digits, ``._-``; at most 80 characters) not in ``taken``."""
+    base = re.sub(r"[^\w.-]+", "_", text).strip("._")[:80] or "_"
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}-{k}"
+    taken.add(name)
+    return name
+
+
+def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Path, saved: Sequence[str],
+                   out_dir: Path, max_seconds: float = MAX_EXAMPLE_SECONDS) -> pd.DataFrame:
+    """One figure per row of ``examples`` (:func:`choose_examples`) at ``out_dir/<label>/<clip>.png``
+    (names made safe for a file system): the processed audio ``audio_dir/<id>.wav`` and the matrices
+    ``features_dir/<name>/<id>.npy`` of :data:`EXAMPLE_MATRICES` named in ``saved``, at most
+    ``max_seconds`` of each; see :func:`plot_example`. Any other PNG under ``out_dir`` (an earlier
+    choice) is removed; ``out_dir`` exists afterwards, empty when there is nothing to show.
+
+    Returns
+    -------
+    DataFrame
+        ``examples`` with ``file``, each figure's path relative to ``out_dir``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folders: set[str] = set()
+    files: dict[str, set[str]] = {}
+    folder_of: dict[str, str] = {}
+    written = []
+    for row in examples.to_dict("records"):
+        label = str(row["label"])
+        if label not in folder_of:
+            folder_of[label] = _safe_name(label, folders)
+        folder = folder_of[label]
+        name = _safe_name(str(row["clip_id"]), files.setdefault(folder, set()))
+        matrices = {kind: Path(features_dir) / kind / f"{row['id']}.npy" for kind in EXAMPLE_MATRICES if kind in saved}
+        plot_example(clip_id=str(row["clip_id"]), segment_id=str(row["id"]), label=label,
+                     audio_path=Path(audio_dir) / f"{row['id']}.wav", matrices=matrices,
+                     path=out_dir / folder / f"{name}.png", max_seconds=max_seconds)
+        written.append(f"{folder}/{name}.png")
+    keep = {out_dir / f for f in written}
+    for old in sorted(out_dir.rglob("*.png")):
+        if old not in keep:
+            old.unlink()
+    for folder in sorted((d for d in out_dir.rglob("*") if d.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    return examples.assign(file=written)
+
+
+def plot_example(*, clip_id: str, segment_id: str, label: str, audio_path: Path, matrices: dict[str, Path],
+                 path: Path, max_seconds: float = MAX_EXAMPLE_SECONDS) -> None:
+    """Write one clip's figure: its waveform (min/max envelope of the processed audio, multichannel
+    downmixed) and a panel per matrix of ``matrices`` (``{kind: .npy path}``, float32 ``(n_bins,
+    n_frames)``, memory-mapped: only the frames drawn are read), on one time axis in seconds (the frames
+    spread over the audio's duration), at most the first ``max_seconds``. The log-mel is drawn in dB;
+    each MFCC row (coefficient, then its deltas) is scaled to zero mean and unit variance over time, as
+    the first coefficient (the level) would otherwise take the whole colour scale. A missing or
+    unreadable file leaves its panel with a note instead of failing the report. The title names the clip
+    and its class (and the segment, when the clip was cut into several)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import soundfile as sf
+
+    from soundstage.decode import downmix_frames
+
+    rows = 1 + len(matrices)
+    fig, grid = plt.subplots(rows, 2, figsize=(8, 2.1 + 2.0 * len(matrices)), squeeze=False,
+                             gridspec_kw={"width_ratios": [50, 1]})
+    axes, bars = grid[:, 0], grid[:, 1]
+    bars[0].axis("off")
+    total = shown = None  # seconds
+    try:
+        info = sf.info(str(audio_path))
+        n = min(info.frames, int(max_seconds * info.samplerate))
+        y, _ = sf.read(str(audio_path), frames=n, dtype="float32", always_2d=True)
+        y = downmix_frames(y) if y.shape[1] > 1 else y[:, 0]
+        total, shown = info.frames / info.samplerate, n / info.samplerate
+        _waveform(axes[0], y, info.samplerate)
+    except (OSError, RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
+        _note(axes[0], f"no processed audio: {audio_path} ({type(exc).__name__})")
+    axes[0].set_title("waveform", fontsize=9)
+    for ax, bar, (kind, npy) in zip(axes[1:], bars[1:], matrices.items(), strict=True):
+        ax.set_title(EXAMPLE_MATRICES.get(kind, kind) + (" (each row standardized)" if kind == "mfcc" else ""),
+                     fontsize=9)
+        try:
+            m = np.load(npy, mmap_mode="r")
+            if m.ndim != 2:
+                raise ValueError(f"shape {m.shape}")
+        except (OSError, ValueError) as exc:
+            _note(ax, f"no {kind} matrix: {npy} ({type(exc).__name__})")
+            bar.axis("off")
+            continue
+        frames = m.shape[1]
+        keep = frames if not total else min(frames, max(1, math.ceil(frames * shown / total)))
+        image = np.asarray(m[:, :keep], dtype=np.float64)
+        if kind == "mfcc":
+            image = (image - image.mean(axis=1, keepdims=True)) / np.maximum(image.std(axis=1, keepdims=True), 1e-8)
+        extent = (0.0, shown if total else float(keep), 0.0, float(m.shape[0]))
+        drawn = ax.imshow(image, origin="lower", aspect="auto", interpolation="nearest", extent=extent,
+                          cmap="magma" if kind == "logmel" else "coolwarm",
+                          **({"vmin": -3.0, "vmax": 3.0} if kind == "mfcc" else {}))
+        fig.colorbar(drawn, cax=bar)
+        ax.set_ylabel("mel band" if kind == "logmel" else "row")
+        ax.set_xlabel("seconds" if total else "frame")
+    title = f"{clip_id} ({label})" + (f", segment {segment_id}" if segment_id != clip_id else "")
+    if total and shown < total:
+        title += f": the first {shown:g} of {total:.1f} s"
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
+def _waveform(ax, y: np.ndarray, sr: int, *, width: int = 2000) -> None:
+    """``y`` (mono, ``sr`` Hz) as a min/max envelope of at most ``width`` columns."""
+    if y.size == 0:
+        _note(ax, "empty audio")
+        return
+    hop = max(1, math.ceil(len(y) / width))
+    if hop == 1:
+        ax.plot(np.arange(len(y)) / sr, y, color="#4c72b0", linewidth=0.6)
+    else:
+        blocks = np.pad(y, (0, (-len(y)) % hop), mode="edge").reshape(-1, hop)
+        t = np.arange(len(blocks)) * hop / sr
+        ax.fill_between(t, blocks.min(axis=1), blocks.max(axis=1), color="#4c72b0", linewidth=0)
+    peak = max(1.0, float(np.abs(y).max()))
+    ax.set_ylim(-1.05 * peak, 1.05 * peak)
+    ax.set_xlim(0.0, len(y) / sr)
+    ax.set_ylabel("amplitude")
+    ax.set_xlabel("seconds")
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=8, wrap=True, transform=ax.transAxes)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _nothing(ax, title: str, text: str) -> None:
+    _note(ax, text)
+    ax.set_title(title)
 
 
 def _bars(ax, classes: pd.DataFrame, with_processed: bool) -> None:

@@ -45,7 +45,8 @@ STAGES: dict[str, Stage] = {
                    targets=("train.refit",)),
     "evaluate": Stage("soundstage.evaluate", {"evaluate": ("seed", "evaluate"), "aggregate": ("mlflow",)}),
     "metrics": Stage("soundstage.evaluate", {"metrics": ()}),
-    "report": Stage("soundstage.report", {"report": ("data.name", "sharding.n_shards", "data.max_rejected_share")}),
+    "report": Stage("soundstage.report", {"report": ("seed", "data.name", "sharding.n_shards",
+                                                     "data.max_rejected_share", "features.save")}),
 }
 
 

@@ -13,6 +13,12 @@ training clips, the forest and the dense net their summary rows. Each copy draws
 ``np.random.default_rng([seed, crc32(id), k])``: the same params give the same copies, in any order.
 Standardization statistics (log-mel mean/std, the dense net's scaler) stay those of the real train
 clips.
+
+Beside the bundle's own files, training writes its curves into the bundle folder (data, never named by
+``bundle.json``, ignored by :func:`soundstage.bundle.load_bundle`): ``history.csv``
+(:func:`history_table`: ``epoch`` then each curve; header only for the forest, which has no epochs) and,
+for the Keras models, ``training_curves.png`` (:func:`plot_history`). They are written here, with the
+model, because only training knows them: the report and ``dvc plots`` read them from there.
 """
 
 from __future__ import annotations
@@ -30,9 +36,16 @@ from soundstage import models
 from soundstage.bundle import Bundle, save_bundle
 from soundstage.cache import key_of
 from soundstage.features import feature_columns, load_logmels
+from soundstage.io import atomic_path, write_csv
 
 #: Keys of ``params.yaml: augment`` passed to :func:`soundstage.models.augment_waveform`.
 AUGMENT_TRANSFORMS = ("noise_snr_db", "time_stretch", "pitch_shift", "gain_db")
+#: The training curves' table and figure, in the bundle folder.
+HISTORY_FILE = "history.csv"
+CURVES_FILE = "training_curves.png"
+#: The curves every ``history.csv`` has, after ``epoch`` (blank when a fit has no val clips, no rows for the
+#: forest): a stable header for ``dvc plots``. Other curves Keras records (``learning_rate``) follow them.
+HISTORY_CURVES = ("loss", "val_loss", "accuracy", "val_accuracy")
 
 
 @dataclass
@@ -265,10 +278,61 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
                      "mlflow": {"tracking_uri": tracking_uri, "experiment": experiment, "run_id": run.info.run_id},
                      "tags": tags, "params_hash": key_of(flat_params)})
         bundle = save_bundle(out_dir, model=fitted, meta=meta)
+        curves = history_table(history)
+        write_csv(Path(out_dir) / HISTORY_FILE, curves)
+        if len(curves):
+            plot_history(curves, Path(out_dir) / CURVES_FILE, title=f"{model}, fold {fold}")
         # The whole bundle: `soundstage predict` works on a copy downloaded from MLflow.
         mlflow.log_artifacts(str(out_dir), artifact_path="bundle")
         _log_model(fitted, model, example=_example_input(fitted, model, table, meta))
     return bundle
+
+
+def history_table(history: dict[str, list[float]]) -> pd.DataFrame:
+    """The per-epoch curves of :func:`fit` as a table: ``epoch`` (1 for the first pass over the data),
+    then :data:`HISTORY_CURVES` (blank where the fit did not record one, e.g. without val clips), then
+    any other curve in ``history`` order. No rows for an empty ``history`` (the forest).
+
+    Raises
+    ------
+    ValueError
+        The curves differ in length.
+    """
+    lengths = {len(v) for v in history.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"training history: curves of different lengths ({sorted(lengths)} epochs)")
+    n = lengths.pop() if lengths else 0
+    columns = [*HISTORY_CURVES, *(k for k in history if k not in HISTORY_CURVES)]
+    table = pd.DataFrame({"epoch": np.arange(1, n + 1, dtype=np.int64)})
+    for name in columns:
+        table[name] = np.asarray(history[name], dtype=np.float64) if name in history else np.full(n, np.nan)
+    return table
+
+
+def plot_history(curves: pd.DataFrame, path: str | Path, *, title: str) -> None:
+    """Write the training curves (:func:`history_table`) as a PNG: loss and accuracy per epoch, train
+    and val, with the epoch of the lowest val loss (the weights early stopping keeps) marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, curve in zip(axes, ("loss", "accuracy"), strict=True):
+        for name, style in ((curve, "-"), (f"val_{curve}", "--")):
+            if name in curves and curves[name].notna().any():
+                ax.plot(curves["epoch"], curves[name], style, label=name.replace("_", " "))
+        if "val_loss" in curves and curves["val_loss"].notna().any():
+            best = int(curves.loc[curves["val_loss"].idxmin(), "epoch"])
+            ax.axvline(best, color="grey", linewidth=0.8, linestyle=":", label=f"best val loss (epoch {best})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(curve)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
 
 
 def _example_input(fitted: Any, model: str, table: pd.DataFrame, meta: dict[str, Any]) -> np.ndarray:

@@ -22,17 +22,45 @@ rule evaluate:
         )
 
 
-# Mean, std and per-fold values of every metric, and the confusion matrix summed over the folds;
-# with more than one fold, an MLflow parent run over the folds' runs.
+# Mean, std and per-fold values of every metric, the confusion matrix summed over the folds (counts,
+# and shares of each actual class) and the test F1 per class; with more than one fold, an MLflow
+# parent run over the folds' runs.
 rule aggregate:
     input:
         unpack(get_aggregate_inputs),
     output:
         metrics="reports/evaluate/{model}/metrics.json",
         folds="reports/evaluate/{model}/folds.csv",
-        confusion=expand(
-            "reports/evaluate/{{model}}/confusion_{split}.{ext}", split=["val", "test"], ext=["json", "png"]
+        confusion=expand("reports/evaluate/{{model}}/confusion_{split}.json", split=["val", "test"]),
+        confusion_test=report(
+            "reports/evaluate/{model}/confusion_test.png",
+            caption="../report/confusion.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "confusion matrix, test (counts)"},
         ),
+        confusion_val=report(
+            "reports/evaluate/{model}/confusion_val.png",
+            caption="../report/confusion.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "confusion matrix, val (counts)"},
+        ),
+        confusion_normalized=report(
+            "reports/evaluate/{model}/confusion_test_normalized.png",
+            caption="../report/confusion_normalized.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "confusion matrix, test (shares)"},
+        ),
+        per_class_f1=report(
+            "reports/evaluate/{model}/per_class_f1.png",
+            caption="../report/per_class_f1.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "F1 per class, test"},
+        ),
+        per_class_f1_csv="reports/evaluate/{model}/per_class_f1.csv",
         predictions=expand("reports/evaluate/{{model}}/predictions_{split}.csv", split=["val", "test"]),
     log:
         "logs/evaluate/{model}/aggregate.log",

@@ -1,13 +1,36 @@
+# The dataset report and its figures: class balance, durations, and example clips (waveform, log-mel,
+# MFCC of a few clips per class, drawn with `seed`), read from the processed audio and the saved
+# feature matrices (the shard tables stand for them: their jobs write both).
 rule report:
     input:
         "data/ingest/manifest.csv",
         "data/split/counts.csv",
         "data/split/folds.csv",
-        expand("data/process/shards/{shard}.rejected.csv", shard=SHARDS),
-        expand("data/features/shards/{shard}.rejected.csv", shard=SHARDS),
+        expand("data/process/shards/{shard}.{ext}", shard=SHARDS, ext=["csv", "rejected.csv"]),
+        expand("data/features/shards/{shard}.{ext}", shard=SHARDS, ext=["parquet", "rejected.csv"]),
         code=CODE["report"],
     output:
-        "reports/dataset/report.md",
+        md="reports/dataset/report.md",
+        class_balance=report(
+            "reports/dataset/class_balance.png",
+            caption="../report/class_balance.rst",
+            category="Dataset",
+            labels={"figure": "class balance"},
+        ),
+        durations=report(
+            "reports/dataset/durations.png",
+            caption="../report/durations.rst",
+            category="Dataset",
+            labels={"figure": "durations"},
+        ),
+        examples=report(
+            directory("reports/dataset/examples"),
+            patterns=["{label}/{clip}.png"],
+            caption="../report/examples.rst",
+            category="Examples",
+            subcategory="{label}",
+            labels={"class": "{label}", "clip": "{clip}"},
+        ),
     log:
         "logs/report.log",
     conda:

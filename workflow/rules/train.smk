@@ -1,8 +1,17 @@
+# A self-contained bundle (bundle.json + model file), with its training curves (history.csv, and
+# training_curves.png for the Keras models) beside it.
 rule train:
     input:
         unpack(get_train_inputs),
     output:
-        directory("models/{model}/folds/{fold}"),
+        report(
+            directory("models/{model}/folds/{fold}"),
+            patterns=["{figure}.png"],
+            caption="../report/training_curves.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "training curves, fold {fold}"},
+        ),
     log:
         "logs/train/{model}/{fold}.log",
     conda:
