@@ -17,16 +17,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow
-def test_benchmark_quick_run_reports_every_side_with_the_same_statistics(tmp_path):
+def quick_run(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    """``benchmarks/<script> --quick``, its work folder and JSON report in ``tmp_path``: the process and
+    the report's figures."""
     report = tmp_path / "bench.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_features.py"), "--quick",
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick",
          "--work", str(tmp_path / "work"), "--json", str(report)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads(report.read_text())
+    return proc, json.loads(report.read_text())
+
+
+@pytest.mark.slow
+def test_benchmark_quick_run_reports_every_side_with_the_same_statistics(tmp_path):
+    proc, data = quick_run("bench_features.py", tmp_path)
 
     assert set(data["sets"]) == {"30 s", "0.25-0.95 s"}
     for name, runs in data["sets"].items():
@@ -55,14 +61,7 @@ def test_benchmark_quick_run_reports_every_side_with_the_same_statistics(tmp_pat
 
 @pytest.mark.slow
 def test_folds_benchmark_quick_run_computes_the_features_once_per_side(tmp_path):
-    report = tmp_path / "folds.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_folds.py"), "--quick",
-         "--work", str(tmp_path / "work"), "--json", str(report)],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    data = json.loads(report.read_text())
+    proc, data = quick_run("bench_folds.py", tmp_path)
     k = data["k"]
     assert set(data["runs"]) == {"1", str(k)}
     # Every clip's features once on each side, whatever the number of folds.
