@@ -4,6 +4,8 @@
 #   make test   lint, then the whole test suite (what CI runs)
 #   make test-fast   the unit tests alone (under a minute), for the edit-test loop
 #   make lint   ruff, snakemake --lint and snakefmt --check
+#   make system-deps   the Debian packages tests use (Chromium, a one-node SLURM, munge), as root
+#   make screenshots   after make run: docs/*.png of the report and the MLflow UI (headless Chromium)
 #   make report after a run: the Snakemake report (reports/report.html: dataset, example clips, models)
 PYTHON ?= python3.11
 VENV   := .venv
@@ -17,7 +19,7 @@ export MKL_NUM_THREADS := 1
 export NUMBA_NUM_THREADS := 1
 export KERAS_BACKEND := jax
 
-.PHONY: run test test-fast lint install dvc-repro compare report clean
+.PHONY: run test test-fast lint install system-deps dvc-repro compare report screenshots clean
 
 install: $(STAMP)
 
@@ -35,16 +37,29 @@ run: install
 	@echo "Dataset report: reports/dataset/report.md   Confusion matrices: reports/evaluate/<model>/"
 	@echo "All figures:    make report  (then open reports/report.html)"
 	@echo "Compare runs:   $(VENV)/bin/soundstage compare"
-	@echo "MLflow UI:      $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then open http://127.0.0.1:5000)"
+	@echo "MLflow UI:      $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (open http://127.0.0.1:5000, then Model training at the top left)"
 
-test: install lint
+# Debian packages the tests drive for real: Chromium (the report and the MLflow UI render headless) and
+# a one-node SLURM with munge (the cluster profile). Installed once, only those missing; apt needs root.
+SYSTEM_PACKAGES := chromium slurm-wlm munge
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	    echo "Installing Debian packages:" $$missing; \
+	    $$sudo apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: install system-deps lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n 2 -m "not slow and not integration"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/snakefmt --check Snakefile workflow
 	$(BIN)/snakemake --lint
 
@@ -58,6 +73,10 @@ compare: install
 report: install
 	snakemake --report reports/report.html
 	@echo "Report: reports/report.html   DVC plots: $(VENV)/bin/dvc plots show -o reports/dvc_plots"
+
+# After `make run`: the report and the MLflow UI rendered in headless Chromium, saved to docs/*.png.
+screenshots: install system-deps report
+	$(BIN)/python docs/screenshots.py --project . --out docs
 
 clean:
 	rm -rf data/ingest data/process data/split data/features data/stats models reports logs .snakemake

@@ -53,7 +53,9 @@ def project_files() -> list[str]:
     """Tracked and untracked-but-not-ignored files of the repository (what a clone would hold)."""
     out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
                          capture_output=True, text=True, check=True).stdout
-    return [f for f in out.split("\0") if f and (REPO / f).is_file()]
+    # Results of a local run that git may keep (metrics files) are not the project's: leave them out.
+    return [f for f in out.split("\0") if f and (REPO / f).is_file() and not f.startswith(("reports/", "data/"))
+            or f == "data/README.md"]
 
 
 def tiny_params(**overrides) -> dict:

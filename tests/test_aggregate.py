@@ -349,6 +349,10 @@ def test_no_parent_run_for_one_fold_or_folds_without_runs(tmp_path):
     runs = client.search_runs([client.get_experiment_by_name("toy").experiment_id])
     assert [r.info.run_id for r in runs] == [run_id]  # the fold's run is the model's run
     assert "mlflow.parentRunId" not in runs[0].data.tags
+    # ... and it holds the model's figures
+    logged = {a.path for a in client.list_artifacts(run_id, "evaluation")}
+    assert logged == {"evaluation/per_class_f1.csv", "evaluation/per_class_f1.png",
+                      "evaluation/confusion_test_normalized.png"}, logged
     with pytest.warns(UserWarning, match=r"no MLflow parent run for random_forest: fold\(s\) 0, 1 have no run"):
         aggregate_folds(fold_dirs=three_folds(tmp_path / "none")[:2], out_dir=tmp_path / "none" / "model",
                         tracking_uri=uri)

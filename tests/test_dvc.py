@@ -51,6 +51,43 @@ def test_exp_run_reruns_only_the_changed_model(project: Path, first_repro: str):
     assert "reports/metrics.json" in values
 
 
+def experiment_rows(shown: object) -> dict[str | None, dict]:
+    """``dvc exp show --json``'s rows by name (``None`` for the workspace): each its ``data``."""
+    rows: dict[str | None, dict] = {}
+    if isinstance(shown, dict):
+        if "rev" in shown and "data" in shown and shown["data"]:
+            rows.setdefault(shown.get("name"), shown["data"])
+        for value in shown.values():
+            rows.update({k: v for k, v in experiment_rows(value).items() if k not in rows})
+    elif isinstance(shown, list):
+        for value in shown:
+            rows.update({k: v for k, v in experiment_rows(value).items() if k not in rows})
+    return rows
+
+
+def test_plots_diff_and_exp_show_between_experiments(project: Path, first_repro: str):
+    """For the experiment of the test above: `dvc exp show` reads its headline metrics (git keeps the
+    uncached metrics files, so an experiment's commit holds them) and `dvc plots diff` draws the baseline's
+    and the experiment's per-class F1, training curves and confusion matrices."""
+    names = run(["dvc", "exp", "list", "--name-only"], project).stdout.split()
+    assert len(names) == 1, names
+    rows = experiment_rows(json.loads(run(["dvc", "exp", "show", "--json"], project).stdout))
+    metrics = rows[names[0]]["metrics"]
+    assert set(metrics) == {"reports/metrics.json"}, set(metrics)  # the headline, not every per-class score
+    headline = metrics["reports/metrics.json"]["data"]
+    assert isinstance(headline["random_forest"]["test"]["macro_f1"], float), headline
+    assert rows[names[0]]["params"]["params.yaml"]["data"]["random_forest"]["n_estimators"] == 20
+    shown = json.loads(run(["dvc", "plots", "diff", "HEAD", names[0], "--json"], project).stdout)
+    for plot, content in shown["data"].items():
+        assert len(content) == 1, plot
+        revs = {v["rev"] for v in content[0]["content"]["data"]["values"]}
+        assert revs == {"HEAD", names[0]}, (plot, revs)
+    assert {"per_class_f1", "training_curves", "reports/evaluate/random_forest/confusion_test.json"} <= set(
+        shown["data"])
+    # only the model train.models leaves out is missing
+    assert all("keras_cnn" in e["source"] for e in shown.get("errors", [])), shown.get("errors")
+
+
 def test_queued_experiment_logs_into_the_repository_database(project: Path, first_repro: str):
     """`dvc exp run --queue` runs in a temporary copy under .dvc/tmp/exps; its MLflow run must still
     land in <repo>/mlflow.db, with artifacts beside it."""

@@ -110,6 +110,27 @@ def test_figures_and_plot_tables(project: Path):
     assert all(f"](examples/{f.as_posix()})" in report for f in examples)
 
 
+def html_table(path: Path) -> pd.DataFrame:
+    """The one table of an HTML page, as strings."""
+    from html.parser import HTMLParser
+
+    rows: list[list[str]] = []
+
+    class Cells(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                rows.append([])
+            elif tag in ("td", "th"):
+                rows[-1].append("")
+
+        def handle_data(self, data):
+            if rows and rows[-1] and data.strip():
+                rows[-1][-1] += data.strip()
+
+    Cells().feed(path.read_text(encoding="utf-8"))
+    return pd.DataFrame(rows[1:], columns=rows[0])
+
+
 def test_snakemake_report(project: Path, tmp_path: Path):
     """`snakemake --report` of the finished run: the dataset figures, the example clips and every
     model's figures, each in its category."""
@@ -121,22 +142,60 @@ def test_snakemake_report(project: Path, tmp_path: Path):
         names = z.namelist()
         html = z.read("report/report.html").decode("utf-8")
     categories = json.loads(re.search(r"var categories = (\{.*?\});\n", html).group(1))
-    assert set(categories) == {"Dataset", "Examples", "Models"}
-    assert sorted(categories["Dataset"]["Other"]) == ["reports/dataset/class_balance.png",
-                                                      "reports/dataset/durations.png"]
+    assert set(categories) == {"Dataset", "Examples", "Models", "Folds"}
+    assert sorted(categories["Dataset"]["Other"]) == [f"reports/dataset/{f}" for f in (
+        "class_balance.png", "durations.png", "formats.html", "rejected.html", "split_counts.html")]
+    formats = html_table(project / "reports/dataset/formats.html")
+    assert formats["clips"].astype(int).sum() == 36 and set(formats["sample_rate"]) == {"16000"}
+    counts = html_table(project / "reports/dataset/split_counts.html")
+    assert counts.loc[counts["label"] != "total", "total"].astype(int).sum() == 36
     labels = set(pd.read_csv(project / "data/ingest/manifest.csv")["label"])
     assert set(categories["Examples"]) == labels
     assert all(len(files) == 2 for files in categories["Examples"].values())
     figures = ["confusion_test.png", "confusion_test_normalized.png", "confusion_val.png", "per_class_f1.png"]
     assert sorted(categories["Models"]) == ["keras_mlp", "random_forest"]
     for model, files in categories["Models"].items():
-        expected = [f"reports/evaluate/{model}/{f}" for f in figures]
+        expected = [f"reports/evaluate/{model}/{f}" for f in (*figures, "folds.html")]
         if model == "keras_mlp":  # the forest has no training curves
             expected.append("models/keras_mlp/folds/0/training_curves.png")
         assert sorted(files) == sorted(expected), model
+        assert sorted(categories["Folds"][model]) == [f"reports/evaluate/{model}/folds/0/confusion_{s}.png"
+                                                      for s in ("test", "val")]
     shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("report/data/raw/")}
     assert {"class_balance.png", "durations.png", "training_curves.png", *figures} <= shipped
     assert sum(1 for n in names if n.endswith(".png") and n.split("/")[-2] in labels) == 12  # the examples
+
+
+def test_report_and_mlflow_ui_render_in_chromium(project: Path, tmp_path: Path):
+    """docs/screenshots.py in Debian's headless Chromium: the HTML report opens with its sections and
+    draws the split counts table and a model's confusion matrix; the MLflow UI lists both runs with the
+    dataset they were trained on; neither page raises or logs an error; the screenshots are pictures."""
+    import importlib.util
+    import sys
+
+    import matplotlib.image
+
+    spec = importlib.util.spec_from_file_location("screenshots", project / "docs/screenshots.py")
+    shots = sys.modules["screenshots"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+    spec.loader.exec_module(shots)
+    if not Path(shots.CHROMIUM).is_file():
+        pytest.fail(f"{shots.CHROMIUM} missing: `make system-deps` installs Debian's Chromium")
+    run(["snakemake", "--report", "reports/report.html"], project)
+    results = shots.screenshots(project, tmp_path)
+    assert [r.screenshot.name for r in results] == ["report.png", "report_dataset.png", "report_models.png",
+                                                    "mlflow_runs.png"]
+    for r in results:
+        assert r.ok, (r.url, r.errors, r.missing)
+        pixels = matplotlib.image.imread(r.screenshot)
+        assert pixels.shape[:2] == (900, 1440) and pixels[..., :3].std() > 0.05, r.screenshot
+    assert "workflowType=machine_learning" in results[3].url
+    # A page that does not show what it must is reported, not passed: a run name that does not exist.
+    experiment = shots.runs_to_show(project / "mlflow.db")[0]
+    with shots.browser() as b, shots.mlflow_ui(project / "mlflow.db") as base:
+        missing = shots.render(b, f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning",
+                               tmp_path / "x.png", expect=["no_such_run"], timeout_s=10,
+                               expected_404=["/mlflow/users/current"])
+    assert missing.missing == ["no_such_run"] and not missing.ok
 
 
 def test_dvc_plots_show(project: Path):

@@ -15,6 +15,7 @@ from soundstage.report import (
     collect_rejected,
     dataset_report,
     duration_histogram,
+    formats_seen,
     plot_example,
     settings_dropped,
     small_class_warning,
@@ -132,6 +133,25 @@ def test_report_sections(run_dirs: dict[str, Path]) -> None:
     table = read_csv(run_dirs["out"] / "rejected.csv")
     assert list(table.columns) == ["path", "id", "stage", "reason", "detail"]
     assert table["stage"].tolist() == ["ingest", "ingest", "process", "features"]
+    # the Snakemake report's tables, as HTML pages
+    pages = {name: (run_dirs["out"] / f"{name}.html").read_text(encoding="utf-8")
+             for name in ("rejected", "formats", "split_counts")}
+    assert pages["rejected"].count("<tr") == 5 and "<td>/raw/dog/4.wav</td>" in pages["rejected"]
+    assert "<td>FLAC</td>" in pages["formats"] and pages["formats"].count("<tr") == 1 + len(
+        formats_seen(read_csv(run_dirs["ingest"] / "manifest.csv")))
+    assert "<th>fold</th>" in pages["split_counts"] and "<td>total</td>" in pages["split_counts"]
+
+
+def test_formats_seen_counts_each_combination_most_common_first() -> None:
+    manifest = pd.DataFrame({"format": ["WAV", "WAV", "FLAC", "WAV", "MP3"],
+                             "sample_rate": [16000, 16000, 44100, 8000, 44100], "channels": [1, 1, 2, 1, 2]})
+    seen = formats_seen(manifest)
+    assert seen.to_dict("records") == [
+        {"format": "WAV", "sample_rate": 16000, "channels": 1, "clips": 2},
+        {"format": "FLAC", "sample_rate": 44100, "channels": 2, "clips": 1},
+        {"format": "MP3", "sample_rate": 44100, "channels": 2, "clips": 1},
+        {"format": "WAV", "sample_rate": 8000, "channels": 1, "clips": 1}]
+    assert list(formats_seen(manifest.head(0)).columns) == ["format", "sample_rate", "channels", "clips"]
 
 
 def test_leak_and_stale_shards_without_n_shards(run_dirs: dict[str, Path]) -> None:
@@ -165,6 +185,7 @@ def test_report_before_processing_and_with_nothing_usable(tmp_path: Path) -> Non
     for name in ("class_balance.png", "durations.png"):
         assert (d["out"] / name).read_bytes()[:4] == b"\x89PNG"
     assert (d["out"] / "examples").is_dir() and not any((d["out"] / "examples").iterdir())
+    assert "<p>None.</p>" in (d["out"] / "split_counts.html").read_text(encoding="utf-8")
 
 
 def test_collect_rejected_deduplicates(run_dirs: dict[str, Path]) -> None:

@@ -213,8 +213,10 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     assert {"bundle/bundle.json", f"bundle/{M.MODEL_FILENAMES[model]}"} <= bundle_files
 
     # The model is logged with its flavor and loads back to the same predictions.
-    (output,) = run.outputs.model_outputs
-    uri_model = f"models:/{output.model_id}"
+    # Two models per run: the bare one with its flavor, and the whole chain (tests/test_pyfunc.py).
+    outputs = {client.get_logged_model(o.model_id).name: o for o in run.outputs.model_outputs}
+    assert set(outputs) == {"model", "pipeline"}
+    uri_model = f"models:/{outputs['model'].model_id}"
     table = dataset["table"]
     rows = table[table["split"] == "test"]
     if model == "keras_cnn":

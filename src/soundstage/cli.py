@@ -298,7 +298,35 @@ def cmd_folds(args: argparse.Namespace, p: dict[str, Any]) -> None:
     print(" ".join(pattern.format(fold=fold) for fold in folds for pattern in args.patterns))
 
 
+def _cmd_predict_windows(args: argparse.Namespace) -> None:
+    from soundstage.bundle import load_bundle
+    from soundstage.stream import predict_windows
+
+    bundle = load_bundle(args.bundle)
+    predicted = predict_windows(bundle=bundle, files=args.files, window=args.window,
+                                hop=args.window if args.hop is None else args.hop, fmt=args.format,
+                                events=args.events, min_confidence=args.min_confidence, timing=args.timing,
+                                stdin=sys.stdin.buffer, out=sys.stdout, err=sys.stderr)
+    if not predicted:
+        raise SystemExit(1)
+
+
 def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.registry import is_model_uri, local_bundle
+
+    if is_model_uri(args.bundle):  # runs:/... or models:/...: predict with its bundle, downloaded for this call
+        from soundstage import tracking
+
+        uri = tracking.tracking_uri((p.get("mlflow") or {}).get("tracking_uri"))
+        with local_bundle(args.bundle, tracking_uri=uri) as bundle:
+            return cmd_predict(argparse.Namespace(**{**vars(args), "bundle": str(bundle)}), p)
+    if args.window is not None:
+        return _cmd_predict_windows(args)
+    windowed = {"--hop": args.hop is not None, "--events": args.events, "--timing": args.timing,
+                "--min-confidence": args.min_confidence != 0.0, "--format audacity": args.format == "audacity",
+                "'-' (standard input)": "-" in args.files}
+    if any(windowed.values()):
+        raise ValueError(f"{', '.join(k for k, v in windowed.items() if v)} needs --window SECONDS")
     from soundstage.predict import predict
 
     table, errors = predict(bundle_dir=args.bundle, files=args.files)
@@ -317,6 +345,34 @@ def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:
         print(f"predict: error: {e.message}", file=sys.stderr)
     if errors and table.empty:
         raise SystemExit(1)
+
+
+def cmd_serve(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage.config import validate_params
+    from soundstage.serve import ServeLimits, serve
+
+    # params.yaml's serve section when the file exists (else the schema's defaults); flags override.
+    settings = dict((p or validate_params({}))["serve"])
+    for key in ("host", "port", "max_upload_mb", "max_seconds", "timeout_seconds", "concurrency", "queue",
+                "window_seconds", "hop_seconds"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    serve(args.bundle, host=settings["host"], port=settings["port"], limits=ServeLimits.from_params(settings))
+
+
+def cmd_promote(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    from soundstage import tracking
+    from soundstage.registry import promote
+
+    name = args.name or (p.get("data") or {}).get("name")
+    if not name:
+        raise ValueError("--name is needed without a params.yaml (the registered model is data.name)")
+    uri = args.tracking_uri or tracking.tracking_uri((p.get("mlflow") or {}).get("tracking_uri"))
+    done = promote(name, metric=args.metric, tracking_uri=uri, alias=args.alias,
+                   higher_is_better=not args.lower_is_better)
+    before = "" if done.previous in (None, done.version) else f" (was version {done.previous})"
+    print(f"promote: {done.name} version {done.version} ({done.model}, run {done.run_id}, {done.metric} "
+          f"{done.value:.4f}) is @{done.alias}{before}: models:/{done.name}@{done.alias}")
 
 
 def cmd_report(args: argparse.Namespace, p: dict[str, Any]) -> None:
@@ -433,16 +489,51 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_folds)
 
     s = sub.add_parser("predict", help="predict labels of audio files with a model bundle")
-    s.add_argument("bundle", help="model bundle folder, e.g. models/random_forest/folds/0")
-    s.add_argument("files", nargs="+")
-    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("bundle", help="model bundle folder, e.g. models/random_forest/folds/0, or an MLflow model: "
+                                  "runs:/<run_id>/pipeline, models:/<name>@champion, models:/<name>/<version>")
+    s.add_argument("files", nargs="+", help="audio files; with --window, '-' reads a WAV/FLAC stream from stdin")
+    s.add_argument("--format", choices=["table", "csv", "json", "audacity"], default="table",
+                   help="audacity (a label track) needs --window; with --window, json is JSON Lines")
+    s.add_argument("--window", type=float, help="predict windows of this many seconds, each as soon as it is read")
+    s.add_argument("--hop", type=float, help="seconds between window starts (default: --window)")
+    s.add_argument("--events", action="store_true", help="print runs of windows with one label instead of windows")
+    s.add_argument("--min-confidence", type=float, default=0.0, help="with --events: lowest window score kept")
+    s.add_argument("--timing", action="store_true", help="each window's latency (ms) and p50/p99 on stderr")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("serve", help="serve a model bundle over HTTP (POST /predict, GET /health, GET /labels)",
+                       description="Defaults come from params.yaml's serve section (when the file exists); "
+                                   "flags override them.")
+    s.add_argument("bundle", help="model bundle folder, e.g. models/random_forest/folds/0")
+    s.add_argument("--host", help="address to bind (serve.host: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, help="TCP port (serve.port: 8000)")
+    s.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, metavar="MB",
+                   help="largest upload in MiB (413 beyond)")
+    s.add_argument("--max-seconds", dest="max_seconds", type=float, metavar="S",
+                   help="longest audio in seconds (413 beyond)")
+    s.add_argument("--timeout", dest="timeout_seconds", type=float, metavar="S",
+                   help="seconds to answer a request (504 beyond)")
+    s.add_argument("--concurrency", type=int, metavar="N", help="predictions computed at once")
+    s.add_argument("--queue", type=int, metavar="N",
+                   help="requests that may wait for a slot (503 with Retry-After beyond)")
+    s.add_argument("--window", dest="window_seconds", type=float, metavar="S",
+                   help="window length in seconds of the per-window labels of longer uploads")
+    s.add_argument("--hop", dest="hop_seconds", type=float, metavar="S", help="hop between windows in seconds")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("promote", help="point the registered model's alias 'champion' at its best version")
+    s.add_argument("--name", help="registered model (default: params.yaml's data.name, the experiment)")
+    s.add_argument("--metric", default="val_macro_f1", help="run metric to choose by (default val_macro_f1)")
+    s.add_argument("--lower-is-better", action="store_true", help="the metric is a loss")
+    s.add_argument("--alias", default="champion")
+    s.add_argument("--tracking-uri", help="MLflow store (default: MLFLOW_TRACKING_URI, params.yaml, ./mlflow.db)")
+    s.set_defaults(func=cmd_promote)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    needs_params = args.command not in {"predict"}
+    needs_params = args.command not in {"predict", "serve", "promote"}
     try:
         params = load_params(args.params) if needs_params or Path(args.params).is_file() else {}
     except ParamsError as exc:

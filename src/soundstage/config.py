@@ -242,6 +242,12 @@ def _semantic_checks(p: dict[str, Any]) -> None:
                                                   f"need more than the {_MAX_DEMO_CLIPS_PER_ARTIST} clip numbers per "
                                                   "artist that a demo id holds: raise demo.n_artists")
 
+    serve = p["serve"]
+    if serve["hop_seconds"] > serve["window_seconds"]:  # a hop past the window would skip audio
+        raise ParamsError("serve.hop_seconds", f"{serve['hop_seconds']:g} s must not exceed serve.window_seconds "
+                                               f"({serve['window_seconds']:g} s): audio between windows would be "
+                                               "skipped")
+
     data = p["data"]
     if data["layout"] == "csv" and not data["csv"]["path"]:
         raise ParamsError("data.csv.path", "required when data.layout is csv")

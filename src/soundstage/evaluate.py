@@ -26,7 +26,7 @@ import pandas as pd
 
 from soundstage.bundle import Bundle, load_bundle
 from soundstage.features import load_logmels
-from soundstage.io import atomic_path, write_json
+from soundstage.io import atomic_path, write_html_table, write_json
 
 SCORED_SPLITS = ("val", "test")
 #: The scalar metrics of :func:`score` that get a bootstrap interval, in the order they are written.
@@ -454,7 +454,8 @@ def aggregate_folds(*, fold_dirs: Sequence[str | Path], out_dir: str | Path, spl
         ``split.k``; metrics ``<split>_<metric>`` (mean) and ``<split>_<metric>_std`` for the
         :data:`CI_METRICS`, ``<split>_f1_<label>`` (mean); this function's files under ``evaluation/``.
         The folds' runs are then nested under it. With one fold there is no parent: the fold's run is
-        the model's run and already holds its metrics. Folds without an MLflow run skip this (a warning).
+        the model's run and already holds its metrics; it gets the files of :data:`MODEL_FIGURES`.
+        Folds without an MLflow run skip this (a warning).
     tracking_uri : str, optional
         The MLflow store of the folds' runs; default :func:`soundstage.tracking.tracking_uri`.
 
@@ -540,10 +541,30 @@ def aggregate_folds(*, fold_dirs: Sequence[str | Path], out_dir: str | Path, spl
                           for fold, m in zip(ids, per_fold, strict=True)])
     with atomic_path(out_dir / "folds.csv") as tmp:
         table.to_csv(tmp, index=False)
+    write_html_table(out_dir / "folds.html", table, title=f"{model}: metrics per fold")
     write_json(out_dir / "metrics.json", out)
     if log_to_mlflow and k > 1:
         _log_parent(out, out_dir, tracking_uri=tracking_uri)
+    elif log_to_mlflow and out["provenance"]["bundles"][0]:
+        _log_figures(out["provenance"]["bundles"][0], out_dir, tracking_uri=tracking_uri)
     return out
+
+
+#: The files of a model's report that its figures are made of (per-class F1, normalized confusion).
+MODEL_FIGURES = ("per_class_f1.csv", "per_class_f1.png", "confusion_test_normalized.png")
+
+
+def _log_figures(run_id: str, out_dir: Path, *, tracking_uri: str | None) -> None:
+    """With one fold, log the model-level figures of ``out_dir`` into the fold's run under ``evaluation/``
+    (the fold's own confusion matrices are already there)."""
+    import mlflow
+
+    from soundstage import tracking
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri or tracking.tracking_uri())
+    for name in MODEL_FIGURES:
+        if (out_dir / name).is_file():
+            client.log_artifact(run_id, str(out_dir / name), artifact_path="evaluation")
 
 
 def _read_json(path: Path) -> Any:
@@ -632,7 +653,7 @@ def _log_parent(metrics: dict[str, Any], out_dir: Path, *, tracking_uri: str | N
         params["split.mode"] = tags[tracking.SPLIT_MODE_TAG] = split_info["mode"]
     if metrics["provenance"]["split_hash"] is not None:
         tags[tracking.SPLIT_HASH_TAG] = metrics["provenance"]["split_hash"]
-    names = ("metrics.json", "folds.csv", "per_class_f1.csv", "per_class_f1.png", "confusion_test_normalized.png",
+    names = ("metrics.json", "folds.csv", *MODEL_FIGURES,
              *(f"confusion_{s}.{ext}" for s in SCORED_SPLITS for ext in ("json", "png")))
     artifacts = [out_dir / name for name in names if (out_dir / name).is_file()]
     return tracking.log_parent_run(uri=tracking_uri or tracking.tracking_uri(), child_run_ids=run_ids,

@@ -78,6 +78,27 @@ def write_csv(path: str | Path, frame: pd.DataFrame) -> None:  # noqa: F821
         frame.to_csv(tmp, index=False)
 
 
+#: Style of the tables :func:`write_html_table` writes (read in the Snakemake report's viewer).
+_TABLE_CSS = ("body{font-family:sans-serif;font-size:14px;margin:16px}table{border-collapse:collapse}"
+              "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eee}"
+              "td:first-child,th:first-child{text-align:left}")
+
+
+def write_html_table(path: str | Path, frame: pd.DataFrame, *, title: str, max_rows: int = 1000) -> None:  # noqa: F821
+    """``frame`` as a standalone HTML page (a title, then the table; its first ``max_rows`` rows and a
+    note of how many were left out), for the Snakemake report, which shows HTML and not CSV."""
+    import html
+
+    shown = frame.head(max_rows)
+    more = len(frame) - len(shown)
+    note = f"<p>... and {more} more rows in the CSV file.</p>" if more > 0 else ""
+    body = shown.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0) if len(frame) else (
+        "<p>None.</p>")
+    write_text(path, f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                     f"<style>{_TABLE_CSS}</style></head><body><h3>{html.escape(title)}</h3>{body}{note}"
+                     "</body></html>\n")
+
+
 def write_parquet(path: str | Path, frame: pd.DataFrame) -> None:  # noqa: F821
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)

@@ -36,7 +36,7 @@ class PredictError:
 
 
 def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Training-time features of every segment of one file.
+    """Training-time features of every segment of one file: :func:`samples_features` of its decode.
 
     Returns
     -------
@@ -49,16 +49,46 @@ def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np
     AudioError
         Naming ``path``, for any file that cannot be decoded or preprocessed.
     """
-    pconf, fconf = bundle.process_config, bundle.feature_config
     try:
-        y, sr = load_audio(path, mono=pconf.mono)
-        segments, out_sr = preprocess(y, sr=sr, config=pconf)
+        y, sr = load_audio(path, mono=bundle.process_config.mono)
     except AudioError as exc:
         raise (exc.with_path(path) if exc.path is None else exc) from None
     except (ValueError, MemoryError) as exc:
         raise AudioError(path, "cannot_process", f"{type(exc).__name__}: {exc}") from None
+    return samples_features(bundle, y, sr=sr, source=path)
+
+
+def samples_features(bundle: Bundle, y: np.ndarray, *, sr: int,
+                     source: str | Path | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Training-time features of every segment of one decoded clip (a file, or a window of a stream).
+
+    Parameters
+    ----------
+    y : np.ndarray [shape=(channels, n) or (n,)], float32
+        At the native rate ``sr`` (Hz), as :func:`~soundstage.decode.load_audio` returns it (already
+        downmixed when the bundle's ``process.mono`` is set).
+    source : path-like or str, optional
+        Named in errors.
+
+    Returns
+    -------
+    summary, logmels
+        As :func:`file_features`.
+
+    Raises
+    ------
+    AudioError
+        Naming ``source``: ``silent``, ``too_short``, ``cannot_process``.
+    """
+    pconf, fconf = bundle.process_config, bundle.feature_config
+    try:
+        segments, out_sr = preprocess(y, sr=sr, config=pconf)
+    except AudioError as exc:
+        raise (exc.with_path(source) if exc.path is None and source is not None else exc) from None
+    except (ValueError, MemoryError) as exc:
+        raise AudioError(source, "cannot_process", f"{type(exc).__name__}: {exc}") from None
     if not segments:
-        raise AudioError(path, "too_short", "no segment left after preprocessing")
+        raise AudioError(source, "too_short", "no segment left after preprocessing")
     columns = bundle.meta["feature_columns"]
     summaries, logmels = [], []
     for seg in segments:
@@ -75,14 +105,45 @@ def file_features(bundle: Bundle, path: str | Path) -> tuple[np.ndarray, list[np
     return np.asarray(summaries, dtype=np.float32), logmels
 
 
-def predict_file(bundle: Bundle, path: str | Path) -> np.ndarray:
-    """Class probabilities ``[shape=(n_labels,)]`` of one file (mean over its segments)."""
-    summary, logmels = file_features(bundle, path)
+def predict_features(bundle: Bundle, summary: np.ndarray, logmels: list[np.ndarray]) -> np.ndarray:
+    """Class probabilities ``[shape=(n_labels,)]`` of one clip from its segments' features (their mean)."""
     if bundle.kind == "keras_cnn":
         probs = bundle.predict(logmels=logmels)
     else:
         probs = bundle.predict(summary=summary)
     return probs.mean(axis=0)
+
+
+def predict_samples(bundle: Bundle, y: np.ndarray, *, sr: int, source: str | Path | None = None) -> np.ndarray:
+    """Class probabilities ``[shape=(n_labels,)]`` of one decoded clip (see :func:`samples_features`)."""
+    return predict_features(bundle, *samples_features(bundle, y, sr=sr, source=source))
+
+
+def predict_file(bundle: Bundle, path: str | Path) -> np.ndarray:
+    """Class probabilities ``[shape=(n_labels,)]`` of one file (mean over its segments)."""
+    return predict_features(bundle, *file_features(bundle, path))
+
+
+def predict_bytes(bundle: Bundle, data: bytes, *, name: str = "audio") -> np.ndarray:
+    """Class probabilities ``[shape=(n_labels,)]`` of one audio file given as its bytes (an upload, an
+    MLflow request): :func:`predict_file` on those bytes written to a private temporary file.
+
+    Raises
+    ------
+    AudioError
+        Naming ``name`` (not the temporary file), for bytes that cannot be decoded or preprocessed.
+    """
+    import tempfile
+
+    # A file, not a buffer: load_audio's checks (MPEG frame walk, lengths) work on paths, so bytes and
+    # files take one decoding path and give the same numbers.
+    with tempfile.TemporaryDirectory(prefix="soundstage-predict-") as tmp:
+        path = Path(tmp) / "audio"
+        path.write_bytes(data)
+        try:
+            return predict_file(bundle, path)
+        except AudioError as exc:
+            raise AudioError(name, exc.reason, exc.detail.replace(str(path), name)) from None
 
 
 def predict(*, bundle_dir: str | Path, files: list[str | Path]) -> tuple[pd.DataFrame, list[PredictError]]:

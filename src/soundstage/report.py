@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soundstage.io import atomic_path, read_csv, write_csv, write_text
+from soundstage.io import atomic_path, read_csv, write_csv, write_html_table, write_text
 from soundstage.rejections import (
     NOT_COUNTED,
     REASONS,
@@ -237,6 +237,16 @@ def _figure(path: Path, draw: Callable) -> None:
     plt.close(fig)
 
 
+def formats_seen(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Clips per ``format, sample_rate, channels`` of the manifest (``clips`` column), most common first."""
+    keys = ["format", "sample_rate", "channels"]
+    if not len(manifest):
+        return pd.DataFrame(columns=[*keys, "clips"])
+    seen = manifest.groupby(keys, dropna=False).size().rename("clips").reset_index()
+    return seen.sort_values(["clips", *keys], ascending=[False, True, True, True], kind="stable").reset_index(
+        drop=True)
+
+
 def _md_table(frame: pd.DataFrame) -> str:
     """``frame`` as a Markdown table: text cells on one line with ``|`` escaped, and never read as
     numbers (a label ``007`` stays ``007``); cells unpadded."""
@@ -296,8 +306,10 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
                    max_listed: int = MAX_LISTED, max_rejected_share: float | None = None, seed: int = 0,
                    saved: Sequence[str] = tuple(EXAMPLE_MATRICES)) -> Path:
     """Write ``out_dir/report.md``, its figures (``class_balance.png``, ``durations.png``, and the
-    example figures under ``examples/``, see :func:`write_examples`) and ``rejected.csv``; return the
-    report's path.
+    example figures under ``examples/``, see :func:`write_examples`), ``rejected.csv``, and the tables of
+    the Snakemake report as HTML (``rejected.html``, ``formats.html``: :func:`formats_seen`,
+    ``split_counts.html``: the split's ``counts.csv``, "None." before the split); return the report's
+    path.
 
     Parameters
     ----------
@@ -328,6 +340,12 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     split = _read_split(split_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "rejected.csv", rejected)
+    counts = split[2] if split is not None and split[2] is not None else pd.DataFrame(
+        columns=["fold", "label", *SPLITS, "total"])
+    for name, frame, title in (("rejected", rejected, "Rejected files"),
+                               ("formats", formats_seen(manifest), "Clips per format, sample rate and channels"),
+                               ("split_counts", counts, "Rows per class and split, per fold")):
+        write_html_table(out_dir / f"{name}.html", frame, title=title)
 
     by_stage = rejected["stage"].value_counts()
     dur = pd.to_numeric(manifest["duration"], errors="coerce")

@@ -14,9 +14,9 @@ A cross-validated model has one run per fold (tag ``soundstage.fold``) and, once
 evaluated, a parent run holding their means and standard deviations, under which the UI nests them
 (:func:`log_parent_run`).
 
-An experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`), so that the MLflow 3 UI opens it
-on its runs, not on GenAI traces; a training run logs its dataset as an input (:func:`log_dataset`), which
-fills the run table's Dataset column.
+An experiment is tagged as model training (:data:`EXPERIMENT_KIND_TAG`), what MLflow 3 reads to show it
+with its runs, not GenAI traces (the 3.17 UI lets a per-browser switch override it); a training run
+logs its dataset as an input (:func:`log_dataset`), which fills the run table's Dataset column.
 """
 
 from __future__ import annotations

@@ -216,7 +216,10 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
     from ``audio_dir``. The MLflow run gets ``flat_params`` as params,
     ``tags`` (git commit, data versions...), tag ``split.hash`` (:func:`soundstage.split.assignment_hash`
     of the whole folds table) and tag ``soundstage.fold``, the training curves, the bundle (as artifacts under
-    ``bundle/``) and the model with its MLflow flavor (``sklearn`` in skops format, or ``keras``).
+    ``bundle/``), the model with its MLflow flavor (``sklearn`` in skops format, or ``keras``) as
+    ``model``, and the whole chain as the pyfunc model ``pipeline`` (:func:`soundstage.pyfunc.log_pipeline`:
+    audio in, label and probabilities out), registered as a new version of the registered model named
+    ``experiment``.
     The bundle records ``params_hash``, :func:`soundstage.cache.key_of` of ``flat_params``, the
     split hash as ``training.split_hash`` and the fold as ``training.fold``.
 
@@ -231,6 +234,7 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
     import mlflow
 
     from soundstage.features_core import FeatureConfig
+    from soundstage.pyfunc import log_pipeline
     from soundstage.split import assignment_hash, read_folds, rows_of_fold
     from soundstage.tracking import FOLD_TAG, SPLIT_HASH_TAG, dataset_profile, log_dataset, start_run
 
@@ -285,6 +289,8 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
         # The whole bundle: `soundstage predict` works on a copy downloaded from MLflow.
         mlflow.log_artifacts(str(out_dir), artifact_path="bundle")
         _log_model(fitted, model, example=_example_input(fitted, model, table, meta))
+        # The whole chain (audio in, label out), registered as a new version of the experiment's model.
+        log_pipeline(out_dir, registered_model_name=experiment)
     return bundle
 
 

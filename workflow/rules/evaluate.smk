@@ -3,10 +3,20 @@ rule evaluate:
         unpack(get_evaluate_inputs),
     output:
         metrics="reports/evaluate/{model}/folds/{fold}/metrics.json",
-        confusion=expand(
-            "reports/evaluate/{{model}}/folds/{{fold}}/confusion_{split}.{ext}",
-            split=["val", "test"],
-            ext=["json", "png"],
+        confusion=expand("reports/evaluate/{{model}}/folds/{{fold}}/confusion_{split}.json", split=["val", "test"]),
+        confusion_test=report(
+            "reports/evaluate/{model}/folds/{fold}/confusion_test.png",
+            caption="../report/confusion_fold.rst",
+            category="Folds",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "confusion matrix, test"},
+        ),
+        confusion_val=report(
+            "reports/evaluate/{model}/folds/{fold}/confusion_val.png",
+            caption="../report/confusion_fold.rst",
+            category="Folds",
+            subcategory="{model}",
+            labels={"model": "{model}", "fold": "{fold}", "figure": "confusion matrix, val"},
         ),
         predictions=expand("reports/evaluate/{{model}}/folds/{{fold}}/predictions_{split}.csv", split=["val", "test"]),
     log:
@@ -31,6 +41,13 @@ rule aggregate:
     output:
         metrics="reports/evaluate/{model}/metrics.json",
         folds="reports/evaluate/{model}/folds.csv",
+        folds_table=report(
+            "reports/evaluate/{model}/folds.html",
+            caption="../report/metrics.rst",
+            category="Models",
+            subcategory="{model}",
+            labels={"model": "{model}", "figure": "metrics per fold"},
+        ),
         confusion=expand("reports/evaluate/{{model}}/confusion_{split}.json", split=["val", "test"]),
         confusion_test=report(
             "reports/evaluate/{model}/confusion_test.png",

@@ -23,6 +23,24 @@ rule report:
             category="Dataset",
             labels={"figure": "durations"},
         ),
+        rejected=report(
+            "reports/dataset/rejected.html",
+            caption="../report/rejected.rst",
+            category="Dataset",
+            labels={"figure": "rejected files"},
+        ),
+        formats=report(
+            "reports/dataset/formats.html",
+            caption="../report/formats.rst",
+            category="Dataset",
+            labels={"figure": "formats, sample rates, channels"},
+        ),
+        split_counts=report(
+            "reports/dataset/split_counts.html",
+            caption="../report/split_counts.rst",
+            category="Dataset",
+            labels={"figure": "split counts per class"},
+        ),
         examples=report(
             directory("reports/dataset/examples"),
             patterns=["{label}/{clip}.png"],
