@@ -342,6 +342,29 @@ def test_promote_sets_champion_on_the_best_version_and_predict_uses_it(project, 
     assert not list(Path(tmp_path).iterdir())  # nothing downloaded or created here (no ./mlflow.db either)
 
 
+def test_serve_takes_a_models_reference(project, mlflow_uri, tmp_path, monkeypatch):
+    """`soundstage serve models:/<name>/<version>` serves that version's bundle, downloaded for as long as
+    it serves and removed after."""
+    import mlflow
+
+    from soundstage import serve as serve_module
+
+    version = mlflow.MlflowClient().search_model_versions(f"name = '{NAME}'")[0]
+    seen = {}
+
+    def fake_serve(bundle, *, host, port, limits):
+        seen.update(bundle=Path(bundle), meta=json.loads((Path(bundle) / "bundle.json").read_text()), host=host)
+
+    monkeypatch.setattr(serve_module, "serve", fake_serve)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", project["uri"])
+    assert cli.main(["serve", f"models:/{NAME}/{version.version}", "--port", "0"]) == 0
+    run_model = next(m for m, r in project["runs"].items() if r == version.run_id)
+    assert seen["meta"]["model"] == run_model and seen["host"] == "127.0.0.1"
+    assert not seen["bundle"].exists()  # the download is gone once the service stops
+    assert cli.main(["serve", f"models:/{NAME}@nosuch"]) == 1
+
+
 @pytest.mark.parametrize("ref, message", [
     (f"models:/{NAME}@nosuch", "alias nosuch not found"),
     (f"models:/{NAME}/99", "version=99"),

@@ -349,7 +349,15 @@ def cmd_predict(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
 def cmd_serve(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage.config import validate_params
+    from soundstage.registry import is_model_uri, local_bundle
     from soundstage.serve import ServeLimits, serve
+
+    if is_model_uri(args.bundle):  # runs:/... or models:/...: serve its bundle, downloaded while serving
+        from soundstage import tracking
+
+        uri = tracking.tracking_uri(((p or {}).get("mlflow") or {}).get("tracking_uri"))
+        with local_bundle(args.bundle, tracking_uri=uri) as bundle:
+            return cmd_serve(argparse.Namespace(**{**vars(args), "bundle": str(bundle)}), p)
 
     # params.yaml's serve section when the file exists (else the schema's defaults); flags override.
     settings = dict((p or validate_params({}))["serve"])
