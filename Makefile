@@ -5,6 +5,7 @@
 #   make test-fast   the unit tests alone (under a minute), for the edit-test loop
 #   make lint   ruff, snakemake --lint and snakefmt --check
 #   make system-deps   the Debian packages tests use (Chromium, a one-node SLURM, munge), as root
+#   make pull   in a fresh clone: dvc pull, then Snakemake told what DVC knows (nothing left to do)
 #   make screenshots   after make run: docs/*.png of the report and the MLflow UI (headless Chromium)
 #   make report after a run: the Snakemake report (reports/report.html: dataset, example clips, models)
 PYTHON ?= python3.11
@@ -19,7 +20,7 @@ export MKL_NUM_THREADS := 1
 export NUMBA_NUM_THREADS := 1
 export KERAS_BACKEND := jax
 
-.PHONY: run test test-fast lint install system-deps dvc-repro compare report screenshots clean
+.PHONY: run test test-fast lint install system-deps dvc-repro pull compare report screenshots clean
 
 install: $(STAMP)
 
@@ -65,6 +66,15 @@ lint: install
 
 dvc-repro: install
 	dvc repro
+
+# A fresh clone (after `make install`): the committed run's data and results from the DVC remote; once
+# `dvc status` says they are what the committed code, params and data give, Snakemake records them
+# (`--touch`: stamped in pipeline order, nothing recomputed, no byte changed), since `dvc pull` writes
+# files in no order and a clone has no Snakemake metadata.
+pull:
+	dvc pull
+	@dvc status --quiet || { dvc status; echo "make pull: the pulled outputs differ from dvc.lock; not stamping them" >&2; exit 1; }
+	snakemake --workflow-profile workflow/profiles/default --cores all --touch --forceall --quiet
 
 compare: install
 	soundstage compare
