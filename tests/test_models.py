@@ -444,3 +444,125 @@ def test_import_is_cheap():
     code = "import sys, soundstage.models; print('keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------ crop length, batch streams, progress
+
+
+@pytest.mark.parametrize(("lengths", "expected"), [
+    ([7] * 100, 8),                         # 0.44 s clips at 8 kHz, hop 512: the floor, not 128
+    ([20] * 95 + [300] * 5, 20),            # the 5 % longest do not set the crop
+    ([20] * 94 + [300] * 6, 128),           # ...but 6 % do, capped at 128
+    (list(range(1, 101)), 95),              # the least length 95 % of the clips do not exceed
+    ([5000, 4000], 128),
+    ([33], 33),
+])
+def test_auto_crop_frames_rule(lengths, expected):
+    rng = np.random.default_rng(0)
+    assert M.auto_crop_frames(rng.permutation(np.array(lengths))) == expected
+    assert M.resolve_crop_frames("auto", lengths) == expected
+    assert M.resolve_crop_frames(48, lengths) == 48  # an integer is taken as is
+
+
+@pytest.mark.parametrize("lengths", [[], [0, 10], [-3], [10.5, 20.0], [[10, 20]]])
+def test_auto_crop_frames_refuses_bad_lengths(lengths):
+    with pytest.raises(ValueError, match="frame count"):
+        M.auto_crop_frames(np.array(lengths))
+
+
+@pytest.mark.parametrize("value", [0, -8, "big", "AUTO", True, 12.0, None])
+def test_resolve_crop_frames_refuses_bad_values_naming_the_key(value):
+    with pytest.raises(ValueError, match=r"keras_cnn\.crop_frames must be 'auto' or an integer >= 1"):
+        M.resolve_crop_frames(value, [40, 40])
+
+
+@pytest.fixture(scope="module")
+def spec_files(tmp_path_factory):
+    """Raw dB "log-mels" of different lengths as .npy files (as `features` writes them) and their stats."""
+    root = tmp_path_factory.mktemp("logmel")
+    r = np.random.default_rng(4)
+    specs = [(r.normal(-40.0, 12.0, size=(16, n))).astype(np.float32) for n in (50, 7, 31, 24, 90, 12, 40)]
+    for i, s in enumerate(specs):
+        np.save(root / f"c{i}.npy", s)
+    frames = np.concatenate(specs, axis=1)
+    stats = {"mean": frames.mean(axis=1), "std": frames.std(axis=1)}
+    maps = [np.load(root / f"c{i}.npy", mmap_mode="r") for i in range(len(specs))]
+    return specs, maps, stats, np.arange(len(specs)) % N_CLASSES
+
+
+def test_crop_batches_read_from_files_equal_the_in_memory_ones(spec_files):
+    specs, maps, stats, y = spec_files
+    def standardize(s):
+        return M.standardize_logmel(s, **stats)
+
+    in_memory = [standardize(s) for s in specs]  # the whole set standardized up front
+    kw = dict(crop_frames=24, crops_per_clip=3, batch_size=4, seed=5,
+              augment={"freq_masks": 1, "freq_width": 3, "time_masks": 1, "time_width": 3})
+    lazy = M._make_crop_dataset(maps, y, standardize=standardize, **kw)
+    eager = M._make_crop_dataset(in_memory, y, **kw)
+    assert len(lazy) == len(eager) == 21 // 4  # full batches only
+    seen = []
+    for _epoch in range(2):
+        for i in reversed(range(len(lazy))):  # any order: batch i is batch i
+            (xa, ya), (xb, yb) = lazy[i], eager[i]
+            assert xa.shape == (4, 16, 24, 1) and xa.dtype == np.float32
+            np.testing.assert_allclose(xa, xb, rtol=0, atol=1e-6)
+            np.testing.assert_array_equal(ya, yb)
+            np.testing.assert_array_equal(lazy[i][0], xa)  # asked twice: the same batch
+            seen.append(xa)
+        lazy.on_epoch_begin()
+        eager.on_epoch_begin()
+    assert not np.array_equal(seen[0], seen[len(lazy)])  # a new epoch draws new crops
+    # Each crop is a standardized window of its clip, zero-padded when the clip is short.
+    x, labels = M._make_crop_dataset(maps, y, standardize=standardize, **{**kw, "augment": None})[0]
+    for crop, label in zip(x[..., 0], labels, strict=True):
+        windows = [np.concatenate([w, np.zeros((16, 24 - w.shape[1]), np.float32)], axis=1)
+                   for k, s in enumerate(in_memory) if y[k] == label
+                   for w in (s[:, j:j + 24] for j in range(max(1, s.shape[1] - 23)))]
+        assert any(np.allclose(crop, w, atol=1e-6) for w in windows)
+
+
+def test_sliding_batches_read_from_files_equal_the_stacked_crops(spec_files):
+    specs, maps, stats, y = spec_files
+    def standardize(s):
+        return M.standardize_logmel(s, **stats)
+
+    data = M._make_sliding_dataset(maps, y, crop_frames=24, hop_frames=10, batch_size=8, standardize=standardize)
+    x = np.concatenate([data[i][0] for i in range(len(data))])
+    labels = np.concatenate([data[i][1] for i in range(len(data))])
+    expected, owner = M._stack_sliding([standardize(s) for s in specs], crop_frames=24, hop_frames=10)
+    np.testing.assert_allclose(x, expected, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(labels, y[owner])
+    assert max(len(data[i][0]) for i in range(len(data))) == 8
+
+
+def test_time_masks_shrink_with_the_crop():
+    aug = {"freq_masks": 2, "freq_width": 8, "time_masks": 2, "time_width": 16}
+    assert M._time_mask_cap(aug, 128) == aug
+    assert M._time_mask_cap(aug, 40) == {**aug, "time_width": 5}
+    assert M._time_mask_cap(aug, 7)["time_width"] == 1
+    assert M._time_mask_cap(None, 40) is None
+
+
+def test_cnn_auto_crop_follows_the_clips_and_logs_each_epoch(spec_files, capsys):
+    specs, maps, stats, y = spec_files
+    model, history = M.fit_keras_cnn(maps, y, maps[:3], y[:3], n_classes=N_CLASSES, crop_frames="auto",
+                                     hop_frames=500, crops_per_clip=1, filters=(4,), batch_size=4, epochs=2,
+                                     patience=2, seed=1, standardize=lambda s: M.standardize_logmel(s, **stats))
+    assert model.input_shape[2] == M.auto_crop_frames([s.shape[1] for s in specs]) == 90
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("keras_cnn epoch")]
+    assert len(lines) == len(history["loss"]) == 2
+    assert lines[0].startswith("keras_cnn epoch 1/2: loss ")
+    for ln in lines:
+        assert "val_loss" in ln and "val_accuracy" in ln and ln.endswith(" s")
+
+
+def test_mlp_logs_one_line_per_epoch_to_stderr(blobs, capsys):
+    b = blobs
+    _, history = M.fit_keras_mlp(b["Z_tr"], b["y_tr"], b["Z_va"], b["y_va"], **{**MLP_KW, "epochs": 3})
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("keras_mlp epoch")]
+    assert [ln.split(":")[0] for ln in lines] == [f"keras_mlp epoch {i}/3" for i in range(1, len(history["loss"]) + 1)]
+    assert all(", val_loss " in ln and ", val_accuracy " in ln for ln in lines)
+    M.fit_keras_mlp(b["Z_tr"], b["y_tr"], None, None, **{**MLP_KW, "epochs": 1}, verbose=0)
+    assert "keras_mlp epoch" not in capsys.readouterr().err  # explicit verbose=0: quiet

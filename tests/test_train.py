@@ -41,7 +41,7 @@ PARAMS = {
                       "class_weight": "balanced"},
     "keras_mlp": {"hidden": [16], "dropout": 0.1, "l2": 0.0, "learning_rate": 0.01, "batch_size": 8,
                   "epochs": 6, "patience": 3, "lr_factor": 0.5, "lr_patience": 2},
-    "keras_cnn": {"crop_frames": 16, "crops_per_clip": 2, "hop_frames": None, "filters": [4, 8], "first_stride": 2,
+    "keras_cnn": {"crop_frames": "auto", "crops_per_clip": 2, "hop_frames": None, "filters": [4, 8], "first_stride": 2,
                   "dropout": 0.1, "learning_rate": 0.01, "batch_size": 8, "epochs": 3, "patience": 2,
                   "lr_factor": 0.5, "lr_patience": 1,
                   "spec_augment": {"freq_masks": 1, "freq_width": 2, "time_masks": 1, "time_width": 3}},
@@ -179,11 +179,13 @@ def test_fit_uses_augmented_rows_but_real_statistics(dataset):
 
 
 @pytest.mark.parametrize("model", ["random_forest", "keras_mlp", "keras_cnn"])
-def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
+def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model, capsys):
     import mlflow
 
     bundle = run_train(dataset, model, tmp_path / "models" / model, uri,
                        augment=AUGMENT if model == "keras_cnn" else None)
+    # One line per epoch in the job log (stderr), as the epochs run.
+    progress = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(f"{model} epoch ")]
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.get_run(bundle.meta["mlflow"]["run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "toyset"
@@ -208,7 +210,12 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
         assert bundle.meta["training"]["augment"]["copies"] == 1
     if model != "random_forest":
         assert 1 <= metrics["epochs_trained"] <= PARAMS[model]["epochs"]
+        assert [ln.split(":")[0] for ln in progress] == [f"{model} epoch {i}/{PARAMS[model]['epochs']}"
+                                                         for i in range(1, int(metrics["epochs_trained"]) + 1)]
+        assert all(": loss " in ln and ", val_loss " in ln and ln.endswith(" s") for ln in progress)
         assert len(client.get_metric_history(run.info.run_id, "history_val_loss")) == metrics["epochs_trained"]
+    else:
+        assert progress == []
     bundle_files = {f.path for f in client.list_artifacts(run.info.run_id, "bundle")}
     assert {"bundle/bundle.json", f"bundle/{M.MODEL_FILENAMES[model]}"} <= bundle_files
 
@@ -222,9 +229,17 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model):
     if model == "keras_cnn":
         from soundstage.features import load_logmels
 
+        # crop_frames: auto: the crop the train clips need (0.5 s at hop 64: 63 frames, not a padded 128),
+        # recorded in the bundle for predict / evaluate / stream.
+        lengths = [s.shape[1] for s in load_logmels(table.loc[table["split"] == "train", "id"].tolist(),
+                                                    dataset["root"] / "logmel")]
+        crop = M.auto_crop_frames(lengths)
+        assert crop == max(lengths) == 63
+        assert load_bundle(bundle.directory).meta["cnn"] == {"crop_frames": crop, "hop_frames": crop // 2}
+        assert bundle.model.input_shape[2] == crop
         stats = bundle.meta["logmel_stats"]
         mean, std = np.asarray(stats["mean"])[:, None], np.asarray(stats["std"])[:, None]
-        x = np.stack([M.sliding_crops(((s - mean) / std).astype(np.float32), crop_frames=16)[0]
+        x = np.stack([M.sliding_crops(((s - mean) / std).astype(np.float32), crop_frames=crop)[0]
                       for s in load_logmels(rows["id"].tolist(), dataset["root"] / "logmel")])[..., None]
     else:
         x = rows[bundle.meta["feature_columns"]].to_numpy(np.float32)

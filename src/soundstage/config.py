@@ -231,6 +231,12 @@ def _semantic_checks(p: dict[str, Any]) -> None:
     if "logmel" not in feats["save"] and "keras_cnn" in p["train"]["models"]:
         raise ParamsError("features.save", "keras_cnn trains on log-mels: keep 'logmel' in features.save")
 
+    cnn = p["keras_cnn"]
+    if cnn["hop_frames"] is not None and cnn["crop_frames"] != "auto" and cnn["hop_frames"] > cnn["crop_frames"]:
+        # with auto the hop is lowered to the crop at training (models.fit_keras_cnn)
+        raise ParamsError("keras_cnn.hop_frames", f"{cnn['hop_frames']} must not exceed keras_cnn.crop_frames "
+                                                  f"({cnn['crop_frames']}): sliding crops would skip frames")
+
     for key in ("noise_snr_db", "time_stretch", "pitch_shift", "gain_db"):
         bounds = p["augment"][key]
         if bounds is not None and bounds[0] > bounds[1]:

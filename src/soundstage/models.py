@@ -12,7 +12,10 @@ Conventions
   per mel bin on the train split), so ``0`` is the neutral fill value for padding and masking.
 - Randomness is explicit: a ``seed`` (training) or a ``numpy.random.Generator`` (augmentation).
   Keras training never relies on the global NumPy/Python RNG for data order: each epoch's
-  permutation and crops come from ``np.random.default_rng([seed, epoch])``.
+  permutation and crops come from ``np.random.default_rng([seed, epoch])``, the CNN's masks of
+  batch ``i`` from ``np.random.default_rng([seed, epoch, i])``.
+- Keras data are ``PyDataset`` objects built batch by batch: memory follows the batch, not the data set.
+- Keras fits print one line per epoch to stderr (Keras' progress bar on a terminal).
 
 Keras (JAX backend) is imported lazily so that importing this module stays cheap.
 """
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -77,6 +82,16 @@ TRUSTED_KERAS_OBJECTS: tuple[str, ...] = (
 #: far beyond any model of this project, so only a broken or hostile file reaches it.
 MAX_MODEL_BYTES = 2 << 30
 STD_FLOOR = 1e-8
+#: ``keras_cnn.crop_frames: auto`` (:func:`auto_crop_frames`): the crop is this percentile of the training
+#: clips' log-mel lengths (frames: the least length 95 % of the clips do not exceed), kept within
+#: ``AUTO_CROP_MIN_FRAMES`` (the schema's least ``crop_frames``) .. ``AUTO_CROP_MAX_FRAMES`` (~3 s at 22050 Hz,
+#: hop 512).
+AUTO_CROP_PERCENTILE = 95.0
+AUTO_CROP_MIN_FRAMES = 8
+AUTO_CROP_MAX_FRAMES = 128
+#: SpecAugment time masks are at most this share of the crop (``time_width`` 16 of 128 frames), so a short
+#: crop is not masked whole.
+TIME_MASK_SHARE = 1 / 8
 
 
 def _keras() -> Any:
@@ -281,6 +296,36 @@ def _compile(model: Any, learning_rate: float) -> None:
     )
 
 
+def epoch_log(name: str, *, epochs: int, stream: Any = None) -> Any:
+    """A Keras callback printing one line per epoch to ``stream`` (default: ``sys.stderr`` at print time,
+    the job log): ``<name> epoch 3/40: loss 0.81, accuracy 0.71, val_loss 0.65, ..., 12.3 s``."""
+    keras = _keras()
+
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self._t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            first = [k for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
+            values = ", ".join(f"{k} {float(logs[k]):.4g}" for k in [*first, *(k for k in logs if k not in first)])
+            print(f"{name} epoch {epoch + 1}/{epochs}: {values}, {time.perf_counter() - self._t0:.1f} s",
+                  file=stream or sys.stderr, flush=True)
+
+    return EpochLog()
+
+
+def _progress(name: str, *, epochs: int, verbose: int | None) -> tuple[int, list[Any]]:
+    """Keras ``verbose`` and extra callbacks. ``verbose=None``: Keras' progress bar when stderr is a
+    terminal, else one :func:`epoch_log` line per epoch (a job log has no use for a bar); any other value
+    is Keras' own (0: silent)."""
+    if verbose is not None:
+        return verbose, []
+    if sys.stderr.isatty():
+        return 1, []
+    return 0, [epoch_log(name, epochs=epochs)]
+
+
 # --------------------------------------------------------------------------------------------
 # Dense net on summary features
 # --------------------------------------------------------------------------------------------
@@ -330,7 +375,7 @@ def fit_keras_mlp(
     lr_factor: float = 0.5,
     lr_patience: int | None = None,
     seed: int,
-    verbose: int = 0,
+    verbose: int | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train :func:`build_mlp` with Adam and sparse categorical cross-entropy.
 
@@ -343,6 +388,9 @@ def fit_keras_mlp(
     masks; the per-epoch order comes from ``np.random.default_rng([seed, epoch])`` rather than
     Keras' own shuffle, which draws from the global NumPy RNG on the JAX backend. Each epoch
     uses ``len(X_train) // batch_size`` full batches (the left-over samples differ per epoch).
+
+    Progress: ``verbose=None`` shows Keras' bar when stderr is a terminal, else prints one line per
+    epoch to stderr (:func:`epoch_log`); an explicit ``verbose`` is Keras' (0 prints nothing).
 
     Returns
     -------
@@ -367,13 +415,14 @@ def fit_keras_mlp(
     data = _make_shuffled_dataset(
         X_train.astype(np.float32), y_train, batch_size=batch_size, seed=seed
     )
+    verbose, progress = _progress("keras_mlp", epochs=epochs, verbose=verbose)
     history = model.fit(
         data,
         validation_data=validation,
         epochs=epochs,
         shuffle=False,  # order is handled by the dataset; Keras would use global `random`
         callbacks=_callbacks(monitor="val_loss" if validation else "loss", patience=patience,
-                             lr_factor=lr_factor, lr_patience=lr_patience),
+                             lr_factor=lr_factor, lr_patience=lr_patience) + progress,
         verbose=verbose,
     )
     return model, _history_dict(history)
@@ -528,25 +577,109 @@ def random_crops(
     )
 
 
+def sliding_starts(n_frames: int, *, crop_frames: int, hop_frames: int | None = None) -> list[int]:
+    """Start frames of :func:`sliding_crops`: ``0, hop, 2*hop, ...`` plus one flush with the end of a
+    clip of ``n_frames`` frames (one start, 0, for a clip shorter than ``crop_frames``)."""
+    hop = hop_frames or max(1, crop_frames // 2)
+    if crop_frames < 1 or hop < 1:
+        raise ValueError(f"need crop_frames >= 1 and hop_frames >= 1, got {crop_frames}, {hop}")
+    last = max(int(n_frames), crop_frames) - crop_frames
+    starts = list(range(0, last + 1, hop))
+    if starts[-1] != last:  # cover the tail of the clip too
+        starts.append(last)
+    return starts
+
+
 def sliding_crops(spec: np.ndarray, *, crop_frames: int, hop_frames: int | None = None) -> np.ndarray:
-    """All crops at starts ``0, hop, 2*hop, ...`` plus one flush with the end of the clip.
+    """All crops at :func:`sliding_starts`.
 
     Returns ``np.ndarray [shape=(n_crops, n_mels, crop_frames)]``; a clip shorter than
     ``crop_frames`` gives one zero-padded crop. ``hop_frames`` defaults to ``crop_frames // 2``.
     """
-    hop = hop_frames or max(1, crop_frames // 2)
-    if crop_frames < 1 or hop < 1:
-        raise ValueError(f"need crop_frames >= 1 and hop_frames >= 1, got {crop_frames}, {hop}")
-    spec = _pad_frames(_check_spec(spec), crop_frames)
-    last = spec.shape[1] - crop_frames
-    starts = list(range(0, last + 1, hop))
-    if starts[-1] != last:  # cover the tail of the clip too
-        starts.append(last)
+    starts = sliding_starts(_check_spec(spec).shape[1], crop_frames=crop_frames, hop_frames=hop_frames)
+    spec = _pad_frames(np.asarray(spec), crop_frames)
     return np.stack([spec[:, s : s + crop_frames] for s in starts])
 
 
+def auto_crop_frames(
+    n_frames: Sequence[int] | np.ndarray,
+    *,
+    percentile: float = AUTO_CROP_PERCENTILE,
+    min_frames: int = AUTO_CROP_MIN_FRAMES,
+    max_frames: int = AUTO_CROP_MAX_FRAMES,
+) -> int:
+    """The crop length of ``keras_cnn.crop_frames: auto``, from the training clips' lengths.
+
+    The ``percentile``-th percentile of ``n_frames`` (``np.percentile`` method ``inverted_cdf``: the
+    least clip length that ``percentile`` % of the clips do not exceed), clipped to
+    ``min_frames .. max_frames``. So 95 % of the clips (by default) fit whole in one crop, which is then
+    hardly padding, and long clips are still seen through crops of at most ``max_frames`` frames (random
+    at training, sliding at inference).
+
+    Parameters
+    ----------
+    n_frames : sequence of int [shape=(n_clips,)]
+        Log-mel frames of each training clip (``spec.shape[1]``).
+
+    Returns
+    -------
+    int, frames
+    """
+    lengths = np.asarray(n_frames)
+    if lengths.ndim != 1 or lengths.size == 0:
+        raise ValueError(f"need the frame count of at least one clip, got shape {lengths.shape}")
+    if not np.issubdtype(lengths.dtype, np.integer) or (lengths < 1).any():
+        raise ValueError("frame counts must be positive integers")
+    if not 1 <= min_frames <= max_frames:
+        raise ValueError(f"need 1 <= min_frames <= max_frames, got {min_frames}, {max_frames}")
+    q = np.percentile(lengths, percentile, method="inverted_cdf")
+    return int(np.clip(q, min_frames, max_frames))
+
+
+def resolve_crop_frames(crop_frames: int | str, n_frames: Sequence[int] | np.ndarray) -> int:
+    """``keras_cnn.crop_frames`` as frames: an integer >= 1 as is, ``"auto"`` by :func:`auto_crop_frames`.
+
+    Raises
+    ------
+    ValueError
+        Naming ``keras_cnn.crop_frames``, for anything else (0, negative, other text, a boolean).
+    """
+    if isinstance(crop_frames, str) and crop_frames == "auto":
+        return auto_crop_frames(n_frames)
+    if isinstance(crop_frames, bool) or not isinstance(crop_frames, (int, np.integer)) or crop_frames < 1:
+        raise ValueError(f"keras_cnn.crop_frames must be 'auto' or an integer >= 1, got {crop_frames!r}")
+    return int(crop_frames)
+
+
+Standardizer = Callable[[np.ndarray], np.ndarray]
+
+
+def _read_crops(
+    specs: Sequence[Any], clips: np.ndarray, starts: np.ndarray, crop_frames: int, standardize: Standardizer | None
+) -> np.ndarray:
+    """Frames ``s .. s + crop_frames`` of ``specs[c]`` for each ``(c, s)`` (a memory map reads only those),
+    standardized (per bin, so cropping first changes nothing; one call for the whole batch) and
+    zero-padded: ``np.ndarray [shape=(len(clips), n_mels, crop_frames)]``, float32."""
+    raw = [np.asarray(specs[c][:, s : s + crop_frames]) for c, s in zip(clips, starts, strict=True)]
+    if standardize is not None:
+        widths = np.cumsum([r.shape[1] for r in raw])[:-1]
+        raw = np.split(standardize(np.concatenate(raw, axis=1)), widths, axis=1)
+    out = np.zeros((len(raw), raw[0].shape[0] if raw else 0, crop_frames), dtype=np.float32)
+    for k, r in enumerate(raw):
+        out[k, :, : r.shape[1]] = r
+    return out
+
+
+def _time_mask_cap(augment: dict[str, int] | None, crop_frames: int) -> dict[str, int] | None:
+    """``augment`` with ``time_width`` at most ``TIME_MASK_SHARE`` of the crop (at least 1)."""
+    if augment is None:
+        return None
+    cap = max(1, int(crop_frames * TIME_MASK_SHARE))
+    return {**augment, "time_width": min(int(augment.get("time_width", 16)), cap)}
+
+
 def _make_crop_dataset(
-    specs: Sequence[np.ndarray],
+    specs: Sequence[Any],
     y: np.ndarray,
     *,
     crop_frames: int,
@@ -554,45 +687,89 @@ def _make_crop_dataset(
     batch_size: int,
     augment: dict[str, int] | None,
     seed: int,
+    standardize: Standardizer | None = None,
 ) -> Any:
-    """A ``keras.utils.PyDataset`` drawing fresh random (augmented) crops at every epoch."""
+    """A ``keras.utils.PyDataset`` of random (augmented) crops, read batch by batch.
+
+    ``specs[i]`` is a ``(n_mels, T_i)`` array or memory map; only the crops of the batch asked for are
+    read and standardized, so memory follows ``batch_size``, not the data set. Each epoch's crop plan
+    (which clip, which start, in which order) comes from ``np.random.default_rng([seed, epoch])``,
+    batch ``i``'s masks from ``np.random.default_rng([seed, epoch, i])``: the same batches whatever order
+    Keras asks for them in.
+    """
     keras = _keras()
+    lengths = np.array([int(s.shape[1]) for s in specs], dtype=np.int64)
+    clip_of = np.repeat(np.arange(len(specs)), crops_per_clip)
+    labels = np.asarray(y, dtype=np.int64)
 
     class RandomCrops(keras.utils.PyDataset):
         def __init__(self) -> None:
             super().__init__(workers=1, use_multiprocessing=False)
             self._epoch = 0
-            self._n = len(specs) * crops_per_clip
-            self._draw()
+            self._plan()
 
-        def _draw(self) -> None:
+        def _plan(self) -> None:
             rng = _epoch_rng(seed, self._epoch)
-            crops = np.concatenate(
-                [random_crops(s, crop_frames=crop_frames, n=crops_per_clip, rng=rng) for s in specs]
-            )
-            if augment is not None:
-                crops = np.stack([spec_augment(c, rng=rng, **augment) for c in crops])
-            labels = np.repeat(y, crops_per_clip)
-            order = rng.permutation(self._n)
-            self._x = crops[order, ..., None].astype(np.float32)
-            self._y = labels[order]
+            highs = np.maximum(lengths[clip_of], crop_frames) - crop_frames + 1
+            starts = rng.integers(0, highs)
+            order = rng.permutation(len(clip_of))
+            self._clips, self._starts = clip_of[order], starts[order]
 
         @property
         def num_batches(self) -> int:
-            return _n_train_batches(self._n, batch_size)
+            return _n_train_batches(len(clip_of), batch_size)
 
         def __len__(self) -> int:
             return self.num_batches
 
         def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
             sl = slice(i * batch_size, (i + 1) * batch_size)
-            return self._x[sl], self._y[sl]
+            crops = _read_crops(specs, self._clips[sl], self._starts[sl], crop_frames, standardize)
+            if augment is not None:
+                rng = np.random.default_rng([seed, self._epoch, i])
+                crops = np.stack([spec_augment(c, rng=rng, **augment) for c in crops])
+            return crops[..., None], labels[self._clips[sl]]
 
         def on_epoch_begin(self) -> None:
             self._epoch += 1
-            self._draw()
+            self._plan()
 
     return RandomCrops()
+
+
+def _make_sliding_dataset(
+    specs: Sequence[Any],
+    y: np.ndarray,
+    *,
+    crop_frames: int,
+    hop_frames: int | None,
+    batch_size: int,
+    standardize: Standardizer | None = None,
+) -> Any:
+    """A ``keras.utils.PyDataset`` of every clip's :func:`sliding_crops`, each labelled with its clip's
+    class, ``batch_size`` crops at a time (the last batch may be short), read batch by batch."""
+    keras = _keras()
+    pairs = [(c, s) for c, spec in enumerate(specs)
+             for s in sliding_starts(int(spec.shape[1]), crop_frames=crop_frames, hop_frames=hop_frames)]
+    index = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    labels = np.asarray(y, dtype=np.int64)
+
+    class SlidingCrops(keras.utils.PyDataset):
+        def __init__(self) -> None:
+            super().__init__(workers=1, use_multiprocessing=False)
+
+        @property
+        def num_batches(self) -> int:
+            return -(-len(index) // batch_size)
+
+        def __len__(self) -> int:
+            return self.num_batches
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+            rows = index[i * batch_size : (i + 1) * batch_size]
+            return _read_crops(specs, rows[:, 0], rows[:, 1], crop_frames, standardize)[..., None], labels[rows[:, 0]]
+
+    return SlidingCrops()
 
 
 def _stack_sliding(
@@ -611,7 +788,7 @@ def fit_keras_cnn(
     y_val: np.ndarray | None,
     *,
     n_classes: int,
-    crop_frames: int = 128,
+    crop_frames: int | str = "auto",
     crops_per_clip: int = 4,
     filters: Sequence[int] = (16, 32, 64),
     dropout: float = 0.3,
@@ -624,25 +801,35 @@ def fit_keras_cnn(
     lr_patience: int | None = None,
     hop_frames: int | None = None,
     spec_augment_params: dict[str, int] | None = None,
+    standardize: Standardizer | None = None,
     seed: int,
-    verbose: int = 0,
+    verbose: int | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Train :func:`build_cnn` on random crops of standardized log-mels.
 
-    Every epoch draws ``crops_per_clip`` new random crops per training clip (from
-    ``np.random.default_rng([seed, epoch])``) and, when ``spec_augment_params`` is given,
-    masks each with :func:`spec_augment` (keys ``freq_masks``, ``freq_width``, ``time_masks``,
-    ``time_width``); only full batches are used. Validation uses the deterministic
-    :func:`sliding_crops` of each clip (hop ``hop_frames``, default ``crop_frames // 2``: the
-    crops :func:`predict_cnn` averages), each labelled with its clip's class. Early stopping
-    (``patience`` epochs, best weights restored) and ``ReduceLROnPlateau`` (times ``lr_factor``
-    after ``lr_patience`` epochs) watch ``val_loss`` (``loss`` without a validation set).
+    The crop length is ``crop_frames``, or with ``"auto"`` :func:`auto_crop_frames` of the training
+    clips' lengths; the model's input width (``model.input_shape[2]``) tells which. Every epoch draws
+    ``crops_per_clip`` new random crops per training clip (from ``np.random.default_rng([seed, epoch])``)
+    and, when ``spec_augment_params`` is given, masks each with :func:`spec_augment` (keys
+    ``freq_masks``, ``freq_width``, ``time_masks``, ``time_width``; time masks at most
+    ``TIME_MASK_SHARE`` of the crop); only full batches are used. Validation uses the deterministic
+    :func:`sliding_crops` of each clip (hop ``hop_frames``, default ``crop_frames // 2``, at most
+    ``crop_frames``: the crops :func:`predict_cnn` averages), each labelled with its clip's class.
+    Early stopping (``patience`` epochs, best weights restored) and ``ReduceLROnPlateau`` (times
+    ``lr_factor`` after ``lr_patience`` epochs) watch ``val_loss`` (``loss`` without a validation set).
+
+    Both crop streams are read batch by batch (:func:`_make_crop_dataset`): pass memory maps
+    (:func:`soundstage.features.load_logmels`) and ``standardize``, and memory follows ``batch_size``.
+    Progress as in :func:`fit_keras_mlp`.
 
     Parameters
     ----------
     train_specs, val_specs : sequence of np.ndarray [shape=(n_mels, T_i)]
-        ``T_i`` may differ between clips; short clips are zero-padded.
+        ``T_i`` may differ between clips; short clips are zero-padded. Already standardized, or raw dB
+        with ``standardize``.
     y_train, y_val : np.ndarray [shape=(n_clips,)], integer class indices
+    standardize : callable, optional
+        Applied to each crop as it is read (e.g. :func:`standardize_logmel` with the train statistics).
 
     Returns
     -------
@@ -660,14 +847,16 @@ def fit_keras_cnn(
     for s in (*train_specs, *(val_specs or ())):
         if _check_spec(s).shape[0] != n_mels:
             raise ValueError(f"all spectrograms must have {n_mels} mel bins, got {s.shape}")
+    crop_frames = resolve_crop_frames(crop_frames, [int(s.shape[1]) for s in train_specs])
+    hop_frames = min(hop_frames or max(1, crop_frames // 2), crop_frames)  # a longer hop would skip frames
     validation = None
     if val_specs is not None and y_val is not None and len(val_specs):
         y_val = np.asarray(y_val)
         if len(y_val) != len(val_specs) or not np.issubdtype(y_val.dtype, np.integer):
             raise ValueError("y_val must hold one integer class index per validation clip")
         _check_labels(y_val, n_classes)
-        x_val, owner = _stack_sliding(val_specs, crop_frames=crop_frames, hop_frames=hop_frames)
-        validation = (x_val, y_val.astype(np.int64)[owner])
+        validation = _make_sliding_dataset(val_specs, y_val, crop_frames=crop_frames, hop_frames=hop_frames,
+                                           batch_size=batch_size, standardize=standardize)
 
     keras.utils.set_random_seed(seed)
     model = build_cnn(
@@ -677,17 +866,17 @@ def fit_keras_cnn(
     _compile(model, learning_rate)
     data = _make_crop_dataset(
         train_specs, y_train.astype(np.int64), crop_frames=crop_frames,
-        crops_per_clip=crops_per_clip, batch_size=batch_size, augment=spec_augment_params,
-        seed=seed,
+        crops_per_clip=crops_per_clip, batch_size=batch_size,
+        augment=_time_mask_cap(spec_augment_params, crop_frames), seed=seed, standardize=standardize,
     )
+    verbose, progress = _progress("keras_cnn", epochs=epochs, verbose=verbose)
     history = model.fit(
         data,
         validation_data=validation,
-        batch_size=None,
         epochs=epochs,
         shuffle=False,
         callbacks=_callbacks(monitor="val_loss" if validation else "loss", patience=patience,
-                             lr_factor=lr_factor, lr_patience=lr_patience),
+                             lr_factor=lr_factor, lr_patience=lr_patience) + progress,
         verbose=verbose,
     )
     return model, _history_dict(history)

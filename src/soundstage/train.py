@@ -182,19 +182,21 @@ def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n
 
         p = dict(params)
         spec_augment = p.pop("spec_augment", None)
-        train_specs = [standardize(s) for s in load_logmels(train["id"].astype(str).tolist(), logmel_dir)]
+        # Memory maps, cropped and standardized batch by batch: memory follows the batch, not the data set.
+        train_specs = load_logmels(train["id"].astype(str).tolist(), logmel_dir)
         if extra is not None:
             if len(augmented.logmels) != len(extra):
                 raise ValueError("train: augmented rows come without their log-mels")
-            train_specs += [standardize(s) for s in augmented.logmels]
-        val_specs = ([standardize(s) for s in load_logmels(val["id"].astype(str).tolist(), logmel_dir)]
-                     if len(val) else None)
+            train_specs += augmented.logmels
+        val_specs = load_logmels(val["id"].astype(str).tolist(), logmel_dir) if len(val) else None
         fitted, history = models.fit_keras_cnn(train_specs, y_all, val_specs, y_val if len(val) else None,
-                                               n_classes=len(labels), seed=seed, spec_augment_params=spec_augment, **p)
+                                               n_classes=len(labels), seed=seed, spec_augment_params=spec_augment,
+                                               standardize=standardize, **p)
         meta["logmel_stats"] = {"mean": np.asarray(logmel_stats["mean"]).tolist(),
                                 "std": np.asarray(logmel_stats["std"]).tolist()}
-        meta["cnn"] = {"crop_frames": int(p["crop_frames"]),
-                       "hop_frames": int(p.get("hop_frames") or max(1, p["crop_frames"] // 2))}
+        # The crop the network takes (crop_frames: auto resolves it from the train clips), as fit_keras_cnn used it.
+        crop = int(fitted.input_shape[2])
+        meta["cnn"] = {"crop_frames": crop, "hop_frames": min(int(p.get("hop_frames") or max(1, crop // 2)), crop)}
     else:
         raise ValueError(f"train.models: unknown model {model!r}")
     return fitted, meta, history
