@@ -4,6 +4,8 @@ for end-to-end runs."""
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -109,3 +111,27 @@ def run(cmd: list[str], cwd: Path, *, check: bool = True, timeout: int = 900) ->
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def output_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every output a run leaves, by path (what must be the same bytes after a killed run is
+    run again, or on a cluster as on this machine); the per-shard caches (bookkeeping that holds
+    file modification times) and the bytes of model files (zip archives stamped with the time of
+    writing; the models are compared through their predictions) are left out, as are the MLflow
+    run ids recorded in bundle.json and metrics.json (a fold's and the aggregate's)."""
+    found = {}
+    for top in ("data", "reports", "models"):
+        for path in sorted((root / top).rglob("*")):
+            rel = path.relative_to(root).as_posix()
+            if not path.is_file() or "/cache/" in rel or path.suffix in (".skops", ".keras"):
+                continue
+            data = path.read_bytes()
+            if path.name in ("bundle.json", "metrics.json") and top != "data":
+                meta = json.loads(data)
+                for key in ("mlflow", "tags"):
+                    meta.pop(key, None)
+                for key in ("bundle", "bundles"):  # one fold's run, or every fold's (the aggregate)
+                    meta.get("provenance", {}).pop(key, None)
+                data = json.dumps(meta, sort_keys=True).encode()
+            found[rel] = hashlib.sha256(data).hexdigest()
+    return found

@@ -11,7 +11,6 @@ checks that they did).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from conftest import make_project, project_env, run, tiny_params
+from conftest import make_project, output_digests, project_env, run, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
 
@@ -138,31 +137,8 @@ def kill_in_train(root: Path, cmd: list[str]) -> None:
     assert not bundle.exists() or bundle.stat().st_mtime < t0
 
 
-def outputs(root: Path) -> dict[str, str]:
-    """SHA-256 of every output a run leaves, by path; the per-shard caches (bookkeeping that holds
-    file modification times) and the bytes of model files (zip archives stamped with the time of
-    writing; the models are compared through their predictions) are left out, as are the MLflow
-    run ids recorded in bundle.json and metrics.json (a fold's and the aggregate's)."""
-    found = {}
-    for top in ("data", "reports", "models"):
-        for path in sorted((root / top).rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if not path.is_file() or "/cache/" in rel or path.suffix in (".skops", ".keras"):
-                continue
-            data = path.read_bytes()
-            if path.name in ("bundle.json", "metrics.json") and top != "data":
-                meta = json.loads(data)
-                for key in ("mlflow", "tags"):
-                    meta.pop(key, None)
-                for key in ("bundle", "bundles"):  # one fold's run, or every fold's (the aggregate)
-                    meta.get("provenance", {}).pop(key, None)
-                data = json.dumps(meta, sort_keys=True).encode()
-            found[rel] = hashlib.sha256(data).hexdigest()
-    return found
-
-
 def assert_same_outputs(root: Path, clean: dict[str, str]) -> None:
-    got = outputs(root)
+    got = output_digests(root)
     assert sorted(got) == sorted(clean), set(got) ^ set(clean)
     differ = [k for k in clean if got[k] != clean[k]]
     assert not differ, f"{len(differ)} outputs differ from an uninterrupted run, e.g. {differ[:5]}"
@@ -187,7 +163,7 @@ def clean(tmp_path_factory, data: Path) -> dict[str, str]:
     root = digits_project(tmp_path_factory.mktemp("clean") / "soundstage", data)
     run(SNAKEMAKE, root)
     nothing_to_do(root)
-    return outputs(root)
+    return output_digests(root)
 
 
 @pytest.fixture(scope="module")

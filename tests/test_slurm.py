@@ -11,7 +11,6 @@ also when a test fails. Skipped, saying why, only when not root or the binaries 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, make_project, project_env, tiny_params
+from conftest import BIN, make_project, output_digests, project_env, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
@@ -267,27 +266,6 @@ def mlflow_server(tmp_path_factory) -> Iterator[str]:
         stop(proc, group=True)
 
 
-def digest_outputs(root: Path) -> dict[str, str]:
-    """SHA-256 of every output under data/, models/ and reports/ that a rerun reproduces bit for bit
-    (the set test_faults compares): not the per-shard caches (they hold modification times), not the
-    model files (zip archives stamped with their time of writing; the predictions compare the models),
-    and not the MLflow run ids and tracking URI recorded in bundle.json and metrics.json."""
-    found = {}
-    for top in ("data", "reports", "models"):
-        for path in sorted((root / top).rglob("*")):
-            rel = path.relative_to(root).as_posix()
-            if not path.is_file() or "/cache/" in rel or path.suffix in (".skops", ".keras"):
-                continue
-            data = path.read_bytes()
-            if path.name in ("bundle.json", "metrics.json") and top != "data":
-                meta = json.loads(data)
-                for key in ("mlflow", "tags"):
-                    meta.pop(key, None)
-                for key in ("bundle", "bundles"):
-                    meta.get("provenance", {}).pop(key, None)
-                data = json.dumps(meta, sort_keys=True).encode()
-            found[rel] = hashlib.sha256(data).hexdigest()
-    return found
 
 
 @dataclass
@@ -388,7 +366,7 @@ def test_a_failing_job_is_reported_while_the_rest_finish(runs: Runs):
 
 
 def test_outputs_are_those_of_a_local_run(runs: Runs):
-    local, cluster = digest_outputs(runs.local), digest_outputs(runs.cluster)
+    local, cluster = output_digests(runs.local), output_digests(runs.cluster)
     assert sorted(cluster) == sorted(local), set(cluster) ^ set(local)
     for rel in ("data/features/table.parquet", "data/stats/0/logmel.npz", "data/split/folds.csv",
                 "reports/evaluate/keras_mlp/folds/0/predictions_test.csv", "reports/metrics.json"):
