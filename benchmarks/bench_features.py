@@ -27,8 +27,8 @@ soundstage
     BLAS/OpenMP/numba thread, glibc keeping freed memory; imports and JIT paid once per worker,
     before the clock starts): ``process_shard`` (decode,
     soxr HQ resample, mono; trim and normalization off, as ``librosa.load`` does neither) writing
-    float32 WAVs and the shard index, then ``features_shard`` writing ``logmel``/``mfcc`` ``.npy``
-    files and the shard Parquet table, then ``train_moments`` merging the train clips' moments
+    float32 WAVs and the shard index, then ``features_shard`` writing the ``logmel``/``mfcc``
+    stores (one ``.npy`` per shard) and the shard Parquet table, then ``train_moments`` merging the train clips' moments
     (one shard table at a time) into ``logmel.npz``.
 
 Reported per side: wall and CPU time of the timed work, x realtime per core (audio seconds /

@@ -51,6 +51,7 @@ from soundstage import cli  # noqa: E402  (sets one thread per process and the K
 
 # isort: split
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import soundfile as sf  # noqa: E402
 import yaml  # noqa: E402
 
@@ -199,7 +200,7 @@ def build_project(root: Path, *, n_clips: int, epochs: int | None) -> dict[str, 
         run(root, "features", "--index", f"data/process/shards/{s}.csv")
     run(root, "features", "--table", "--inputs", *(f"data/features/shards/{s}.parquet" for s in shards))
     run(root, "stats", *(f"data/features/shards/{s}.parquet" for s in shards))
-    lengths = [np.load(f, mmap_mode="r").shape[1] for f in sorted((root / "data/features/logmel").rglob("*.npy"))]
+    lengths = pd.read_parquet(root / "data/features/table.parquet", columns=["frames"])["frames"].tolist()
     return {"params": p, "frames": sorted(set(lengths))}
 
 

@@ -126,6 +126,30 @@ def kill_when(root: Path, cmd: list[str], folder: str, suffix: str, at: int, tot
     assert written < total, f"the kill came too late: {written} of {total} {suffix} files already rewritten"
 
 
+def part_bytes(root: Path, newer_than: float) -> int:
+    """Bytes the features jobs have appended to their log-mel parts (being written or closed) since
+    ``newer_than``: their progress through the shards' clips."""
+    n = 0
+    for dirpath, _, names in os.walk(root / "data/features/logmel/parts"):
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(os.path.join(dirpath, name))
+                n += st.st_size if st.st_mtime > newer_than else 0
+    return n
+
+
+def kill_in_features(root: Path, cmd: list[str], share: float, total: int) -> None:
+    """Start ``cmd``, SIGKILL its process group once the features jobs have computed about ``share``
+    of the clips (``total``: the bytes of an uninterrupted run's log-mel stores), and check that they
+    were indeed unfinished then."""
+    t0 = time.time()
+    proc = start(cmd, root)
+    wait_for(lambda: part_bytes(root, t0) >= share * total, proc, f"{share:.0%} of the log-mels computed")
+    kill_group(proc)
+    written = part_bytes(root, t0)
+    assert written < total, f"the kill came too late: {written} of {total} bytes of log-mels already computed"
+
+
 def kill_in_train(root: Path, cmd: list[str]) -> None:
     """SIGKILL the run while its training job runs (the job's log was just (re)created)."""
     log = root / "logs" / "train" / "random_forest" / "0.log"
@@ -158,12 +182,24 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory, data: Path) -> dict[str, str]:
-    """The outputs of an uninterrupted run, at n_mels 128."""
+def clean_project(tmp_path_factory, data: Path) -> Path:
+    """An uninterrupted run, at n_mels 128."""
     root = digits_project(tmp_path_factory.mktemp("clean") / "soundstage", data)
     run(SNAKEMAKE, root)
     nothing_to_do(root)
-    return output_digests(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean(clean_project: Path) -> dict[str, str]:
+    """The outputs of the uninterrupted run."""
+    return output_digests(clean_project)
+
+
+@pytest.fixture(scope="module")
+def logmel_bytes(clean_project: Path) -> int:
+    """Bytes of the uninterrupted run's log-mel stores: what the features jobs compute in all."""
+    return sum(p.stat().st_size for p in (clean_project / "data/features/logmel").glob("*.npy"))
 
 
 @pytest.fixture(scope="module")
@@ -180,12 +216,12 @@ def faulty(tmp_path_factory, data: Path) -> Path:
         subprocess.run(["umount", "-l", str(root / "models")], check=False)
 
 
-def test_killed_anywhere_then_simply_run_again(faulty: Path, clean: dict[str, str]):
+def test_killed_anywhere_then_simply_run_again(faulty: Path, clean: dict[str, str], logmel_bytes: int):
     """SIGKILL in process, in features (then the bare command, without the profile's
     --rerun-incomplete) and in train: the same command finishes the run, no --unlock needed, and
     the outputs are those of an uninterrupted run, with no temporary file left."""
     kill_when(faulty, SNAKEMAKE, "data/process/audio", ".wav", N_CLIPS // 3, N_CLIPS)
-    kill_when(faulty, PLAIN, "data/features/logmel", ".npy", N_CLIPS // 2, N_CLIPS)
+    kill_in_features(faulty, PLAIN, 1 / 2, logmel_bytes)
     assert list((faulty / ".snakemake" / "locks").iterdir()), "a SIGKILLed Snakemake leaves its locks"
     kill_in_train(faulty, SNAKEMAKE)
     done = run(PLAIN, faulty)
@@ -196,15 +232,15 @@ def test_killed_anywhere_then_simply_run_again(faulty: Path, clean: dict[str, st
     assert "up to date" in run(["dvc", "status"], faulty).stdout
 
 
-def test_a_param_change_and_back_across_kills(faulty: Path, clean: dict[str, str]):
+def test_a_param_change_and_back_across_kills(faulty: Path, clean: dict[str, str], logmel_bytes: int):
     """n_mels 128 -> 64, killed twice mid-features (early, then later), -> 128 again: no 64-bin
     log-mel survives in the 128-bin pipeline; every output equals the uninterrupted 128 run."""
     set_param(faulty, "features", "n_mels", 64)
-    kill_when(faulty, SNAKEMAKE, "data/features/logmel", ".npy", N_CLIPS // 8, N_CLIPS)
-    kill_when(faulty, SNAKEMAKE, "data/features/logmel", ".npy", 2 * N_CLIPS // 3, N_CLIPS)
+    kill_in_features(faulty, SNAKEMAKE, 1 / 8, logmel_bytes // 2)  # at 64 mels: half the bytes
+    kill_in_features(faulty, SNAKEMAKE, 2 / 3, logmel_bytes // 2)
     set_param(faulty, "features", "n_mels", 128)
     run(SNAKEMAKE, faulty)
-    shapes = {np.load(p, mmap_mode="r").shape[0] for p in (faulty / "data/features/logmel").rglob("*.npy")}
+    shapes = {np.load(p, mmap_mode="r").shape[1] for p in (faulty / "data/features/logmel").rglob("*.npy")}
     assert shapes == {128}
     assert_same_outputs(faulty, clean)
 

@@ -19,6 +19,8 @@ import pytest
 import yaml
 from conftest import make_project, run, tiny_params
 
+from soundstage.store import load_matrices
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("folds")]
 
 SNAKEMAKE = ["snakemake", "--workflow-profile", "workflow/profiles/default", "--cores", "2"]
@@ -59,7 +61,10 @@ def test_features_once_and_every_fold_trained(project):
     assert jobs["stats"] == K + 1 and jobs["train"] == len(MODELS) * (K + 1), jobs  # + the refit ("all")
     assert jobs["evaluate"] == len(MODELS) * K and jobs["aggregate"] == len(MODELS), jobs
     table = pd.read_parquet(root / "data/features/table.parquet")
-    assert len(list((root / "data/features/logmel").rglob("*.npy"))) == len(table) == 36
+    # One log-mel store per shard, holding every clip once.
+    stores = sorted((root / "data/features/logmel").rglob("*.npy"))
+    assert [p.name for p in stores] == ["000.npy", "001.npy"] and len(table) == 36
+    assert sum(np.load(p, mmap_mode="r").shape[0] for p in stores) == table["frames"].sum()
     for model in MODELS:
         for fold in [*folds, "all"]:
             assert (root / f"models/{model}/folds/{fold}/bundle.json").is_file(), (model, fold)
@@ -88,7 +93,10 @@ def test_fold_statistics_equal_the_in_memory_computation(project):
     folds = pd.read_csv(root / "data/split/folds.csv", dtype=str)
     for fold in [*(str(k) for k in range(K)), "all"]:
         ids = folds.loc[(folds["fold"] == fold) & (folds["split"] == "train"), "id"]
-        frames = np.concatenate([np.load(root / "data/features/logmel" / f"{i}.npy") for i in ids], axis=1)
+        table = pd.read_parquet(root / "data/features/table.parquet")
+        rows = table[table["id"].isin(ids)]
+        assert len(rows) == len(ids)
+        frames = np.concatenate(load_matrices(rows, root / "data/features/logmel"), axis=1)
         stats = np.load(root / f"data/stats/{fold}/logmel.npz")
         assert int(stats["count"]) == frames.shape[1], fold
         np.testing.assert_allclose(stats["mean"], frames.astype(np.float64).mean(axis=1), rtol=1e-9, atol=1e-9)

@@ -14,7 +14,19 @@ import yaml
 from audio_fixtures import BAD_FILE_REASONS, PROBE_DETECTS, make_bad_files, write_tone
 
 from soundstage import decode
-from soundstage.ingest import INGEST_REASONS, MANIFEST_COLUMNS, IngestWarning, fingerprint_tree, ingest
+from soundstage.ingest import (
+    AUTO_SECONDS_PER_BYTE,
+    AUTO_SECONDS_PER_FILE,
+    INGEST_REASONS,
+    MANIFEST_COLUMNS,
+    IngestWarning,
+    auto_shards,
+    fingerprint_tree,
+    ingest,
+    is_demo,
+    resolve_n_shards,
+    scan_tree,
+)
 from soundstage.rejections import REASONS, REJECTED_COLUMNS, shard_of
 
 EXTS = ["wav", "flac", "ogg", "mp3", "au", "snd", "aiff", "aif"]
@@ -582,3 +594,73 @@ def test_csv_metadata_columns_are_kept(tmp_path: Path) -> None:
                       transcript_column="take")
     assert list(manifest.columns) == MANIFEST_COLUMNS + ["transcript", "fold", "target", "esc10", "src_file",
                                                          "meta_duration", "meta_id"]
+
+
+def test_scan_counts_audio_files_and_bytes_and_keeps_the_fingerprint(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    audio = [tone(root / "cat" / "a.wav"), tone(root / "dog" / "deep" / "b.flac"), tone(root / "dog" / "c.wav")]
+    (root / "cat" / "notes.txt").write_text("not audio: in the fingerprint, not in the size")
+    (root / "cat" / ".hidden.wav").write_bytes(b"\0" * 100)
+    scan = scan_tree(root, EXTS)
+    assert scan.n_audio == 3 and scan.audio_bytes == sum(p.stat().st_size for p in audio)
+    assert scan.fingerprint == fingerprint_tree(root, EXTS)
+    empty = scan_tree(tmp_path / "missing", EXTS)
+    assert (empty.n_audio, empty.audio_bytes) == (0, 0)
+
+
+@pytest.mark.parametrize(("files", "size", "seconds", "expected"), [
+    (0, 0, 4.0, 1),                       # nothing: one shard
+    (192, 192 * 264_600, 4.0, 1),         # the demo: ~1.2 s of work
+    (3000, 3000 * 7_084, 4.0, 2),         # spoken digits, 8 kHz: ~6.3 s
+    (10_000, 10_000 * 15_000, 4.0, 8),    # ~22 s
+    (100_000, 100_000 * 15_000, 4.0, 64),  # ~220 s
+    (1000, 1000 * 1_323_000, 4.0, 8),     # 1000 x 30 s at 22.05 kHz: ~22 s
+    (10_000, 10_000 * 15_000, 60.0, 1),   # a cluster's larger jobs
+    (10**9, 10**15, 4.0, 512),            # the ceiling
+])
+def test_auto_shards_is_the_least_power_of_two_within_the_work_per_shard(files, size, seconds, expected) -> None:
+    n = auto_shards(files, size, seconds)
+    assert n == expected
+    work = files * AUTO_SECONDS_PER_FILE + size * AUTO_SECONDS_PER_BYTE
+    assert n == 512 or work / n <= seconds            # each shard within the target...
+    assert n == 1 or work / (n // 2) > seconds        # ...and no fewer shards would do
+
+
+def test_auto_shards_grows_in_steps_with_the_data() -> None:
+    counts = [auto_shards(n, n * 15_000) for n in range(0, 200_001, 500)]
+    assert counts == sorted(counts) and len(set(counts)) <= 9  # doubling steps, never back down
+
+
+def test_resolve_n_shards(tmp_path: Path) -> None:
+    from soundstage.config import validate_params
+
+    p = validate_params({"sharding": {"n_shards": 6}})
+    assert resolve_n_shards(p) == 6  # a number is taken as it is, without a walk
+    demo = validate_params({"sharding": {"n_shards": "auto", "auto_seconds": 0.1}})
+    assert is_demo(demo)
+    d = demo["demo"]
+    expected = auto_shards(d["n_classes"] * d["clips_per_class"],
+                           d["n_classes"] * d["clips_per_class"] * int(d["duration"] * d["sample_rate"] * 2), 0.1)
+    assert resolve_n_shards(demo) == expected > 1  # sized from the demo params: data/demo need not exist
+    root = tmp_path / "data"
+    for i in range(12):
+        tone(root / f"c{i % 3}" / f"{i}.wav", duration=0.5)
+    user = validate_params({"data": {"root": str(root)}, "sharding": {"n_shards": "auto", "auto_seconds": 0.01}})
+    assert not is_demo(user)
+    scan = scan_tree(root, EXTS)
+    assert resolve_n_shards(user) == resolve_n_shards(user, scan) == auto_shards(scan.n_audio, scan.audio_bytes, 0.01)
+    assert resolve_n_shards(user) > 1
+    user["sharding"]["auto_seconds"] = 1000.0
+    assert resolve_n_shards(user) == 1
+
+
+def test_the_shard_count_is_passed_on_to_job_processes(monkeypatch) -> None:
+    from soundstage import ingest as ing
+
+    monkeypatch.delenv(ing.N_SHARDS_ENV, raising=False)
+    assert ing.inherited_n_shards() is None
+    ing.pass_on_n_shards(16)
+    assert ing.inherited_n_shards() == 16
+    for bad in ("", "0", "-3", "auto", "2.5"):  # anything else is ignored: the job resolves the count itself
+        monkeypatch.setenv(ing.N_SHARDS_ENV, bad)
+        assert ing.inherited_n_shards() is None

@@ -49,10 +49,13 @@ def test_outputs_exist(project: Path):
     assert folds.groupby("group")["split"].nunique().max() == 1
     table = pd.read_parquet(project / "data/features/table.parquet")
     assert "split" not in table and set(table["id"]) == set(folds["id"])
-    logmel = next((project / "data/features/logmel").rglob("*.npy"))
     import numpy as np
 
-    assert np.load(logmel).dtype == np.float32 and np.load(logmel).shape[0] == 64
+    # One log-mel store per shard (frames x 64 mels), not a file per clip.
+    stores = sorted((project / "data/features/logmel").rglob("*.npy"))
+    assert [p.name for p in stores] == ["000.npy", "001.npy"]
+    assert all(np.load(p).dtype == np.float32 and np.load(p).shape[1] == 64 for p in stores)
+    assert sum(np.load(p).shape[0] for p in stores) == table["frames"].sum()
 
 
 def test_metrics_are_sane(project: Path):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from soundstage.io import read_csv, save_npy, write_csv, write_json, write_wav
+from soundstage.io import read_csv, write_csv, write_json, write_wav
 from soundstage.report import (
     EXAMPLES_PER_CLASS,
     choose_examples,
@@ -22,6 +22,7 @@ from soundstage.report import (
     small_classes,
 )
 from soundstage.split import FOLD_COLUMNS, REFIT, SplitResult, assignment_hash, counts_table, split_dataset
+from soundstage.store import StoreWriter
 
 
 def rej(path: str, clip_id: str, stage: str, reason: str) -> dict:
@@ -371,14 +372,18 @@ def add_features(d: dict[str, Path], rows: pd.DataFrame, *, seconds: float = 1.0
     rng = np.random.default_rng(0)
     write_csv(d["features"] / "shards" / "000.rejected.csv",
               pd.DataFrame(columns=["path", "id", "stage", "reason", "detail"]))
-    rows[["id", "clip_id", "label"]].to_parquet(d["features"] / "shards" / "000.parquet")
     frames = int(seconds * 100)
+    kinds = [(name, bins) for name, bins in (("logmel", 16), ("mfcc", 12)) if name in saved]
+    writers = [StoreWriter(d["features"] / name / "000.npy", bins) for name, bins in kinds]
+    offsets = []
     for clip in rows["id"]:
         write_wav(d["process"] / "audio" / f"{clip}.wav", (0.5 * rng.standard_normal(int(seconds * sr))).clip(-1, 1),
                   sr)
-        for name, bins in (("logmel", 16), ("mfcc", 12)):
-            if name in saved:
-                save_npy(d["features"] / name / f"{clip}.npy", rng.standard_normal((bins, frames)).astype(np.float32))
+        offsets.append([w.append(rng.standard_normal((w.n_bins, frames)).astype(np.float32)) for w in writers][0])
+    for w in writers:
+        w.close()
+    rows[["id", "clip_id", "label"]].assign(store="000", offset=offsets, frames=frames).to_parquet(
+        d["features"] / "shards" / "000.parquet")
 
 
 def test_report_draws_example_clips(run_dirs: dict[str, Path]) -> None:
@@ -411,14 +416,18 @@ def test_example_figure_is_bounded_and_survives_missing_files(tmp_path: Path) ->
     from PIL import Image
 
     d = {name: tmp_path / name for name in ("process", "features")}
-    rows = clip_rows({"dog": 1})
+    rows = clip_rows({"dog": 2})
     add_features(d, rows, seconds=5.0, saved=("logmel",))  # no MFCC saved
-    clip = rows["id"].iloc[0]
+    clip = rows["id"].iloc[1]
     path = tmp_path / "fig.png"
     plot_example(clip_id=clip, segment_id=clip, label="dog", audio_path=d["process"] / "audio" / f"{clip}.wav",
-                 matrices={"logmel": d["features"] / "logmel" / f"{clip}.npy",
-                           "mfcc": d["features"] / "mfcc" / f"{clip}.npy"}, path=path, max_seconds=2.0)
+                 matrices={"logmel": (d["features"] / "logmel" / "000.npy", 500, 500),
+                           "mfcc": (d["features"] / "mfcc" / "000.npy", 500, 500)}, path=path, max_seconds=2.0)
     assert Image.open(path).size[0] > 100
+    # A table that asks for more frames than its store has (a stale one): a note, not a failure.
+    plot_example(clip_id=clip, segment_id=clip, label="dog", audio_path=d["process"] / "audio" / f"{clip}.wav",
+                 matrices={"logmel": (d["features"] / "logmel" / "000.npy", 900, 500)}, path=tmp_path / "stale.png")
+    assert (tmp_path / "stale.png").read_bytes()[:4] == b"\x89PNG"
     # Nothing to draw but the title: still a figure, no error.
     plot_example(clip_id="x", segment_id="x__s1", label="dog", audio_path=tmp_path / "none.wav",
                  matrices={"logmel": tmp_path / "none.npy"}, path=tmp_path / "empty.png")

@@ -18,6 +18,7 @@ from soundstage.features import features_shard
 from soundstage.features_core import FeatureConfig
 from soundstage.models import standardize_logmel
 from soundstage.moments import Moments
+from soundstage.store import load_matrices
 
 CFG = FeatureConfig(n_mels=40, n_mfcc=13, chroma=False, spectral=(), rms=False, zcr=False)
 TRAIN = {"c00", "c02", "c03", "c05", "c06"}
@@ -33,9 +34,10 @@ def dataset(tmp_path, rng):
     return table, tmp_path / "features" / "logmel"
 
 
-def reference(ids, logmel_dir) -> tuple[np.ndarray, np.ndarray, int]:
+def reference(ids, table, logmel_dir) -> tuple[np.ndarray, np.ndarray, int]:
     """The in-memory way: every log-mel concatenated."""
-    x = np.concatenate([np.load(logmel_dir / f"{i}.npy") for i in sorted(ids)], axis=1).astype(np.float64)
+    rows = table[table["id"].isin(ids)].sort_values("id")
+    x = np.concatenate([np.asarray(m) for m in load_matrices(rows, logmel_dir)], axis=1).astype(np.float64)
     return x.mean(axis=1), x.std(axis=1), x.shape[1]
 
 
@@ -48,7 +50,7 @@ def parquet(table: pd.DataFrame, path) -> pd.DataFrame:
 
 def test_train_moments_equal_numpy_over_concatenated_frames(dataset, tmp_path) -> None:
     table, logmel_dir = dataset
-    mean, std, count = reference(TRAIN, logmel_dir)
+    mean, std, count = reference(TRAIN, table, logmel_dir)
     for tables in ([table], [parquet(table, tmp_path / "s.parquet")]):
         m = stats.train_moments(shard_tables=tables, train_ids=TRAIN)
         assert m.count == count
@@ -131,7 +133,7 @@ def test_memory_is_flat_no_matrix_is_loaded(dataset, monkeypatch) -> None:
     m = stats.train_moments(shard_tables=one_at_a_time(), train_ids=TRAIN)
     monkeypatch.undo()
     assert seen == [3, 4]
-    assert m.count == reference(TRAIN, logmel_dir)[2]
+    assert m.count == reference(TRAIN, table, logmel_dir)[2]
 
 
 def test_no_train_clip_raises(dataset) -> None:
@@ -150,13 +152,14 @@ def test_export_normalized_has_zero_mean_unit_std_over_train(dataset, tmp_path) 
     table.to_parquet(shard_table)
     n = stats.export_normalized(shard_tables=[shard_table], logmel_dir=logmel_dir, out_dir=out, mean=m.mean, std=m.std)
     assert n == len(table)
-    first = np.load(out / "c00.npy")
-    assert first.dtype == np.float32 and first.shape == np.load(logmel_dir / "c00.npy").shape
-    mean, std, _ = reference(TRAIN, out)
+    first = load_matrices(table.iloc[:1], out)[0]
+    assert first.dtype == np.float32 and first.shape == load_matrices(table.iloc[:1], logmel_dir)[0].shape
+    assert sorted(p.name for p in out.iterdir()) == ["all.npy"]  # the stores' layout: one file per store
+    mean, std, _ = reference(TRAIN, table, out)
     np.testing.assert_allclose(mean, 0.0, atol=1e-5)
     np.testing.assert_allclose(std, 1.0, atol=1e-5)
     # Held-out clips are normalized with the train statistics, not their own.
-    held_out_mean, _, _ = reference(set(table["id"]) - TRAIN, out)
+    held_out_mean, _, _ = reference(set(table["id"]) - TRAIN, table, out)
     assert np.abs(held_out_mean).max() > 1e-3
 
 

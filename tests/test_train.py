@@ -24,6 +24,7 @@ from soundstage.evaluate import evaluate
 from soundstage.features import clip_features, feature_columns
 from soundstage.features_core import FeatureConfig
 from soundstage.split import FOLD_COLUMNS, assignment_hash, read_folds
+from soundstage.store import STORE_COLUMNS, StoreWriter
 from soundstage.train import Augmented, augment_clips, fit, train
 
 # One worker runs this module: its dataset and MLflow store are built once (xdist --dist loadgroup).
@@ -62,6 +63,8 @@ def build_dataset(root, *, per_split=(("train", 5), ("val", 2), ("test", 2)), se
     """Processed audio, log-mels, features table and train statistics, as the pipeline writes them."""
     config = FeatureConfig.from_dict(FEATURES)
     rows = []
+    store = StoreWriter(root / "logmel" / "000.npy", config.n_mels)
+    train_frames = []
     for split, n in per_split:
         for label in LABELS:
             for i in range(n):
@@ -71,11 +74,14 @@ def build_dataset(root, *, per_split=(("train", 5), ("val", 2), ("test", 2)), se
                 sf.write(root / "audio" / f"{clip}.wav", y, SR, subtype="FLOAT")
                 y, sr = sf.read(root / "audio" / f"{clip}.wav", dtype="float32")
                 feats, summary = clip_features(y, sr=sr, config=config)
-                (root / "logmel").mkdir(exist_ok=True)
-                np.save(root / "logmel" / f"{clip}.npy", feats["logmel"].astype(np.float32))
-                rows.append({"id": clip, "clip_id": clip, "label": label, "group": clip, "split": split, **summary})
+                offset = store.append(feats["logmel"])
+                if split == "train":
+                    train_frames.append(feats["logmel"])
+                rows.append({"id": clip, "clip_id": clip, "label": label, "group": clip, "store": "000",
+                             "offset": offset, "frames": feats["logmel"].shape[1], "split": split, **summary})
+    store.close()
     table = pd.DataFrame(rows)
-    cols = [c for c in table.columns if c not in ("id", "clip_id", "label", "group", "split")]
+    cols = [c for c in table.columns if c not in ("id", "clip_id", "label", "group", "split", *STORE_COLUMNS)]
     table[cols] = table[cols].astype(np.float32)
     table.drop(columns="split").to_parquet(root / "table.parquet")  # the features table has no split
     folds = table[["id", "clip_id", "label", "group", "split"]].assign(fold="0")[FOLD_COLUMNS]
@@ -83,8 +89,7 @@ def build_dataset(root, *, per_split=(("train", 5), ("val", 2), ("test", 2)), se
     # Two folds; in fold 1 the val and test clips train and nothing is held out.
     other = folds[folds["split"] != "train"].assign(fold="1", split="train")
     pd.concat([folds, other]).to_csv(root / "folds2.csv", index=False)
-    frames = np.concatenate([np.load(root / "logmel" / f"{i}.npy") for i in table.loc[table["split"] == "train", "id"]],
-                            axis=1).astype(np.float64)
+    frames = np.concatenate(train_frames, axis=1).astype(np.float64)
     np.savez(root / "logmel.npz", mean=frames.mean(axis=1), std=frames.std(axis=1), count=frames.shape[1])
     return {"root": root, "table": table, "config": config}
 
@@ -231,8 +236,7 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model, capsys)
 
         # crop_frames: auto: the crop the train clips need (0.5 s at hop 64: 63 frames, not a padded 128),
         # recorded in the bundle for predict / evaluate / stream.
-        lengths = [s.shape[1] for s in load_logmels(table.loc[table["split"] == "train", "id"].tolist(),
-                                                    dataset["root"] / "logmel")]
+        lengths = [s.shape[1] for s in load_logmels(table.loc[table["split"] == "train"], dataset["root"] / "logmel")]
         crop = M.auto_crop_frames(lengths)
         assert crop == max(lengths) == 63
         assert load_bundle(bundle.directory).meta["cnn"] == {"crop_frames": crop, "hop_frames": crop // 2}
@@ -240,7 +244,7 @@ def test_train_logs_a_complete_mlflow_run(dataset, tmp_path, uri, model, capsys)
         stats = bundle.meta["logmel_stats"]
         mean, std = np.asarray(stats["mean"])[:, None], np.asarray(stats["std"])[:, None]
         x = np.stack([M.sliding_crops(((s - mean) / std).astype(np.float32), crop_frames=crop)[0]
-                      for s in load_logmels(rows["id"].tolist(), dataset["root"] / "logmel")])[..., None]
+                      for s in load_logmels(rows, dataset["root"] / "logmel")])[..., None]
     else:
         x = rows[bundle.meta["feature_columns"]].to_numpy(np.float32)
         if model == "keras_mlp":

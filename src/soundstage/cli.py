@@ -40,6 +40,21 @@ def _print_rejected(rejected: Any, what: str) -> None:
             print(f"  ... and {len(rejected) - 20} more (see the rejected table)", file=sys.stderr)
 
 
+def _n_shards(p: dict[str, Any]) -> int:
+    """``sharding.n_shards``, resolved from the data when ``auto`` and no ``--n-shards`` was given."""
+    from soundstage.ingest import resolve_n_shards
+
+    return resolve_n_shards(p)
+
+
+def cmd_shards(args: argparse.Namespace, p: dict[str, Any]) -> None:
+    n = _n_shards(p)
+    if not args.patterns:
+        print(n)
+        return
+    print(" ".join(pattern.replace("{}", f"{i:03d}") for pattern in args.patterns for i in range(n)))
+
+
 def cmd_demo(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage.demo import make_demo
 
@@ -62,7 +77,7 @@ def cmd_ingest(args: argparse.Namespace, p: dict[str, Any]) -> None:
             group_regex=d["folder"]["group_regex"], csv_path=d["csv"]["path"], path_column=d["csv"]["path_column"],
             label_column=d["csv"]["label_column"], group_column=d["csv"]["group_column"],
             transcript_column=d["csv"]["transcript_column"], pattern=d["regex"]["pattern"],
-            n_shards=p["sharding"]["n_shards"], progress=_progress())
+            n_shards=_n_shards(p), progress=_progress())
     for w in caught:
         print(f"ingest: WARNING: {w.message}", file=sys.stderr)
     out = Path(args.out_dir)
@@ -154,7 +169,7 @@ def _print_left_out(unassigned: Any, unmatched: Any, where: Path) -> None:
 
 
 def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
-    from soundstage.features import build_table, features_shard, read_table, write_table
+    from soundstage.features import build_table, feature_columns, features_shard, read_table, write_table
     from soundstage.features_core import FeatureConfig
     from soundstage.io import read_csv, write_csv, write_parquet
 
@@ -164,11 +179,12 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
 
         # Every stage's rejections are known now: the last point to stop before training on what is left.
         check_rejected_share(summarize_run(ingest_dir=args.ingest_dir, process_dir=args.process_dir, features_dir=out,
-                                           n_shards=p["sharding"]["n_shards"]),
+                                           n_shards=_n_shards(p)),
                              max_share=p["data"]["max_rejected_share"])
         table = build_table(shard_tables=[read_table(f) for f in args.inputs])
         write_parquet(out / "table.parquet", table)
-        print(f"features: table of {len(table)} clips x {table.shape[1] - 4} features -> {out / 'table.parquet'}")
+        n = len(feature_columns(table))
+        print(f"features: table of {len(table)} clips x {n} features -> {out / 'table.parquet'}")
         return
     f = dict(p["features"])
     save = tuple(f.pop("save"))
@@ -178,7 +194,7 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     table, rejected = features_shard(index=read_csv(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
                                      save=save, previous=previous, relative_to=Path.cwd(),
                                      shard=int(shard_name) if shard_name.isdigit() else None,
-                                     n_shards=p["sharding"]["n_shards"], progress=_progress(),
+                                     n_shards=_n_shards(p), progress=_progress(),
                                      checkpoint=lambda done: write_table(cache_file, done))
     # The cache first: a run killed after it reuses every clip of this shard.
     write_table(cache_file, table)
@@ -389,7 +405,7 @@ def cmd_report(args: argparse.Namespace, p: dict[str, Any]) -> None:
     path = dataset_report(ingest_dir=Path(args.ingest_dir), process_dir=Path(args.process_dir),
                           split_dir=Path(args.split_dir), features_dir=Path(args.features_dir),
                           out_dir=Path(args.out_dir), dataset=p["data"]["name"],
-                          n_shards=p["sharding"]["n_shards"], max_rejected_share=p["data"]["max_rejected_share"],
+                          n_shards=_n_shards(p), max_rejected_share=p["data"]["max_rejected_share"],
                           seed=p["seed"], saved=p["features"]["save"])
     print(f"report: {path}")
 
@@ -399,7 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap = argparse.ArgumentParser(prog="soundstage", description=__doc__.splitlines()[0])
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    ap.add_argument("--n-shards", type=int, metavar="N",
+                    help="the shard count, resolved by the caller (Snakemake) for sharding.n_shards: auto")
     sub = ap.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    s = sub.add_parser("shards", help="the shard count (sharding.n_shards resolved), or each pattern's shard files")
+    s.add_argument("patterns", nargs="*", metavar="PATTERN",
+                   help="a path with {} for the 3-digit shard, e.g. data/process/shards/{}.csv")
+    s.set_defaults(func=cmd_shards)
 
     s = sub.add_parser("demo", help="synthesize the demo dataset")
     s.add_argument("--out", default="data/demo")
@@ -550,6 +573,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(f"soundstage: {exc}", file=sys.stderr)
             return 2
+    if args.n_shards is not None:
+        if not 1 <= args.n_shards <= 1000:
+            print(f"soundstage: --n-shards {args.n_shards}: must be 1..1000", file=sys.stderr)
+            return 2
+        if params:
+            params["sharding"]["n_shards"] = args.n_shards
     try:
         args.func(args, params)
     except (ParamsError, ValueError, OSError) as exc:  # OSError: a full disk, a missing or unreadable file

@@ -42,7 +42,7 @@ def predict_rows(bundle: Bundle, rows: pd.DataFrame, *, logmel_dir: str | Path |
     if bundle.kind == "keras_cnn":
         if logmel_dir is None:
             raise ValueError("evaluating a CNN needs the log-mel folder")
-        return bundle.predict(logmels=[np.asarray(s) for s in load_logmels(rows["id"].tolist(), logmel_dir)])
+        return bundle.predict(logmels=[np.asarray(s) for s in load_logmels(rows, logmel_dir)])
     return bundle.predict(summary=rows[bundle.meta["feature_columns"]].to_numpy(np.float32))
 
 

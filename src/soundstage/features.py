@@ -1,8 +1,9 @@
 """Stage ``features``: per-clip feature matrices and a summary table, from one STFT per clip.
 
-A shard job reads its processed clips and writes, per clip, the matrices named in ``save``
-as ``<out_dir>/<name>/<id>.npy`` (float32, C order, shape ``(n_bins, n_frames)`` with
-``n_frames = 1 + n_samples // hop_length`` when ``center``):
+A shard job reads its processed clips and writes the matrices named in ``save`` of all its clips
+into one store per matrix kind, ``<out_dir>/<name>/<shard>.npy`` (:mod:`soundstage.store`: each
+clip's float32 ``(n_bins, n_frames)`` matrix, ``n_frames = 1 + n_samples // hop_length`` when
+``center``, at the ``offset`` its table row names):
 
 ============ ===================================== =============================================
 name         shape                                 content
@@ -18,26 +19,29 @@ name         shape                                 content
 ============ ===================================== =============================================
 
 (:data:`SAVEABLE`; a name must be enabled in the :class:`FeatureConfig` to be saved.) The shard
-table holds one row per clip: ``META_COLUMNS`` (``id, clip_id, label, group``), the clip's cache
-``key``, the moments of its log-mel frames (``count`` frames, per-bin ``logmel_mean`` and
-``logmel_m2`` as lists of ``n_mels`` float64, see :class:`soundstage.moments.Moments`) from which
-the ``stats`` stage merges train-split statistics without opening any matrix, and the summary
-columns ``<feature>_<stat>_<k>`` (:func:`soundstage.features_core.summary_statistics`).
+table holds one row per clip: ``META_COLUMNS`` (``id, clip_id, label, group``), where its matrices
+are (``store, offset, frames``), the clip's cache ``key``, the moments of its log-mel frames
+(``count`` frames, per-bin ``logmel_mean`` and ``logmel_m2`` as lists of ``n_mels`` float64, see
+:class:`soundstage.moments.Moments`) from which the ``stats`` stage merges train-split statistics
+without opening any matrix, and the summary columns ``<feature>_<stat>_<k>``
+(:func:`soundstage.features_core.summary_statistics`).
 
-``build_table`` then gathers the shard tables into one Parquet table (``id, clip_id, label, group``
-+ summary columns, float32) ready for scikit-learn; it does not depend on the split, so the
-features are computed once however many folds train on them.
+``build_table`` then gathers the shard tables into one Parquet table (``id, clip_id, label, group``,
+``store, offset, frames`` + summary columns, float32) ready for scikit-learn; it does not depend on
+the split, so the features are computed once however many folds train on them.
 
 Re-running a shard reuses every clip whose key is unchanged (its processed audio's key, the
-feature params, ``save`` and this code) and whose matrices are still the versions its cache
-stamped; only new or changed clips are read and computed, and the matrices of clips that left the
-shard are deleted.
+feature params, ``save`` and this code) and whose store is still the version its cache stamped;
+only new or changed clips are read and computed (into part stores, closed at each checkpoint), and
+the shard's store is then rewritten from the old store and the parts, without the clips that left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -47,9 +51,10 @@ import pandas as pd
 from soundstage import cache, stages
 from soundstage.decode import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summary_statistics
-from soundstage.io import atomic_path, save_npy, stamp
+from soundstage.io import atomic_path, stamp
 from soundstage.moments import Moments
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
+from soundstage.store import STORE_COLUMNS, Stores, StoreWriter, load_matrices, open_store, remove_quietly
 
 META_COLUMNS = ["id", "clip_id", "label", "group"]
 INTERNAL_COLUMNS = ["key", "stamp", "count", "logmel_mean", "logmel_m2"]
@@ -109,7 +114,8 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         Process-shard rows (``id, clip_id, path, label, group, key``; ``path`` of the processed
         WAV, relative to ``relative_to`` unless absolute).
     out_dir : path
-        The stage folder: matrices go to ``out_dir/<name>/<id>.npy``.
+        The stage folder: matrices go to the stores ``out_dir/<name>/<shard>.npy`` (``all.npy``
+        without ``shard``).
     config : FeatureConfig
     save : iterable of str
         Matrices to write, from :data:`SAVEABLE` and enabled in ``config``.
@@ -131,9 +137,9 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     Returns
     -------
     table : DataFrame
-        ``META_COLUMNS + INTERNAL_COLUMNS`` + one column per summary statistic, one row per clip;
-        ``stamp`` (the :func:`soundstage.io.stamp` of each saved matrix, ``;``-joined) is for the
-        cache, not for the stage's output table.
+        ``META_COLUMNS + INTERNAL_COLUMNS + STORE_COLUMNS`` + one column per summary statistic, one
+        row per clip; ``stamp`` (the :func:`soundstage.io.stamp` of each store, ``;``-joined) is for
+        the cache, not for the stage's output table.
     rejected : DataFrame
         Clips whose processed audio could not be read or used (``REJECTED_COLUMNS``, stage
         ``features``; reasons ``unreadable``, ``empty_file``, ``nonfinite``, and ``cannot_process`` when
@@ -156,13 +162,18 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     out_dir = Path(out_dir)
     params_key = cache.key_of(stages.code_version("features"), config.to_dict(), sorted(save))  # hashed once per shard
     rejected: list[dict] = []
+    store_name = f"{int(shard):03d}" if shard is not None else "all"
+    parts = _Parts(out_dir, save, store_name)
 
     # Paths as strings: a few pathlib objects per clip cost more than the rest of its bookkeeping.
     folders = [os.fspath(out_dir / name) for name in save]
     base = None if relative_to is None else os.fspath(relative_to)
 
     def files(row: dict) -> list[str]:
-        return [f"{folder}/{row['id']}.npy" for folder in folders]
+        where = row.get("store")
+        if where is None or (isinstance(where, float) and np.isnan(where)):  # a cache of one .npy per clip
+            return [f"{folder}/{row['id']}.npy" for folder in folders]
+        return [f"{folder}/{where}.npy" for folder in folders]
 
     def audio_path(row: dict) -> str:
         return row["path"] if base is None else os.path.join(base, row["path"])  # an absolute path stays
@@ -187,12 +198,11 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
         except ValueError as exc:  # params that cannot apply to this clip (its native rate): the others go on
             rejected.append(rejection(path, clip_id, "features", "cannot_process", f"{path}: {exc}"))
             return []
-        row_files = files({"id": clip_id})
-        written = [stamp(save_npy(f, feats[name])) for f, name in zip(row_files, save, strict=True)]
+        where, offset = parts.append([feats[name] for name in save])
         m = Moments.from_frames(feats["logmel"])
         return [{"id": clip_id, "clip_id": row["clip_id"], "label": row["label"], "group": row["group"], "key": key,
-                 "stamp": ";".join(written), "count": m.count, "logmel_mean": m.mean.tolist(),
-                 "logmel_m2": m.m2.tolist(), **summary}]
+                 "stamp": None, "count": m.count, "logmel_mean": m.mean.tolist(), "logmel_m2": m.m2.tolist(),
+                 "store": where, "offset": offset, "frames": int(feats["logmel"].shape[1]), **summary}]
 
     def refresh(old: dict, row: dict) -> dict:
         # Parquet gives the moments back as arrays; lists keep the column as fresh rows have it.
@@ -203,19 +213,110 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     def owned(old: dict) -> bool:  # a clip moved to another shard (n_shards changed) is that shard's
         return shard is None or n_shards is None or shard_of(str(old["clip_id"]), n_shards) == shard
 
+    def sealed(done: pd.DataFrame) -> pd.DataFrame:
+        """``done`` with the part being written closed, and every part row stamped."""
+        parts.seal()
+        if len(done):
+            missing = done["stamp"].isna()
+            done.loc[missing, "stamp"] = done.loc[missing, "store"].map(parts.stamps)
+        return done
+
     clips = [(str(row["id"]), cache.key_of(params_key, row["key"], str(row["id"])), row)
              for row in index.to_dict("records")]
-    table = cache.update_shard(clips, previous=previous, clip_column="id", files=files, path_of=audio_path,
-                               compute=compute, refresh=refresh, owned=owned,
-                               empty_columns=META_COLUMNS + INTERNAL_COLUMNS, checkpoint=checkpoint,
-                               checkpoint_seconds=CHECKPOINT_SECONDS, progress="features" if progress else None)
+    try:
+        table = cache.update_shard(
+            clips, previous=previous, clip_column="id", files=files, path_of=audio_path, compute=compute,
+            refresh=refresh, owned=owned, empty_columns=[*META_COLUMNS, *INTERNAL_COLUMNS, *STORE_COLUMNS],
+            checkpoint=None if checkpoint is None else lambda done: checkpoint(sealed(done)),
+            checkpoint_seconds=CHECKPOINT_SECONDS, progress="features" if progress else None)
+        table = _assemble(sealed(table), out_dir=out_dir, save=save, store_name=store_name)
+    finally:
+        parts.abort()
+    if checkpoint is not None:
+        checkpoint(table)  # the cache names the assembled store before the parts go
+    parts.remove_all()
     return table, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 
-def load_logmels(ids: list[str], logmel_dir: str | Path) -> list[np.ndarray]:
-    """``logmel_dir/<id>.npy`` of each id (float32 ``(n_mels, n_frames)``, dB, as ``features`` writes it),
-    memory-mapped: the OS pages in only the crops a batch touches."""
-    return [np.load(Path(logmel_dir) / f"{i}.npy", mmap_mode="r") for i in ids]
+class _Parts:
+    """The stores a shard job appends its new clips to: ``<name>/parts/<store>-<random>.npy``, one
+    per matrix kind, closed (and a new one begun) at each checkpoint, so that the cache written then
+    names complete files."""
+
+    def __init__(self, out_dir: Path, save: tuple[str, ...], store_name: str) -> None:
+        self.out_dir, self.save, self.store_name = out_dir, save, store_name
+        self.writers: list[StoreWriter] | None = None
+        self.name = ""
+        self.stamps: dict[str, str] = {}
+
+    def append(self, matrices: list[np.ndarray]) -> tuple[str, int]:
+        """Write one clip's matrices (in ``save`` order); ``(part name, offset)``."""
+        if not self.save:
+            return "", 0
+        if self.writers is None:
+            # A name no earlier part can have: a killed run's parts may be read as this run's cache.
+            self.name = f"parts/{self.store_name}-{secrets.token_hex(8)}"
+            self.writers = [StoreWriter(self.out_dir / kind / f"{self.name}.npy", m.shape[0])
+                            for kind, m in zip(self.save, matrices, strict=True)]
+        offsets = {w.append(m) for w, m in zip(self.writers, matrices, strict=True)}
+        if len(offsets) != 1:
+            raise ValueError(f"features: matrices of one clip differ in frames ({[m.shape for m in matrices]})")
+        return self.name, offsets.pop()
+
+    def seal(self) -> None:
+        if self.writers is not None:
+            self.stamps[self.name] = ";".join(stamp(os.stat(w.close())) for w in self.writers)
+            self.writers = None
+
+    def abort(self) -> None:
+        if self.writers is not None:
+            for w in self.writers:
+                w.abort()
+            self.writers = None
+
+    def remove_all(self) -> None:
+        """Every part of this shard, also those a killed run left."""
+        for kind in self.save:
+            folder = self.out_dir / kind / "parts"
+            if folder.is_dir():
+                remove_quietly(folder.glob(f"{self.store_name}-*.npy"))
+                with contextlib.suppress(OSError):  # another shard's parts may still be there
+                    folder.rmdir()
+
+
+def _assemble(table: pd.DataFrame, *, out_dir: Path, save: tuple[str, ...], store_name: str) -> pd.DataFrame:
+    """Write the shard's stores ``<name>/<store_name>.npy`` from the rows' current places (the previous
+    store, parts), in ``table`` order; ``table`` re-pointed at them. Nothing is rewritten when the rows
+    already are the store as it stands, in order."""
+    if not save:
+        return table.assign(store=store_name, offset=0) if len(table) else table
+    if table.empty:
+        remove_quietly(out_dir / kind / f"{store_name}.npy" for kind in save)
+        return table
+    frames = table["frames"].to_numpy(np.int64)
+    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]])
+    current = (table["store"].astype(str) == store_name).all() and (table["offset"].to_numpy(np.int64) == offsets).all()
+    if current:
+        stores = [open_store(out_dir / kind / f"{store_name}.npy") for kind in save]
+        if all(s.shape[0] == int(frames.sum()) for s in stores):
+            return table
+    written = []
+    for kind in save:
+        sources = Stores(out_dir / kind)
+        places = list(zip(table["store"].astype(str), table["offset"], table["frames"], strict=True))
+        first = sources.matrix(*places[0])
+        with StoreWriter(out_dir / kind / f"{store_name}.npy", first.shape[0]) as writer:
+            for place in places:
+                writer.append(sources.matrix(*place))
+        written.append(stamp(os.stat(writer.path)))
+    return table.assign(store=store_name, offset=offsets, stamp=";".join(written))
+
+
+def load_logmels(rows: pd.DataFrame, logmel_dir: str | Path) -> list[np.ndarray]:
+    """The log-mel of each row of a features table (float32 ``(n_mels, n_frames)``, dB, as ``features``
+    writes it), located by the rows' :data:`soundstage.store.STORE_COLUMNS` in the stores of
+    ``logmel_dir`` and memory-mapped: the OS pages in only the crops a batch touches."""
+    return load_matrices(rows, logmel_dir)
 
 
 def write_table(path: str | Path, table: pd.DataFrame) -> None:
@@ -229,7 +330,7 @@ def write_table(path: str | Path, table: pd.DataFrame) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fixed = META_COLUMNS + INTERNAL_COLUMNS
+    fixed = META_COLUMNS + INTERNAL_COLUMNS + list(STORE_COLUMNS)
     names = [str(c) for c in table.columns if c not in fixed]
     arrays = {str(c): pa.array([np.asarray(v).tolist() for v in table[c]], type=pa.list_(pa.float64()))
               if c in ("logmel_mean", "logmel_m2") else pa.array(table[c].to_numpy(), from_pandas=True)
@@ -262,8 +363,9 @@ def build_table(*, shard_tables: list[pd.DataFrame]) -> pd.DataFrame:
     """Gather shard tables into the modelling table, whatever the split (each fold picks its rows,
     :func:`soundstage.split.rows_of_fold`), so that the features never depend on it.
 
-    Columns: ``id, clip_id, label, group`` then the summary features (float32) in the order of the
-    first shard table that has them; rows sorted by ``id``. Raises ``ValueError`` when two shards
+    Columns: ``id, clip_id, label, group``, ``store, offset, frames`` (where the clip's matrices are)
+    then the summary features (float32) in the order of the first shard table that has them; rows
+    sorted by ``id``. Raises ``ValueError`` when two shards
     hold the same id.
     """
     frames = [t for t in shard_tables if len(t)]
@@ -273,8 +375,9 @@ def build_table(*, shard_tables: list[pd.DataFrame]) -> pd.DataFrame:
     if table["id"].duplicated().any():
         twice = table["id"][table["id"].duplicated()].head(3).tolist()
         raise ValueError(f"features: clip id(s) in two shard tables: {twice}")
-    feature_cols = [c for c in table.columns if c not in META_COLUMNS]
-    table = table[META_COLUMNS + feature_cols].sort_values("id", kind="stable").reset_index(drop=True)
+    where = [c for c in STORE_COLUMNS if c in table.columns]
+    feature_cols = [c for c in table.columns if c not in META_COLUMNS and c not in where]
+    table = table[META_COLUMNS + where + feature_cols].sort_values("id", kind="stable").reset_index(drop=True)
     if feature_cols:
         table[feature_cols] = table[feature_cols].astype(np.float32)
     return table
@@ -282,4 +385,4 @@ def build_table(*, shard_tables: list[pd.DataFrame]) -> pd.DataFrame:
 
 def feature_columns(table: pd.DataFrame) -> list[str]:
     """The summary feature columns of a modelling table."""
-    return [c for c in table.columns if c not in [*META_COLUMNS, "split", "fold", *INTERNAL_COLUMNS]]
+    return [c for c in table.columns if c not in [*META_COLUMNS, "split", "fold", *INTERNAL_COLUMNS, *STORE_COLUMNS]]

@@ -155,28 +155,106 @@ def _skipped_rows(skipped: list[Path], root: Path, extensions: set[str], *, reje
                                       f"{path}: not an audio file by its name ({what}): not a clip"))
 
 
-def fingerprint_tree(root: str | Path, extensions: list[str] | tuple[str, ...]) -> str:
-    """Hash of (relative path, size, mtime) of every file below ``root`` but hidden ones.
+#: Where the synthesized demo lives: ``data.root`` there with the folder layout means "the demo".
+DEMO_ROOT = "data/demo"
 
-    Snakemake passes this as a rule parameter so that adding, removing or touching files re-runs
-    ``ingest`` (a folder's own mtime does not see changes in nested folders). Files of other
-    extensions count too: ingest lists them in its rejected table.
+
+def is_demo(params: dict) -> bool:
+    """Whether validated ``params`` point at the synthesized demo (made by the ``demo`` stage)."""
+    return os.path.normpath(params["data"]["root"]) == DEMO_ROOT and params["data"]["layout"] == "folder"
+
+
+@dataclass(frozen=True)
+class TreeScan:
+    """What one walk of a dataset folder tells before anything is decoded."""
+
+    fingerprint: str  #: hash of (relative path, size, mtime) of every file but hidden ones
+    n_audio: int  #: files with one of the dataset's extensions
+    audio_bytes: int  #: their total size in bytes
+
+
+def scan_tree(root: str | Path, extensions: list[str] | tuple[str, ...]) -> TreeScan:
+    """Walk ``root`` once (a single file: that file): its :attr:`TreeScan.fingerprint`, which Snakemake
+    passes as a rule parameter so that adding, removing or touching files re-runs ``ingest`` (a
+    folder's own mtime does not see changes in nested folders; files of other extensions count too,
+    ingest lists them as rejected), and the audio files' count and bytes, which size ``n_shards: auto``.
     """
     root = Path(root)
     digest = hashlib.sha1()
+    n_audio = audio_bytes = 0
     if root.is_file():
         st = root.stat()
         digest.update(f"{root.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         root = root.parent
     others: list[Path] = []
-    audio = _walk_audio(root, {e.lower() for e in extensions}, skipped=others) if root.is_dir() else []
+    exts = {e.lower() for e in extensions}
+    audio = _walk_audio(root, exts, skipped=others) if root.is_dir() else []
+    is_audio = set(audio)
     for path in sorted(audio + others):
         try:
             st = path.stat()
         except OSError:
             continue
         digest.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
+        if path in is_audio:
+            n_audio += 1
+            audio_bytes += st.st_size
+    return TreeScan(digest.hexdigest(), n_audio, audio_bytes)
+
+
+def fingerprint_tree(root: str | Path, extensions: list[str] | tuple[str, ...]) -> str:
+    """:attr:`TreeScan.fingerprint` of :func:`scan_tree`."""
+    return scan_tree(root, extensions).fingerprint
+
+
+#: Estimated CPU seconds of process + features per audio file, and per byte of audio file (decode,
+#: resample, one STFT): fitted on the benchmark sets (benchmarks/README.md), within 2x either way.
+AUTO_SECONDS_PER_FILE = 0.002
+AUTO_SECONDS_PER_BYTE = 15e-9
+
+
+def auto_shards(n_files: int, n_bytes: int, seconds: float = 4.0) -> int:
+    """``sharding.n_shards: auto``: the least power of two (1..512) giving each shard at most
+    ``seconds`` (``sharding.auto_seconds``) of estimated work. It depends on the data alone, not on
+    the machine, so every clone and cluster node shards alike, and it changes only when the data about
+    doubles or halves (a change re-runs every shard)."""
+    work = n_files * AUTO_SECONDS_PER_FILE + n_bytes * AUTO_SECONDS_PER_BYTE
+    n = 1
+    while n < 512 and work / n > seconds:
+        n *= 2
+    return n
+
+
+#: How a Snakemake run tells the job processes it starts (a cluster's) the shard count it resolved.
+N_SHARDS_ENV = "SOUNDSTAGE_N_SHARDS"
+
+
+def inherited_n_shards() -> int | None:
+    """The shard count a parent Snakemake process passed on (:func:`pass_on_n_shards`), if any."""
+    value = os.environ.get(N_SHARDS_ENV, "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def pass_on_n_shards(n: int) -> None:
+    """Let the processes started from here (Snakemake's jobs) inherit the shard count ``n``."""
+    os.environ[N_SHARDS_ENV] = str(int(n))
+
+
+def resolve_n_shards(params: dict, scan: TreeScan | None = None) -> int:
+    """``sharding.n_shards`` of validated ``params`` as a number: itself, or for ``auto``
+    :func:`auto_shards` of the dataset (``scan`` of ``data.root`` when given, else walked here; the
+    demo, which may not exist yet, is sized from its ``demo`` params)."""
+    n = params["sharding"]["n_shards"]
+    if n != "auto":
+        return int(n)
+    if is_demo(params):
+        d = params["demo"]
+        clips = d["n_classes"] * d["clips_per_class"]
+        return auto_shards(clips, int(clips * d["duration"] * d["sample_rate"] * 2),  # 16-bit WAVs
+                           params["sharding"]["auto_seconds"])
+    if scan is None:
+        scan = scan_tree(params["data"]["root"], params["data"]["extensions"])
+    return auto_shards(scan.n_audio, scan.audio_bytes, params["sharding"]["auto_seconds"])
 
 
 def _clip_id(rel: str) -> str:

@@ -39,6 +39,7 @@ from soundstage.rejections import (
     summarize_rejections,
 )
 from soundstage.split import REFIT, fold_ids, read_folds
+from soundstage.store import STORE_COLUMNS, Stores
 
 SPLITS = ("train", "val", "test")
 #: Rejected files listed one by one in report.md; the rest are in rejected.csv.
@@ -328,8 +329,8 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     seed : int
         ``params.yaml: seed``: which clips the example figures show (:func:`choose_examples`).
     saved : sequence of str
-        ``params.yaml: features.save``: the per-clip matrices the features stage wrote under
-        ``features_dir/<name>/<id>.npy``; the examples draw those of :data:`EXAMPLE_MATRICES`.
+        ``params.yaml: features.save``: the matrices the features stage stored under
+        ``features_dir/<name>/``; the examples draw those of :data:`EXAMPLE_MATRICES`.
     """
     ingest_dir, process_dir, split_dir, features_dir, out_dir = map(
         Path, (ingest_dir, process_dir, split_dir, features_dir, out_dir))
@@ -459,7 +460,10 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     # Examples
     text += ["## Examples", ""]
     candidates = _feature_rows(features_dir, n_shards)
-    examples = write_examples(choose_examples(candidates, seed=seed), audio_dir=process_dir / "audio",
+    chosen = choose_examples(candidates, seed=seed)
+    if len(chosen) and "store" in candidates.columns:  # where each chosen clip's matrices are
+        chosen = chosen.merge(candidates[["id", *STORE_COLUMNS]].drop_duplicates("id"), on="id", how="left")
+    examples = write_examples(chosen, audio_dir=process_dir / "audio",
                               features_dir=features_dir, saved=saved, out_dir=out_dir / EXAMPLES_DIR)
     if len(examples):
         n_labels = candidates["label"].nunique()
@@ -482,13 +486,22 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
 
 
 def _feature_rows(features_dir: Path, n_shards: int | None) -> pd.DataFrame:
-    """``id, clip_id, label`` of every clip with features (the features stage's shard tables)."""
+    """``id, clip_id, label`` and ``store, offset, frames`` of every clip with features (the features
+    stage's shard tables; the store columns only when the tables have them)."""
+    import pyarrow.parquet as pq
+
     files = _shard_files(features_dir / "shards", "[0-9]*.parquet", n_shards)
-    frames = [pd.read_parquet(f, columns=["id", "clip_id", "label"]) for f in files]
-    frames = [f for f in frames if len(f)]
+    frames = []
+    for f in files:
+        names = pq.read_schema(f).names
+        frame = pd.read_parquet(f, columns=["id", "clip_id", "label"]
+                                + [c for c in STORE_COLUMNS if c in names]).astype({"id": str, "clip_id": str,
+                                                                                   "label": str})
+        if len(frame):
+            frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["id", "clip_id", "label"], dtype=object)
-    return pd.concat(frames, ignore_index=True).astype(str)
+    return pd.concat(frames, ignore_index=True)
 
 
 def choose_examples(rows: pd.DataFrame, *, seed: int, per_class: int = EXAMPLES_PER_CLASS,
@@ -535,7 +548,8 @@ def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Pat
                    out_dir: Path, max_seconds: float = MAX_EXAMPLE_SECONDS) -> pd.DataFrame:
     """One figure per row of ``examples`` (:func:`choose_examples`) at ``out_dir/<label>/<clip>.png``
     (names made safe for a file system): the processed audio ``audio_dir/<id>.wav`` and the matrices
-    ``features_dir/<name>/<id>.npy`` of :data:`EXAMPLE_MATRICES` named in ``saved``, at most
+    of :data:`EXAMPLE_MATRICES` named in ``saved``, from the stores the rows' ``store, offset, frames``
+    name (``features_dir/<name>/<id>.npy`` for rows without them), at most
     ``max_seconds`` of each; see :func:`plot_example`. Any other PNG under ``out_dir`` (an earlier
     choice) is removed; ``out_dir`` exists afterwards, empty when there is nothing to show.
 
@@ -556,7 +570,10 @@ def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Pat
             folder_of[label] = _safe_name(label, folders)
         folder = folder_of[label]
         name = _safe_name(str(row["clip_id"]), files.setdefault(folder, set()))
-        matrices = {kind: Path(features_dir) / kind / f"{row['id']}.npy" for kind in EXAMPLE_MATRICES if kind in saved}
+        has_store = isinstance(row.get("store"), str)
+        matrices = {kind: (Path(features_dir) / kind / f"{row['store']}.npy", int(row["offset"]), int(row["frames"]))
+                    if has_store else Path(features_dir) / kind / f"{row['id']}.npy"
+                    for kind in EXAMPLE_MATRICES if kind in saved}
         plot_example(clip_id=str(row["clip_id"]), segment_id=str(row["id"]), label=label,
                      audio_path=Path(audio_dir) / f"{row['id']}.wav", matrices=matrices,
                      path=out_dir / folder / f"{name}.png", max_seconds=max_seconds)
@@ -571,11 +588,13 @@ def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Pat
     return examples.assign(file=written)
 
 
-def plot_example(*, clip_id: str, segment_id: str, label: str, audio_path: Path, matrices: dict[str, Path],
+def plot_example(*, clip_id: str, segment_id: str, label: str, audio_path: Path,
+                 matrices: dict[str, Path | tuple[Path, int, int]],
                  path: Path, max_seconds: float = MAX_EXAMPLE_SECONDS) -> None:
     """Write one clip's figure: its waveform (min/max envelope of the processed audio, multichannel
-    downmixed) and a panel per matrix of ``matrices`` (``{kind: .npy path}``, float32 ``(n_bins,
-    n_frames)``, memory-mapped: only the frames drawn are read), on one time axis in seconds (the frames
+    downmixed) and a panel per matrix of ``matrices`` (``{kind: (store path, offset, frames)}``, or a
+    ``.npy`` path of one matrix; float32 ``(n_bins, n_frames)``, memory-mapped: only the frames drawn
+    are read), on one time axis in seconds (the frames
     spread over the audio's duration), at most the first ``max_seconds``. The log-mel is drawn in dB;
     each MFCC row (coefficient, then its deltas) is scaled to zero mean and unit variance over time, as
     the first coefficient (the level) would otherwise take the whole colour scale. A missing or
@@ -609,11 +628,15 @@ def plot_example(*, clip_id: str, segment_id: str, label: str, audio_path: Path,
         ax.set_title(EXAMPLE_MATRICES.get(kind, kind) + (" (each row standardized)" if kind == "mfcc" else ""),
                      fontsize=9)
         try:
-            m = np.load(npy, mmap_mode="r")
+            if isinstance(npy, tuple):  # (store, offset, frames)
+                m = Stores(npy[0].parent).matrix(npy[0].stem, npy[1], npy[2])
+            else:
+                m = np.load(npy, mmap_mode="r")
             if m.ndim != 2:
                 raise ValueError(f"shape {m.shape}")
         except (OSError, ValueError) as exc:
-            _note(ax, f"no {kind} matrix: {npy} ({type(exc).__name__})")
+            where = f"{npy[0]} at frame {npy[1]}" if isinstance(npy, tuple) else npy
+            _note(ax, f"no {kind} matrix: {where} ({type(exc).__name__})")
             bar.axis("off")
             continue
         frames = m.shape[1]

@@ -35,17 +35,17 @@ class Stage:
 #: Named as the DVC stages; ``metrics`` is the evaluation summary.
 STAGES: dict[str, Stage] = {
     "demo": Stage("soundstage.demo", {"demo": ("seed", "demo")}),
-    "ingest": Stage("soundstage.ingest", {"ingest": ("data", "sharding.n_shards")}),
-    "process": Stage("soundstage.process", {"process": ("process", "sharding.n_shards")}),
+    "ingest": Stage("soundstage.ingest", {"ingest": ("data", "sharding")}),
+    "process": Stage("soundstage.process", {"process": ("process", "sharding")}),
     "split": Stage("soundstage.split", {"split": ("seed", "split", "data.root")}),
-    "features": Stage("soundstage.features", {"features": ("features", "sharding.n_shards"),
+    "features": Stage("soundstage.features", {"features": ("features", "sharding"),
                                               "features_table": ("data.max_rejected_share",)}),
     "stats": Stage("soundstage.stats", {"stats": ("stats",)}, targets=("train.refit",)),
     "train": Stage("soundstage.train", {"train": ("seed", "data.name", "mlflow", "augment", MODEL)},
                    targets=("train.refit",)),
     "evaluate": Stage("soundstage.evaluate", {"evaluate": ("seed", "evaluate"), "aggregate": ("mlflow",)}),
     "metrics": Stage("soundstage.evaluate", {"metrics": ()}),
-    "report": Stage("soundstage.report", {"report": ("seed", "data.name", "sharding.n_shards",
+    "report": Stage("soundstage.report", {"report": ("seed", "data.name", "sharding",
                                                      "data.max_rejected_share", "features.save")}),
 }
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from soundstage.io import save_npy
 from soundstage.moments import Moments
 
 #: The shard-table columns :func:`train_moments` reads.
@@ -110,16 +109,26 @@ def train_moments(*, shard_tables: Iterable[pd.DataFrame], train_ids: set[str]) 
 
 def export_normalized(*, shard_tables: Iterable[str | Path], logmel_dir: str | Path, out_dir: str | Path,
                       mean: np.ndarray, std: np.ndarray) -> int:
-    """Write a normalized copy ``out_dir/<id>.npy`` (float32 ``(n_mels, t)``,
-    :func:`soundstage.models.standardize_logmel`) of the log-mel of every clip in the feature
-    ``shard_tables`` (Parquet paths).
+    """Write a normalized copy of every log-mel store that the feature ``shard_tables`` (Parquet paths)
+    name: ``out_dir/<store>.npy``, :func:`soundstage.models.standardize_logmel` applied to each frame,
+    in the same layout (:mod:`soundstage.store`), so the tables' ``store, offset, frames`` locate a
+    clip's normalized log-mel there too.
 
-    One clip in memory at a time; returns how many were written.
+    A block of frames in memory at a time; returns how many clips the stores hold.
     """
     from soundstage.models import standardize_logmel
+    from soundstage.store import StoreWriter, open_store
 
-    ids = sorted(set().union(*(set(pd.read_parquet(f, columns=["id"])["id"].astype(str)) for f in shard_tables)))
-    for clip_id in ids:
-        spec = np.load(Path(logmel_dir) / f"{clip_id}.npy")
-        save_npy(Path(out_dir) / f"{clip_id}.npy", standardize_logmel(spec, mean=mean, std=std))
-    return len(ids)
+    names: dict[str, int] = {}
+    for f in shard_tables:
+        where = pd.read_parquet(f, columns=["store"])["store"].astype(str)
+        for name, n in where.value_counts().items():
+            names[name] = names.get(name, 0) + int(n)
+    block = 1 << 14  # frames per read
+    for name in sorted(names):
+        data = open_store(Path(logmel_dir) / f"{name}.npy")
+        with StoreWriter(Path(out_dir) / f"{name}.npy", data.shape[1]) as writer:
+            for start in range(0, data.shape[0], block):
+                frames = np.asarray(data[start:start + block]).T  # (n_mels, frames)
+                writer.append(standardize_logmel(frames, mean=mean, std=std))
+    return sum(names.values())

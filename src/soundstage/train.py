@@ -183,12 +183,12 @@ def fit(*, model: str, table: pd.DataFrame, params: dict[str, Any], seed: int, n
         p = dict(params)
         spec_augment = p.pop("spec_augment", None)
         # Memory maps, cropped and standardized batch by batch: memory follows the batch, not the data set.
-        train_specs = load_logmels(train["id"].astype(str).tolist(), logmel_dir)
+        train_specs = load_logmels(train, logmel_dir)
         if extra is not None:
             if len(augmented.logmels) != len(extra):
                 raise ValueError("train: augmented rows come without their log-mels")
             train_specs += augmented.logmels
-        val_specs = load_logmels(val["id"].astype(str).tolist(), logmel_dir) if len(val) else None
+        val_specs = load_logmels(val, logmel_dir) if len(val) else None
         fitted, history = models.fit_keras_cnn(train_specs, y_all, val_specs, y_val if len(val) else None,
                                                n_classes=len(labels), seed=seed, spec_augment_params=spec_augment,
                                                standardize=standardize, **p)

@@ -7,7 +7,15 @@ from pathlib import Path
 from soundstage import runlock, split, stages
 from soundstage.models import MODEL_KINDS
 from soundstage.config import load_params
-from soundstage.ingest import fingerprint_tree
+from soundstage.ingest import (
+    DEMO_ROOT,
+    fingerprint_tree,
+    inherited_n_shards,
+    is_demo as params_are_demo,
+    pass_on_n_shards,
+    resolve_n_shards,
+    scan_tree,
+)
 
 PARAMS = workflow.configfiles[-1] if workflow.configfiles else "params.yaml"
 
@@ -17,9 +25,27 @@ PARAMS = workflow.configfiles[-1] if workflow.configfiles else "params.yaml"
 config.update(load_params(PARAMS))
 # --use-conda builds this environment for every rule (the same one `make run` installs with pip).
 ENV = "../../environment.yml"
-SHARDS = [f"{i:03d}" for i in range(config["sharding"]["n_shards"])]
+# The user's data is walked once, for its fingerprint (get_data_fingerprint) and, with `n_shards: auto`,
+# the shard count, which the jobs are then told (--n-shards). Jobs that Snakemake runs in processes of
+# their own (a cluster's) inherit the count rather than walk the data again.
+_SCAN = []
+
+
+def data_scan():
+    if not _SCAN:
+        root = config["data"]["root"]
+        missing = params_are_demo(config) or not os.path.exists(root)
+        _SCAN.append(None if missing else scan_tree(root, config["data"]["extensions"]))
+    return _SCAN[0]
+
+
+N_SHARDS = None if workflow.is_main_process else inherited_n_shards()
+if N_SHARDS is None:
+    N_SHARDS = resolve_n_shards(config, None if config["sharding"]["n_shards"] != "auto" else data_scan())
+pass_on_n_shards(N_SHARDS)
+config["sharding"]["n_shards"] = N_SHARDS  # the rules' watched params: a new count re-runs the sharded stages
+SHARDS = [f"{i:03d}" for i in range(N_SHARDS)]
 MODELS = config["train"]["models"]
-DEMO_ROOT = "data/demo"
 UNDER_DVC = os.environ.get("SOUNDSTAGE_UNDER_DVC") == "1"
 
 # One run at a time, and a dead run's leftovers (Snakemake's locks, incomplete outputs, temporary
@@ -58,7 +84,7 @@ def get_train_params(wildcards):
 
 
 def is_demo():
-    return os.path.normpath(config["data"]["root"]) == DEMO_ROOT and config["data"]["layout"] == "folder"
+    return params_are_demo(config)
 
 
 def get_ingest_input(wildcards):
@@ -72,8 +98,11 @@ def get_data_fingerprint(wildcards):
     if is_demo():
         return "demo"
     data = config["data"]
-    roots = [data["root"]] + ([data["csv"]["path"]] if data["layout"] == "csv" else [])
-    return [fingerprint_tree(r, data["extensions"]) if os.path.exists(r) else "missing" for r in roots]
+    csv = [data["csv"]["path"]] if data["layout"] == "csv" else []
+    scan = data_scan()
+    return [scan.fingerprint if scan else "missing"] + [
+        fingerprint_tree(r, data["extensions"]) if os.path.exists(r) else "missing" for r in csv
+    ]
 
 
 def get_split_input(wildcards):

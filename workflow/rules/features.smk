@@ -11,9 +11,12 @@ rule features:
         ENV
     params:
         cfg=PARAMS,
+        n_shards=N_SHARDS,
         watched=stage_params("features"),
     shell:
-        cli("soundstage --params {params.cfg} features --index {input.index} --out-dir data/features")
+        cli(
+            "soundstage --params {params.cfg} --n-shards {params.n_shards} features --index {input.index} --out-dir data/features"
+        )
 
 
 rule features_table:
@@ -31,6 +34,9 @@ rule features_table:
         ENV
     params:
         cfg=PARAMS,
+        n_shards=N_SHARDS,
         watched=stage_params("features", "features_table"),
     shell:
-        cli("soundstage --params {params.cfg} features --table --inputs {input.shards} --out-dir data/features")
+        cli(
+            "soundstage --params {params.cfg} --n-shards {params.n_shards} features --table --inputs {input.shards} --out-dir data/features"
+        )

@@ -10,7 +10,8 @@ rule ingest:
         ENV
     params:
         cfg=PARAMS,
+        n_shards=N_SHARDS,
         watched=stage_params("ingest"),
         fingerprint=get_data_fingerprint,
     shell:
-        cli("soundstage --params {params.cfg} ingest --out-dir data/ingest")
+        cli("soundstage --params {params.cfg} --n-shards {params.n_shards} ingest --out-dir data/ingest")

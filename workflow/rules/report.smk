@@ -55,6 +55,7 @@ rule report:
         ENV
     params:
         cfg=PARAMS,
+        n_shards=N_SHARDS,
         watched=stage_params("report"),
     shell:
-        cli("soundstage --params {params.cfg} report --out-dir reports/dataset")
+        cli("soundstage --params {params.cfg} --n-shards {params.n_shards} report --out-dir reports/dataset")
