@@ -70,11 +70,17 @@ def make_dataset(root: Path, n: int, seed: int = 0) -> None:
                  subtype="PCM_16")
 
 
-def make_project(dest: Path, data: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for rel in filter(None, files.split("\0")):
+def make_project(dest: Path, data: Path, repo: Path = REPO) -> None:
+    # The tracked files and the new ones not yet added (not the ignored, nor a local run's reports and data).
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=repo, capture_output=True, text=True, check=True).stdout
+    new = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=repo, capture_output=True,
+                         text=True, check=True).stdout
+    new = [f for f in new.split("\0") if not f.startswith(("reports/", "data/"))]
+    for rel in filter(None, files.split("\0") + new):
+        if not (repo / rel).is_file():  # deleted in the working tree
+            continue
         (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, dest / rel)
+        shutil.copy2(repo / rel, dest / rel)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     params["data"].update(name="noop", root=str(data), layout="regex")
     params["data"]["regex"]["pattern"] = r"(?P<label>\d)_(?P<group>[a-z]+)_\d+\.wav"
