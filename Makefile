@@ -20,7 +20,7 @@ export MKL_NUM_THREADS := 1
 export NUMBA_NUM_THREADS := 1
 export KERAS_BACKEND := jax
 
-.PHONY: run test test-fast lint install system-deps dvc-repro pull compare report screenshots clean
+.PHONY: run test test-fast lint install system-deps dvc-repro pull compare report screenshots clean bench-refs
 
 install: $(STAMP)
 
@@ -87,6 +87,10 @@ report: install
 # After `make run`: the report and the MLflow UI rendered in headless Chromium, saved to docs/*.png.
 screenshots: install system-deps report
 	$(BIN)/python docs/screenshots.py --project . --out docs
+
+# The essentia and openSMILE references of benchmarks/bench_e2e.py (the `bench` extra) in .venv.
+bench-refs: install
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 
 clean:
 	rm -rf data/ingest data/process data/split data/features data/stats models reports logs .snakemake

@@ -69,3 +69,44 @@ def test_folds_benchmark_quick_run_computes_the_features_once_per_side(tmp_path)
     for runs in data["runs"].values():
         assert all(r["features"] > 0 and r["folds"] > 0 for r in runs)
     assert f"folds T_{k} / T_1" in proc.stdout and "K-fold total" in proc.stdout
+
+
+@pytest.mark.slow
+def test_e2e_benchmark_quick_run_reports_every_side_and_where_soundstage_spends_its_time(tmp_path):
+    proc, data = quick_run("bench_e2e.py", tmp_path)
+
+    assert set(data["sets"]) == {"short", "30s", "long"}
+    for name, runs in data["sets"].items():
+        dataset = data["datasets"][name]
+        assert dataset["clips"] > 0 and dataset["audio_s"] > 0, name
+        assert set(runs) == {"soundstage", "reference", "fair", "essentia", "opensmile"}, name
+        for side, r in runs.items():
+            if side in ("essentia", "opensmile") and r.get("status"):  # the `bench` extra is optional
+                assert r["status"].startswith("not installed"), (name, side)
+                continue
+            assert r["clips"] == dataset["clips"] and r["audio_s"] == dataset["audio_s"], (name, side)
+            assert r["wall"] > 0 and r["cpu_s"] > 0 and r["rss_max_proc_mb"] > 0, (name, side)
+            assert len(r["walls"]) == 1, (name, side)
+            if side != "soundstage":
+                assert r["ref_audio_s"] == pytest.approx(dataset["audio_s"], rel=0.01), (name, side)
+                assert r["vs_seed"] > 0 and r["vs_fair"] > 0, (name, side)
+        ours = runs["soundstage"]
+        # The real command built the features table: one row per clip the references computed.
+        assert ours["table_rows"] == runs["reference"]["clips"] == runs["fair"]["clips"], name
+        assert ours["shards"] >= 1, name
+        # The fixed-cost breakdown: its parts, in order, make up no more than the wall time.
+        b = ours["breakdown"]
+        parts = (b["startup_dag_s"], b["jobs_span_s"], b["end_s"])
+        assert all(p >= 0 for p in parts) and sum(parts) <= ours["wall"] + 1e-6, (name, b)
+        assert 0 <= b["no_job_running_s"] <= b["jobs_span_s"], name
+        assert b["job_sum_s"] <= 2 * b["jobs_span_s"] + 0.1, name  # --cores 2
+        assert {"ingest", "process", "split", "features", "features_table", "stats"} <= set(b["rules"]), name
+        assert b["n_jobs"] == sum(rule["jobs"] for rule in b["rules"].values()), name
+        assert b["ingest_s"] == b["rules"]["ingest"]["sum_s"] > 0, name
+        assert b["imports_job_s"] == pytest.approx(b["n_jobs"] * data["imports_s"]) and data["imports_s"] > 0, name
+        assert 0 <= b["audio_work_job_s"] <= b["job_sum_s"], name
+        assert ours["dry_run_s"] > 0, name
+    # make run's pipeline on the (smaller) demo, every rule through the report.
+    (demo,) = data["demo"].values()
+    assert demo["wall"] > 0 and {"demo", "train", "evaluate", "report"} <= set(demo["breakdown"]["rules"])
+    assert "vs seed-style" in proc.stdout and "where the time goes" in proc.stdout
