@@ -216,12 +216,12 @@ AUTO_SECONDS_PER_BYTE = 15e-9
 
 def auto_shards(n_files: int, n_bytes: int, seconds: float = 4.0) -> int:
     """``sharding.n_shards: auto``: the least power of two (1..512) giving each shard at most
-    ``seconds`` (``sharding.auto_seconds``) of estimated work, and at least 2 once there is half that
-    much work in all, so that two cores share it rather than one doing it all. It depends on the data
+    ``seconds`` (``sharding.auto_seconds``) of estimated work, and at least 2 once there is a quarter
+    of that in all, so that two cores share it rather than one doing it all. It depends on the data
     alone, not on the machine, so every clone and cluster node shards alike, and it changes only when
     the data about doubles or halves (a change re-runs every shard)."""
     work = n_files * AUTO_SECONDS_PER_FILE + n_bytes * AUTO_SECONDS_PER_BYTE
-    n = 2 if work > seconds / 2 else 1
+    n = 2 if work > seconds / 4 else 1
     while n < 512 and work / n > seconds:
         n *= 2
     return n
