@@ -378,7 +378,7 @@ def run_shard(shard: int, manifest, root: Path) -> dict:
     c1, t1 = time.process_time(), time.perf_counter()
     table, frejected = features_shard(index=read_csv(root / "process" / "shards" / f"{name}.csv"),
                                       out_dir=root / "features", config=_feature_config(),
-                                      save=("logmel", "mfcc"), relative_to=root)
+                                      save=("logmel", "mfcc"), relative_to=root, shard=shard)
     write_csv(root / "features" / "shards" / f"{name}.rejected.csv", frejected)
     write_table(root / "features" / "shards" / f"{name}.parquet", table)
     c2, t2 = time.process_time(), time.perf_counter()

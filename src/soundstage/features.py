@@ -125,7 +125,9 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     relative_to : path, optional
         Folder that relative ``path`` values start from (the repository root).
     shard, n_shards : int, optional
-        This job's shard and the shard count. A previous clip that is no longer in ``index``
+        This job's shard and the shard count; ``shard`` names the stores (``<shard>.npy``, ``all.npy``
+        without it), and two jobs must never write the same store of one ``out_dir`` at once (each
+        replaces the store and clears the store's parts). A previous clip that is no longer in ``index``
         loses its matrices, unless (both given) its clip now hashes to another shard
         (``n_shards`` changed): that shard's job owns, and may already have rewritten, them.
     progress : bool
