@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_benchmark import quick_run
 
 
 def test_store_benchmark_quick_run(tmp_path: Path) -> None:
-    report = tmp_path / "r.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_store.py"), "--quick",
-                           "--work", str(tmp_path / "work"), "--json", str(report)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    data = json.loads(report.read_text())
+    proc, data = quick_run("bench_store.py", tmp_path)
     assert data["same_values"] and "-> OK" in proc.stdout
     sides = data["sides"]
     assert set(sides) == {"per_clip_npy", "shard_store", "shard_arrow"}

@@ -303,9 +303,9 @@ def _assemble(table: pd.DataFrame, *, out_dir: Path, save: tuple[str, ...], stor
         if all(s.shape[0] == int(frames.sum()) for s in stores):
             return table
     written = []
+    places = list(zip(table["store"].astype(str), table["offset"], table["frames"], strict=True))
     for kind in save:
         sources = Stores(out_dir / kind)
-        places = list(zip(table["store"].astype(str), table["offset"], table["frames"], strict=True))
         first = sources.matrix(*places[0])
         with StoreWriter(out_dir / kind / f"{store_name}.npy", first.shape[0]) as writer:
             for place in places:

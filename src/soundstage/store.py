@@ -16,7 +16,7 @@ so a reader never sees a partial one, and the files DVC tracks grow with the sha
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -150,14 +150,6 @@ def load_matrices(rows, folder: str | Path) -> list[np.ndarray]:
     if missing:
         raise ValueError(f"rows lack the store columns {missing}: a features table written before stores?")
     return Stores(folder).matrices(zip(rows["store"].astype(str), rows["offset"], rows["frames"], strict=True))
-
-
-def copy_rows(sources: Sequence[tuple[np.ndarray, int, int]], writer: StoreWriter) -> list[int]:
-    """Append ``(store, offset, frames)`` blocks of open stores to ``writer``; their new offsets."""
-    out = []
-    for data, offset, frames in sources:
-        out.append(writer.append(clip_matrix(data, offset, frames)))
-    return out
 
 
 def remove_quietly(paths: Iterable[str | os.PathLike[str]]) -> None:
