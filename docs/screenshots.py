@@ -30,6 +30,10 @@ CHROMIUM = os.environ.get("SOUNDSTAGE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 VIEWPORT = {"width": 1440, "height": 900}
+# Browser notices that are not page failures: Chromium reports a ResizeObserver callback deferred to the
+# next frame as an error event, and MLflow's UI logs it whenever a table resizes while it draws.
+BENIGN_CONSOLE = ("ResizeObserver loop completed with undelivered notifications",
+                  "ResizeObserver loop limit exceeded")
 
 
 @dataclass
@@ -44,6 +48,14 @@ class Rendered:
     @property
     def ok(self) -> bool:
         return not self.errors and not self.missing
+
+
+def console_error(kind: str, text: str, where: str, expected_404: Sequence[str] = ()) -> bool:
+    """Whether a console message of type ``kind`` logged from ``where`` is a page error: an ``error``
+    that is neither a ``BENIGN_CONSOLE`` notice nor a failed load of a URL ending with ``expected_404``."""
+    if kind != "error" or any(b in text for b in BENIGN_CONSOLE):
+        return False
+    return not (expected_404 and where.endswith(tuple(expected_404)))
 
 
 @contextlib.contextmanager
@@ -73,7 +85,7 @@ def render(browser: object, url: str, screenshot: Path, *, expect: Sequence[str]
 
     def on_console(msg: object) -> None:
         where = (msg.location or {}).get("url", "")
-        if msg.type == "error" and not (expected_404 and where.endswith(tuple(expected_404))):
+        if console_error(msg.type, msg.text, where, expected_404):
             result.errors.append(f"console: {msg.text} ({where})")
 
     page.on("pageerror", lambda exc: result.errors.append(f"uncaught: {exc}"))
