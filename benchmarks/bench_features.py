@@ -27,7 +27,7 @@ soundstage
     BLAS/OpenMP/numba thread, glibc keeping freed memory; imports and JIT paid once per worker,
     before the clock starts): ``process_shard`` (decode,
     soxr HQ resample, mono; trim and normalization off, as ``librosa.load`` does neither) writing
-    float32 WAVs and the shard index, then ``features_shard`` writing the ``logmel``/``mfcc``
+    the shard's float32 audio store and index, then ``features_shard`` writing the ``logmel``/``mfcc``
     stores (one ``.npy`` per shard) and the shard Parquet table, then ``train_moments`` merging the train clips' moments
     (one shard table at a time) into ``logmel.npz``.
 
@@ -377,8 +377,8 @@ def run_shard(shard: int, manifest, root: Path) -> dict:
     write_csv(root / "process" / "shards" / f"{name}.csv", index)
     c1, t1 = time.process_time(), time.perf_counter()
     table, frejected = features_shard(index=read_csv(root / "process" / "shards" / f"{name}.csv"),
-                                      out_dir=root / "features", config=_feature_config(),
-                                      save=("logmel", "mfcc"), relative_to=root, shard=shard)
+                                      audio_dir=root / "process" / "audio", out_dir=root / "features",
+                                      config=_feature_config(), save=("logmel", "mfcc"), shard=shard)
     write_csv(root / "features" / "shards" / f"{name}.rejected.csv", frejected)
     write_table(root / "features" / "shards" / f"{name}.parquet", table)
     c2, t2 = time.process_time(), time.perf_counter()

@@ -303,3 +303,21 @@ def write_mp3(path: str | os.PathLike[str], y: np.ndarray, *, sr: int, bitrate_m
     path.write_bytes(pre + stream + post)
     samples = y.shape[0] if xing else stated * mp3_samples_per_frame(sr)
     return Mp3(path, samples, stated, slice(len(pre) + (first[1] if xing else 0), len(pre) + len(stream)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Processed audio as the ``process`` stage stores it
+
+
+def write_audio_store(path: str | os.PathLike[str], segments: list[np.ndarray]) -> list[int]:
+    """Write processed segments to one process audio store at ``path`` (``<process_dir>/audio/<store>.npy``)
+    as ``process`` writes them: float32, frames first, ``(total_samples, channels)``; each segment is
+    ``(n,)`` (mono) or ``(n, channels)``, all with the same channels. Returns each segment's ``offset``
+    (the ``frames`` of its index row are its ``n``)."""
+    from soundstage.store import StoreWriter
+
+    blocks = [np.asarray(s, dtype=np.float32) for s in segments]
+    blocks = [b[:, None] if b.ndim == 1 else b for b in blocks]  # (n, channels)
+    with StoreWriter(path, blocks[0].shape[1] if blocks else 1) as writer:
+        offsets = [writer.append(b.T) for b in blocks]
+    return offsets

@@ -105,32 +105,12 @@ def kill_group(proc: subprocess.Popen) -> None:
         proc.communicate()
 
 
-def count_files(folder: Path, suffix: str, newer_than: float = 0.0) -> int:
+def part_bytes(root: Path, kind: str, newer_than: float) -> int:
+    """Bytes a stage's jobs have appended to their part stores of ``kind`` (``data/process/audio``,
+    ``data/features/logmel``; being written or closed) since ``newer_than``: their progress through
+    the shards' clips."""
     n = 0
-    for dirpath, _, names in os.walk(folder):
-        for name in names:
-            if name.endswith(suffix) and not name.startswith("."):
-                with contextlib.suppress(FileNotFoundError):
-                    n += os.stat(os.path.join(dirpath, name)).st_mtime > newer_than
-    return n
-
-
-def kill_when(root: Path, cmd: list[str], folder: str, suffix: str, at: int, total: int) -> None:
-    """Start ``cmd``, SIGKILL its process group once ``at`` of the stage's ``total`` files were
-    (re)written, and check that the stage was indeed unfinished then."""
-    t0 = time.time()
-    proc = start(cmd, root)
-    wait_for(lambda: count_files(root / folder, suffix, t0) >= at, proc, f"{at} new {suffix} files in {folder}")
-    kill_group(proc)
-    written = count_files(root / folder, suffix, t0)
-    assert written < total, f"the kill came too late: {written} of {total} {suffix} files already rewritten"
-
-
-def part_bytes(root: Path, newer_than: float) -> int:
-    """Bytes the features jobs have appended to their log-mel parts (being written or closed) since
-    ``newer_than``: their progress through the shards' clips."""
-    n = 0
-    for dirpath, _, names in os.walk(root / "data/features/logmel/parts"):
+    for dirpath, _, names in os.walk(root / kind / "parts"):
         for name in names:
             with contextlib.suppress(FileNotFoundError):
                 st = os.stat(os.path.join(dirpath, name))
@@ -138,16 +118,21 @@ def part_bytes(root: Path, newer_than: float) -> int:
     return n
 
 
-def kill_in_features(root: Path, cmd: list[str], share: float, total: int) -> None:
-    """Start ``cmd``, SIGKILL its process group once the features jobs have computed about ``share``
-    of the clips (``total``: the bytes of an uninterrupted run's log-mel stores), and check that they
-    were indeed unfinished then."""
+def kill_in(root: Path, cmd: list[str], kind: str, share: float, total: int) -> None:
+    """Start ``cmd``, SIGKILL its process group once the jobs writing ``kind`` have computed about
+    ``share`` of the clips (``total``: the bytes of an uninterrupted run's stores of ``kind``), and
+    check that they were indeed unfinished then."""
     t0 = time.time()
     proc = start(cmd, root)
-    wait_for(lambda: part_bytes(root, t0) >= share * total, proc, f"{share:.0%} of the log-mels computed")
+    wait_for(lambda: part_bytes(root, kind, t0) >= share * total, proc, f"{share:.0%} of {kind} computed")
     kill_group(proc)
-    written = part_bytes(root, t0)
-    assert written < total, f"the kill came too late: {written} of {total} bytes of log-mels already computed"
+    written = part_bytes(root, kind, t0)
+    assert written < total, f"the kill came too late: {written} of {total} bytes of {kind} already computed"
+
+
+def kill_in_features(root: Path, cmd: list[str], share: float, total: int) -> None:
+    """:func:`kill_in` the features jobs' log-mels."""
+    kill_in(root, cmd, "data/features/logmel", share, total)
 
 
 def kill_in_train(root: Path, cmd: list[str]) -> None:
@@ -203,6 +188,12 @@ def logmel_bytes(clean_project: Path) -> int:
 
 
 @pytest.fixture(scope="module")
+def audio_bytes(clean_project: Path) -> int:
+    """Bytes of the uninterrupted run's processed audio stores: what the process jobs write in all."""
+    return sum(p.stat().st_size for p in (clean_project / "data/process/audio").glob("*.npy"))
+
+
+@pytest.fixture(scope="module")
 def faulty(tmp_path_factory, data: Path) -> Path:
     """A project whose models/ lives on a 64 MB tmpfs where the machine allows mounting one (root),
     so that its disk can be filled up later."""
@@ -216,11 +207,12 @@ def faulty(tmp_path_factory, data: Path) -> Path:
         subprocess.run(["umount", "-l", str(root / "models")], check=False)
 
 
-def test_killed_anywhere_then_simply_run_again(faulty: Path, clean: dict[str, str], logmel_bytes: int):
+def test_killed_anywhere_then_simply_run_again(faulty: Path, clean: dict[str, str], logmel_bytes: int,
+                                              audio_bytes: int):
     """SIGKILL in process, in features (then the bare command, without the profile's
     --rerun-incomplete) and in train: the same command finishes the run, no --unlock needed, and
     the outputs are those of an uninterrupted run, with no temporary file left."""
-    kill_when(faulty, SNAKEMAKE, "data/process/audio", ".wav", N_CLIPS // 3, N_CLIPS)
+    kill_in(faulty, SNAKEMAKE, "data/process/audio", 1 / 3, audio_bytes)
     kill_in_features(faulty, PLAIN, 1 / 2, logmel_bytes)
     assert list((faulty / ".snakemake" / "locks").iterdir()), "a SIGKILLed Snakemake leaves its locks"
     kill_in_train(faulty, SNAKEMAKE)

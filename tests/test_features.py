@@ -1,8 +1,9 @@
 """Tests for the ``features`` stage (soundstage.features): matrices, shard table, cache, table join.
 
-Fixtures are processed clips written as the ``process`` stage writes them (float32 WAV, 16 kHz,
-a fraction of a second) plus the index rows that point at them; everything runs in a temporary
-folder in well under a second per test.
+Fixtures are processed clips written as the ``process`` stage writes them (float32 samples, 16 kHz,
+a fraction of a second, in a shard's audio store ``process/audio/<store>.npy``) plus the index rows
+that locate them (``store, offset, frames, sample_rate``; ``path`` is the source file); everything
+runs in a temporary folder in well under a second per test.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
+from audio_fixtures import write_audio_store
 
 import soundstage.features as features
+from soundstage.decode import downmix_frames
 from soundstage.features import (
     INTERNAL_COLUMNS,
     META_COLUMNS,
@@ -35,29 +37,38 @@ HOP = 512
 CFG = FeatureConfig()  # the params.yaml defaults: 128 mels, 20 MFCC + Δ + ΔΔ, chroma, spectral, rms, zcr
 
 
-def write_clip(path, y: np.ndarray, sr: int = SR) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, y, sr, subtype="FLOAT", format="WAV")
+def audio_dir(root):
+    """The process stage's audio stores of a test's run."""
+    return root / "process" / "audio"
 
 
-def make_index(root, rng: np.random.Generator, n: int = 4, prefix: str = "c") -> pd.DataFrame:
-    """``n`` processed clips (tone + noise, 0.3-0.7 s) under ``root/process/audio`` and their index."""
-    rows = []
+def make_index(root, rng: np.random.Generator, n: int = 4, prefix: str = "c", store: str = "000") -> pd.DataFrame:
+    """``n`` processed clips (tone + noise, 0.3-0.7 s) in the mono audio store ``root/process/audio/<store>.npy``
+    and their index rows (``path``: the source file, ``raw/<id>.wav``, never read)."""
+    rows, clips = [], []
     for i in range(n):
         n_samples = int(SR * (0.3 + 0.1 * (i % 5)))
         t = np.arange(n_samples) / SR
         y = (0.4 * np.sin(2 * np.pi * (220 + 110 * i) * t) + 0.05 * rng.standard_normal(n_samples)).astype(np.float32)
         clip_id = f"{prefix}{i:02d}"
-        rel = f"process/audio/{clip_id}.wav"
-        write_clip(root / rel, y)
-        rows.append({"id": clip_id, "clip_id": clip_id, "path": rel, "label": "ab"[i % 2], "group": f"g{i // 2}",
-                     "duration": n_samples / SR, "start": 0.0, "sample_rate": SR, "shard": 0, "key": f"pk-{clip_id}"})
-    return pd.DataFrame(rows)
+        clips.append(y)
+        rows.append({"id": clip_id, "clip_id": clip_id, "path": f"raw/{clip_id}.wav", "label": "ab"[i % 2],
+                     "group": f"g{i // 2}", "duration": n_samples / SR, "start": 0.0, "sample_rate": SR, "shard": 0,
+                     "key": f"pk-{clip_id}", "store": store, "frames": n_samples})
+    offsets = write_audio_store(audio_dir(root) / f"{store}.npy", clips)
+    return pd.DataFrame(rows).assign(offset=offsets)
+
+
+def samples(root, row) -> np.ndarray:
+    """A processed clip's mono samples, read from its store (without soundstage) as the row locates them."""
+    store = np.load(audio_dir(root) / f"{row['store']}.npy")
+    assert store.shape[1] == 1
+    return store[int(row["offset"]):int(row["offset"]) + int(row["frames"]), 0]
 
 
 def run(index: pd.DataFrame, root, **kw) -> tuple[pd.DataFrame, pd.DataFrame]:
     kw.setdefault("config", CFG)
-    return features_shard(index=index, out_dir=root / "features", relative_to=root, **kw)
+    return features_shard(index=index, audio_dir=audio_dir(root), out_dir=root / "features", **kw)
 
 
 def roundtrip(table: pd.DataFrame, tmp_path) -> pd.DataFrame:
@@ -92,7 +103,7 @@ def test_writes_float32_matrices_of_documented_shapes(tmp_path, rng) -> None:
     assert rejected.empty and list(rejected.columns) == REJECTED_COLUMNS
     total = 0
     for row in index.itertuples():
-        t = frames(sf.info(tmp_path / row.path).frames)
+        t = frames(row.frames)
         logmel = matrix(tmp_path, table, "logmel", row.id)
         mfcc = matrix(tmp_path, table, "mfcc", row.id)
         assert logmel.dtype == np.float32 and logmel.shape == (128, t)
@@ -123,8 +134,7 @@ def test_table_holds_meta_moments_and_summaries(tmp_path, rng) -> None:
     assert row["count"] == row["frames"] == logmel.shape[1]
     np.testing.assert_allclose(row["logmel_mean"], logmel.mean(axis=1), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(row["logmel_m2"]) / row["count"], logmel.var(axis=1), rtol=1e-10)
-    y, _ = sf.read(tmp_path / index["path"][0], dtype="float32")
-    _, summary = clip_features(y, sr=SR, config=CFG)
+    _, summary = clip_features(samples(tmp_path, index.iloc[0]), sr=SR, config=CFG)
     assert list(summary) == cols
     np.testing.assert_allclose(row[cols].to_numpy(float), list(summary.values()), rtol=1e-12)
 
@@ -169,7 +179,7 @@ def test_save_any_enabled_feature(tmp_path, rng) -> None:
     index = make_index(tmp_path, rng, n=2)
     cfg = FeatureConfig(mfcc_deltas=False, spectral=("contrast", "rolloff"))
     table, _ = run(index, tmp_path, config=cfg, save=("logmel", "mfcc", "chroma", "contrast", "rolloff"))
-    t = frames(sf.info(tmp_path / index["path"][0]).frames)
+    t = frames(index["frames"][0])
     shapes = {"logmel": (128, t), "mfcc": (20, t), "chroma": (12, t), "contrast": (7, t), "rolloff": (1, t)}
     for name, shape in shapes.items():
         a = matrix(tmp_path, table, name, "c00")
@@ -200,15 +210,37 @@ def test_each_feature_can_be_switched_off(tmp_path, rng) -> None:
     assert enabled_features(FeatureConfig()) == SAVEABLE
 
 
-def test_multichannel_processed_audio_is_averaged(tmp_path, rng) -> None:
-    index = make_index(tmp_path, rng, n=1)
-    y, _ = sf.read(tmp_path / index["path"][0], dtype="float32")
-    stereo = np.stack([y, 0.5 * y], axis=1)
-    write_clip(tmp_path / index["path"][0], stereo)
-    table, _ = run(index, tmp_path)
-    mono = stereo.mean(axis=1, dtype=np.float32)
-    np.testing.assert_array_equal(matrix(tmp_path, table, "logmel", "c00"),
-                                  extract(mono, sr=SR, config=CFG)["logmel"])
+def test_multichannel_processed_audio_is_downmixed(tmp_path, rng) -> None:
+    """A c-channel segment (``process.mono: false``) lives in the shard's ``000-<c>ch.npy`` store as
+    ``(samples, c)``: features reads it, beside the mono clips of ``000.npy``, downmixed exactly as
+    :func:`soundstage.decode.downmix_frames` does (not its first channel; with 3 channels not even a
+    float64 mean gives the same float32 samples)."""
+    index = make_index(tmp_path, rng, n=2)
+    n = 6000
+    t = np.arange(n) / SR
+    wide, expected = [], {}
+    for c in (2, 3):
+        tones = [0.5 * np.sin(2 * np.pi * 330 * t), 0.3 * rng.standard_normal(n), 0.2 * rng.standard_normal(n)]
+        block = np.stack(tones[:c], axis=1).astype(np.float32)
+        (offset,) = write_audio_store(audio_dir(tmp_path) / f"000-{c}ch.npy", [block])
+        assert np.load(audio_dir(tmp_path) / f"000-{c}ch.npy").shape == (n, c)
+        wide.append(index.iloc[[0]].assign(id=f"ch{c}", clip_id=f"ch{c}", path=f"raw/ch{c}.wav", key=f"pk-ch{c}",
+                                           store=f"000-{c}ch", offset=offset, frames=n))
+        mono = downmix_frames(block)
+        assert mono.dtype == np.float32 and not np.array_equal(mono, block[:, 0])
+        if c == 3:
+            assert not np.array_equal(mono, block.astype(np.float64).mean(axis=1).astype(np.float32))
+        expected[f"ch{c}"], _ = clip_features(mono, sr=SR, config=CFG)
+    table, rejected = run(pd.concat([index, *wide], ignore_index=True), tmp_path)
+    assert rejected.empty and list(table["id"]) == ["c00", "c01", "ch2", "ch3"]
+    for clip, feats in expected.items():
+        logmel = matrix(tmp_path, table, "logmel", clip)
+        assert logmel.shape == (128, frames(n))
+        np.testing.assert_array_equal(logmel, feats["logmel"])
+        np.testing.assert_array_equal(matrix(tmp_path, table, "mfcc", clip), feats["mfcc"])
+    # The mono clips of the shard's other store are read as they are.
+    np.testing.assert_array_equal(matrix(tmp_path, table, "logmel", "c01"),
+                                  extract(samples(tmp_path, index.iloc[1]), sr=SR, config=CFG)["logmel"])
 
 
 # -- cache --------------------------------------------------------------------------------------
@@ -231,13 +263,14 @@ def test_cache_reuses_unchanged_clips(tmp_path, rng, count_extract, advised) -> 
     index = make_index(tmp_path, rng, n=4)
     first, _ = run(index, tmp_path)
     assert len(count_extract) == 4
-    assert advised == [str((tmp_path / p).resolve()) for p in index["path"]]  # each file read ahead, in order
-    advised.clear()
+    # The audio stores are memory-mapped (only the pages of a clip are read): no file is advised, neither
+    # the stores nor the source files the rows name.
+    assert advised == []
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "features" / "logmel").iterdir()}
     # New labels/groups (a relabelled dataset) do not invalidate features but are picked up.
     relabelled = index.assign(label=["z"] * 4)
     again, rejected = run(relabelled, tmp_path, previous=roundtrip(first, tmp_path))
-    assert len(count_extract) == 4 and rejected.empty and advised == []  # nothing to read, nothing read ahead
+    assert len(count_extract) == 4 and rejected.empty and advised == []  # nothing to read
     assert list(again["label"]) == ["z"] * 4
     pd.testing.assert_frame_equal(again.drop(columns="label"), first.drop(columns="label"), check_dtype=False)
     assert mtimes == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "features" / "logmel").iterdir()}
@@ -254,11 +287,11 @@ def test_cache_recomputes_changed_missing_and_new_clips(tmp_path, rng, count_ext
     before = {c: matrix(tmp_path, first, "mfcc", c) for c in first["id"]}
     changed = index.copy()
     changed.loc[1, "key"] = "pk-c01-reprocessed"  # process re-made this clip's audio
-    extra = make_index(tmp_path, np.random.default_rng(7), n=1, prefix="new")
+    extra = make_index(tmp_path, np.random.default_rng(7), n=1, prefix="new", store="001")
     table, _ = run(pd.concat([changed, extra], ignore_index=True), tmp_path, previous=roundtrip(first, tmp_path))
-    lengths = {int(sf.info(tmp_path / p).frames) for p in ("process/audio/c01.wav", "process/audio/new00.wav")}
-    assert len(count_extract) == 2 and set(count_extract) == lengths
-    assert advised == [str((tmp_path / "process" / "audio" / f"{c}.wav").resolve()) for c in ("c01", "new00")]
+    lengths = {int(index.loc[1, "frames"]), int(extra.loc[0, "frames"])}
+    assert len(lengths) == 2 and len(count_extract) == 2 and set(count_extract) == lengths
+    assert advised == []  # memory-mapped stores: nothing read ahead
     assert list(table["id"]) == ["c00", "c01", "c02", "c03", "new00"]
     assert table.loc[1, "key"] != first.loc[1, "key"] and table.loc[0, "key"] == first.loc[0, "key"]
     for c in ("c00", "c02", "c03"):  # copied into the rewritten store as they were
@@ -335,19 +368,45 @@ def test_no_temporary_files_are_left_behind(tmp_path, rng) -> None:
 
 
 def test_unreadable_audio_is_rejected_and_the_others_continue(tmp_path, rng) -> None:
+    """A store that is not a .npy, NaN samples and a segment of no samples each reject their clip
+    (naming its source file), and the shard goes on."""
     index = make_index(tmp_path, rng, n=5)
-    (tmp_path / index["path"][1]).write_bytes(b"this is not a wav file")
-    (tmp_path / index["path"][2]).unlink()
-    write_clip(tmp_path / index["path"][3], np.array([0.0, np.nan, 0.1], np.float32))
-    write_clip(tmp_path / index["path"][4], np.zeros(0, np.float32))
+    (audio_dir(tmp_path) / "junk.npy").write_bytes(b"this is not a store")
+    write_audio_store(audio_dir(tmp_path) / "nan.npy", [np.array([0.0, np.nan, 0.1], np.float32)])
+    index.loc[1, ["store", "offset"]] = ["junk", 0]
+    index.loc[2, ["store", "offset", "frames"]] = ["nan", 0, 3]
+    index.loc[3, "frames"] = 0
     table, rejected = run(index, tmp_path)
-    assert list(table["id"]) == ["c00"]
+    assert list(table["id"]) == ["c00", "c04"]
     assert list(rejected.columns) == REJECTED_COLUMNS
-    assert list(rejected["id"]) == ["c01", "c02", "c03", "c04"]
+    assert list(rejected["id"]) == ["c01", "c02", "c03"]
     assert set(rejected["stage"]) == {"features"}
-    assert list(rejected["reason"]) == ["unreadable", "unreadable", "nonfinite", "empty_file"]
-    assert all("c0" in d for d in rejected["detail"])
-    assert np.load(tmp_path / "features" / "logmel" / "all.npy").shape[0] == table["frames"].sum()  # c00 alone
+    assert list(rejected["reason"]) == ["unreadable", "nonfinite", "empty_file"]
+    assert list(rejected["path"]) == ["raw/c01.wav", "raw/c02.wav", "raw/c03.wav"]
+    assert all(d.startswith(f"raw/c0{i}.wav: ") for i, d in zip((1, 2, 3), rejected["detail"]))
+    assert np.load(tmp_path / "features" / "logmel" / "all.npy").shape[0] == table["frames"].sum()  # c00, c04
+
+
+def test_a_store_missing_or_shorter_than_the_index_rejects_its_clips_unreadable(tmp_path, rng) -> None:
+    """Stale process tables (a store gone, or shorter than a row's ``offset + frames``): each such clip is
+    rejected ``unreadable``, the rejection naming the clip's source file and the store, and the other clips
+    (also later ones of the same store) still get their features."""
+    index = make_index(tmp_path, rng, n=4)
+    other = make_index(tmp_path, np.random.default_rng(3), n=1, prefix="gone", store="001")
+    (audio_dir(tmp_path) / "001.npy").unlink()
+    total = int(index["frames"].sum())
+    index.loc[1, "offset"] = total - int(index.loc[1, "frames"]) + 1  # one sample past the store's end
+    index.loc[2, "offset"] = total + 10  # wholly past it
+    table, rejected = run(pd.concat([index, other], ignore_index=True), tmp_path)
+    assert list(table["id"]) == ["c00", "c03"]
+    assert rejected[["id", "stage", "reason", "path"]].values.tolist() == [
+        ["c01", "features", "unreadable", "raw/c01.wav"], ["c02", "features", "unreadable", "raw/c02.wav"],
+        ["gone00", "features", "unreadable", "raw/gone00.wav"]]
+    for row, detail in zip(rejected.to_dict("records"), rejected["detail"]):
+        assert detail.startswith(f"{row['path']}: ") and "processed audio not readable" in detail
+    assert "000.npy" in rejected["detail"][0] and "001.npy" in rejected["detail"][2]
+    np.testing.assert_array_equal(matrix(tmp_path, table, "logmel", "c03"),
+                                  extract(samples(tmp_path, index.iloc[3]), sr=SR, config=CFG)["logmel"])
 
 
 def test_index_keys_stay_text(tmp_path, rng) -> None:
@@ -371,7 +430,7 @@ def test_empty_index_gives_an_empty_table(tmp_path) -> None:
 
 def test_build_table_gathers_every_clip_whatever_the_split(tmp_path, rng) -> None:
     a, _ = run(make_index(tmp_path, rng, n=3, prefix="a"), tmp_path)
-    b, _ = run(make_index(tmp_path, rng, n=2, prefix="b"), tmp_path)
+    b, _ = run(make_index(tmp_path, rng, n=2, prefix="b", store="001"), tmp_path)
     table = build_table(shard_tables=[roundtrip(a, tmp_path), b])
     cols = feature_columns(a)
     assert list(table.columns) == META_COLUMNS + list(STORE_COLUMNS) + cols  # no split: every fold picks its rows
@@ -439,7 +498,7 @@ def test_matrices_rewritten_by_a_killed_run_are_never_reused(tmp_path, rng, monk
 def test_a_killed_shard_keeps_its_checkpointed_work(tmp_path, rng, monkeypatch, count_extract) -> None:
     index = make_index(tmp_path, rng, n=6)
     # uninterrupted
-    clean, _ = features_shard(index=index, out_dir=tmp_path / "clean", config=CFG, relative_to=tmp_path)
+    clean, _ = features_shard(index=index, audio_dir=audio_dir(tmp_path), out_dir=tmp_path / "clean", config=CFG)
     monkeypatch.setattr(features, "CHECKPOINT_SECONDS", 0.0)
     saved: list[pd.DataFrame] = []
     with monkeypatch.context() as m:
@@ -461,10 +520,11 @@ def test_params_that_cannot_apply_to_one_clip_reject_only_it(tmp_path, rng) -> N
     """process.sample_rate: null keeps an 8 kHz clip at 8 kHz, where the default contrast bands pass
     Nyquist: that clip is rejected naming the key, the shard goes on (it used to fail whole)."""
     index = make_index(tmp_path, rng, n=3)
-    low = tmp_path / "process" / "audio" / "low.wav"
-    write_clip(low, (0.3 * np.sin(np.arange(4000) / 5)).astype(np.float32), sr=8000)
-    index = pd.concat([index, index.iloc[[0]].assign(id="low", clip_id="low", path="process/audio/low.wav")],
-                      ignore_index=True)
+    (offset,) = write_audio_store(audio_dir(tmp_path) / "000-low.npy",
+                                  [(0.3 * np.sin(np.arange(4000) / 5)).astype(np.float32)])
+    low = index.iloc[[0]].assign(id="low", clip_id="low", path="raw/low.wav", sample_rate=8000, store="000-low",
+                                 offset=offset, frames=4000)
+    index = pd.concat([index, low], ignore_index=True)
     table, rejected = run(index, tmp_path)
     assert list(table["id"]) == ["c00", "c01", "c02"]
     assert rejected[["id", "stage", "reason"]].values.tolist() == [["low", "features", "cannot_process"]]

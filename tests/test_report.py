@@ -1,4 +1,9 @@
-"""Tests of soundstage.report: the dataset report from the tables of a (small, hand-made) run."""
+"""Tests of soundstage.report: the dataset report from the tables of a (small, hand-made) run.
+
+Processed audio is written as the ``process`` stage stores it: float32 samples in a shard's audio
+store ``process/audio/<store>.npy``, located by the process index rows' ``store, offset, frames,
+sample_rate``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from audio_fixtures import write_audio_store
 
-from soundstage.io import read_csv, write_csv, write_json, write_wav
+import soundstage.report as report_module
+from soundstage.decode import downmix_frames
+from soundstage.io import read_csv, write_csv, write_json
 from soundstage.report import (
     EXAMPLES_PER_CLASS,
     choose_examples,
@@ -43,9 +51,13 @@ def run_dirs(tmp_path: Path) -> dict[str, Path]:
     write_csv(d["ingest"] / "rejected.csv", pd.DataFrame([rej("/raw/x.wav", "x", "ingest", "no_class_folder"),
                                                           rej("/raw/cat/z.wav", "cat/z", "ingest", "not_audio")]))
     kept = manifest[manifest["id"] != "dog/4"]  # rejected in process
-    index = pd.DataFrame({"id": kept["id"], "clip_id": kept["id"], "path": "p", "label": kept["label"],
+    index = pd.DataFrame({"id": kept["id"], "clip_id": kept["id"], "path": kept["path"], "label": kept["label"],
                           "group": kept["group"].fillna(kept["id"]), "duration": kept["duration"] - 0.1,
                           "start": 0.0, "sample_rate": 16000, "shard": kept["shard"], "key": "k"})
+    # Where each segment's samples are in its shard's audio store (no store is written: no figure reads it).
+    index["store"] = index["shard"].map("{:03d}".format)
+    index["frames"] = (index["duration"] * 16000).round().astype(int)
+    index["offset"] = index.groupby("shard")["frames"].cumsum() - index["frames"]
     for shard in (0, 1):
         part = index[index["shard"] == shard]
         write_csv(d["process"] / "shards" / f"{shard:03d}.csv", part)
@@ -366,30 +378,65 @@ def test_choose_examples_shows_a_clip_once_by_its_first_segment() -> None:
 
 
 def add_features(d: dict[str, Path], rows: pd.DataFrame, *, seconds: float = 1.0, sr: int = 8000,
-                 saved: tuple[str, ...] = ("logmel", "mfcc")) -> None:
-    """What process and features leave for the rows: a shard table, the processed audio and the
-    saved matrices (``(n_bins, frames)``, 100 frames per second)."""
+                 saved: tuple[str, ...] = ("logmel", "mfcc")) -> pd.DataFrame:
+    """What process and features leave for the rows: the processed audio (mono, in the process audio
+    store ``000.npy``; the process shard indexes there are place the rows there), a features shard table
+    and the saved matrices (``(n_bins, frames)``, 100 frames per second). Returns the rows' process
+    index columns ``id, store, offset, frames, sample_rate``."""
     rng = np.random.default_rng(0)
     write_csv(d["features"] / "shards" / "000.rejected.csv",
               pd.DataFrame(columns=["path", "id", "stage", "reason", "detail"]))
     frames = int(seconds * 100)
     kinds = [(name, bins) for name, bins in (("logmel", 16), ("mfcc", 12)) if name in saved]
     writers = [StoreWriter(d["features"] / name / "000.npy", bins) for name, bins in kinds]
-    offsets = []
-    for clip in rows["id"]:
-        write_wav(d["process"] / "audio" / f"{clip}.wav", (0.5 * rng.standard_normal(int(seconds * sr))).clip(-1, 1),
-                  sr)
+    offsets, audio = [], []
+    for _ in rows["id"]:
+        audio.append((0.5 * rng.standard_normal(int(seconds * sr))).clip(-1, 1).astype(np.float32))
         offsets.append([w.append(rng.standard_normal((w.n_bins, frames)).astype(np.float32)) for w in writers][0])
     for w in writers:
         w.close()
     rows[["id", "clip_id", "label"]].assign(store="000", offset=offsets, frames=frames).to_parquet(
         d["features"] / "shards" / "000.parquet")
+    placed = pd.DataFrame({"id": rows["id"].astype(str).to_numpy(), "store": "000",
+                           "offset": write_audio_store(d["process"] / "audio" / "000.npy", audio),
+                           "frames": int(seconds * sr), "sample_rate": sr})
+    by_id = placed.set_index("id")
+    for f in sorted((d["process"] / "shards").glob("[0-9][0-9][0-9].csv")):
+        index = read_csv(f)
+        hit = index["id"].isin(by_id.index)
+        for col in by_id.columns:
+            index.loc[hit, col] = by_id.loc[index.loc[hit, "id"], col].to_numpy()
+        write_csv(f, index)
+    return placed
 
 
-def test_report_draws_example_clips(run_dirs: dict[str, Path]) -> None:
+@pytest.fixture
+def drawn(monkeypatch) -> dict[str, list]:
+    """What the example figures drew: ``waveform`` the ``(samples, sample rate)`` of each waveform panel,
+    ``notes`` the text of each note (a panel with nothing to draw); the figures are still drawn."""
+    seen: dict[str, list] = {"waveform": [], "notes": []}
+    waveform, note = report_module._waveform, report_module._note
+
+    def record_waveform(ax, y, sr, **kw):
+        seen["waveform"].append((np.array(y), sr))
+        waveform(ax, y, sr, **kw)
+
+    def record_note(ax, text):
+        seen["notes"].append(text)
+        note(ax, text)
+
+    monkeypatch.setattr(report_module, "_waveform", record_waveform)
+    monkeypatch.setattr(report_module, "_note", record_note)
+    return seen
+
+
+def test_report_draws_example_clips(run_dirs: dict[str, Path], drawn: dict[str, list]) -> None:
+    """Up to 2 clips per class with features, each figure with the waveform of its processed audio, which
+    the report finds through the process shard indexes."""
     kept = read_csv(run_dirs["process"] / "shards" / "000.csv")
     kept = pd.concat([kept, read_csv(run_dirs["process"] / "shards" / "001.csv")], ignore_index=True)
-    add_features(run_dirs, kept.loc[kept["id"] != "owl/5", ["id", "clip_id", "label"]])  # owl/5: features rejected
+    # owl/5: features rejected
+    placed = add_features(run_dirs, kept.loc[kept["id"] != "owl/5", ["id", "clip_id", "label"]])
     text = report(run_dirs, n_shards=2, seed=1)
     examples = section(text, "Examples")
     assert "drawn with `seed` 1" in examples and "log-mel (dB), MFCC" in examples
@@ -401,6 +448,14 @@ def test_report_draws_example_clips(run_dirs: dict[str, Path]) -> None:
         assert f"](examples/{f})" in examples
         assert (out / f).read_bytes()[:4] == b"\x89PNG"
     assert "### cat" in text.split("## Examples")[1]  # the last section
+    # Each figure drew its clip's samples, read from the process audio store where its index row places them.
+    store = np.load(run_dirs["process"] / "audio" / "000.npy")
+    clips = [f"{f.split('/')[0]}/{f.split('_', 1)[1][:-len('.png')]}" for f in figures]  # cat/cat_1.png -> cat/1
+    assert len(drawn["waveform"]) == 3 and not [n for n in drawn["notes"] if "processed audio" in n]
+    for clip, (y, sr) in zip(clips, drawn["waveform"]):
+        where = placed.set_index("id").loc[clip]
+        assert sr == 8000
+        np.testing.assert_array_equal(y, store[where["offset"]:where["offset"] + where["frames"], 0])
 
     # Another seed draws other cat clips: the figures of the first choice are gone.
     before = set(figures)
@@ -417,21 +472,57 @@ def test_example_figure_is_bounded_and_survives_missing_files(tmp_path: Path) ->
 
     d = {name: tmp_path / name for name in ("process", "features")}
     rows = clip_rows({"dog": 2})
-    add_features(d, rows, seconds=5.0, saved=("logmel",))  # no MFCC saved
+    placed = add_features(d, rows, seconds=5.0, saved=("logmel",))  # no MFCC saved
     clip = rows["id"].iloc[1]
+    where = placed.set_index("id").loc[clip]
+    audio = (d["process"] / "audio" / "000.npy", int(where["offset"]), int(where["frames"]), 8000)
     path = tmp_path / "fig.png"
-    plot_example(clip_id=clip, segment_id=clip, label="dog", audio_path=d["process"] / "audio" / f"{clip}.wav",
+    plot_example(clip_id=clip, segment_id=clip, label="dog", audio=audio,
                  matrices={"logmel": (d["features"] / "logmel" / "000.npy", 500, 500),
                            "mfcc": (d["features"] / "mfcc" / "000.npy", 500, 500)}, path=path, max_seconds=2.0)
     assert Image.open(path).size[0] > 100
     # A table that asks for more frames than its store has (a stale one): a note, not a failure.
-    plot_example(clip_id=clip, segment_id=clip, label="dog", audio_path=d["process"] / "audio" / f"{clip}.wav",
+    plot_example(clip_id=clip, segment_id=clip, label="dog", audio=audio,
                  matrices={"logmel": (d["features"] / "logmel" / "000.npy", 900, 500)}, path=tmp_path / "stale.png")
     assert (tmp_path / "stale.png").read_bytes()[:4] == b"\x89PNG"
     # Nothing to draw but the title: still a figure, no error.
-    plot_example(clip_id="x", segment_id="x__s1", label="dog", audio_path=tmp_path / "none.wav",
+    plot_example(clip_id="x", segment_id="x__s1", label="dog", audio=(tmp_path / "none.npy", 0, 800, 8000),
                  matrices={"logmel": tmp_path / "none.npy"}, path=tmp_path / "empty.png")
     assert (tmp_path / "empty.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_example_waveform_is_read_from_the_process_audio_store(tmp_path: Path, drawn: dict[str, list]) -> None:
+    """plot_example draws the samples ``audio`` = (store, offset, samples, rate) names: the block at that
+    offset of a process audio store, a multichannel one downmixed as ``downmix_frames`` does, cut at
+    ``max_seconds``; no audio (not in the process index), a missing store or one shorter than the row
+    says leaves a note in the waveform panel, and the figure is still written."""
+    rng = np.random.default_rng(1)
+    sr = 4000
+    stereo = [rng.uniform(-0.5, 0.5, (n, 2)).astype(np.float32) for n in (3000, 10000)]
+    store = tmp_path / "process" / "audio" / "000-2ch.npy"
+    offsets = write_audio_store(store, stereo)
+    assert np.load(store).shape == (13000, 2) and offsets == [0, 3000]
+    matrices = {"logmel": tmp_path / "none.npy"}
+    path = tmp_path / "fig.png"
+    plot_example(clip_id="a", segment_id="a", label="dog", audio=(store, 3000, 10000, sr), matrices=matrices,
+                 path=path, max_seconds=2.0)
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    ((y, rate),) = drawn["waveform"]
+    assert rate == sr and y.dtype == np.float32
+    np.testing.assert_array_equal(y, downmix_frames(stereo[1])[:2 * sr])  # the second segment, its first 2 s
+    assert not [n for n in drawn["notes"] if "processed audio" in n]
+    # No place in the process index, a store that is not there, a row past the store's end: a note each.
+    drawn["notes"].clear()
+    for name, audio in [("none", None), ("missing", (tmp_path / "process" / "audio" / "001.npy", 0, 100, sr)),
+                        ("short", (store, 12000, 2000, sr))]:
+        plot_example(clip_id=name, segment_id=name, label="dog", audio=audio, matrices={},
+                     path=tmp_path / f"{name}.png")
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+    assert len(drawn["waveform"]) == 1  # nothing more drawn
+    assert drawn["notes"] == [
+        "no processed audio: not in the process index (FileNotFoundError)",
+        f"no processed audio: {tmp_path / 'process' / 'audio' / '001.npy'} at sample 0 (FileNotFoundError)",
+        f"no processed audio: {store} at sample 12000 (ValueError)"]
 
 
 def test_example_files_are_named_safely(tmp_path: Path) -> None:
@@ -451,3 +542,20 @@ def test_example_files_are_named_safely(tmp_path: Path) -> None:
     # "a b" and "a_b" are two classes whose names become one: the second gets a suffix; ".." stays inside.
     assert figures == ["class_balance.png", "durations.png", "examples/_/up.png", "examples/a_b-2/a_b_x_1.png",
                        "examples/a_b/a_b_x_1.png"]
+
+
+def test_examples_of_an_index_from_before_stores_get_a_note_not_a_crash(tmp_path: Path, drawn):
+    """A process index without ``store, offset, frames`` (written before stores), or with them missing
+    on some rows (old and new shard tables together), leaves the waveform panels with a note."""
+    from soundstage.report import write_examples
+
+    examples = pd.DataFrame({"id": ["a", "b"], "clip_id": ["a", "b"], "label": ["dog", "cat"], "group": ["a", "b"]})
+    old = pd.DataFrame({"id": ["a", "b"], "path": ["x.wav", "y.wav"], "sample_rate": [16000, 16000]})
+    mixed = old.assign(store=["000", None], offset=[0, None], frames=[10, None])
+    for audio in (old, mixed):
+        out = write_examples(examples, audio_dir=tmp_path / "audio", audio=audio, features_dir=tmp_path / "f",
+                             saved=[], out_dir=tmp_path / "ex")
+        assert sorted(out["file"]) == ["cat/b.png", "dog/a.png"]
+        assert all((tmp_path / "ex" / f).is_file() for f in out["file"])
+    assert not drawn["waveform"] and len(drawn["notes"]) == 4
+    assert all(n.startswith("no processed audio") for n in drawn["notes"])

@@ -49,11 +49,11 @@ def leftovers(project: Path) -> dict[str, Path]:
         encoded = urlsafe_b64encode(output.encode()).decode()
         (snake / "incomplete").mkdir(exist_ok=True)
         (snake / "incomplete" / encoded).write_text('{"external_jobid": null}')
-    temp = project / "data" / "process" / "audio" / "blues" / f".x.wav{'.tmp-'}4242"
+    temp = project / "data" / "process" / "audio" / f".000.npy{'.tmp-'}4242"
     temp.parent.mkdir(parents=True)
-    temp.write_bytes(b"RIFF")
-    kept = project / "data" / "process" / "audio" / "blues" / "x.wav"
-    kept.write_bytes(b"RIFF whole")
+    temp.write_bytes(b"\x93NUMPY")
+    kept = project / "data" / "process" / "audio" / "000.npy"
+    kept.write_bytes(b"\x93NUMPY whole")
     with atomic_path(project / "reports" / "metrics.json") as tmp:
         tmp.write_text("{}")
         left = tmp.with_name(tmp.name + "-copy")  # a second temp name of the same form, never renamed
@@ -69,7 +69,7 @@ def test_guard_clears_what_a_dead_run_left_behind(tmp_path: Path):
     assert not list((tmp_path / ".snakemake" / "incomplete").iterdir())
     assert not things["half"].exists() and not things["model"].exists()
     assert not things["temp"].exists() and not things["left"].exists()
-    assert things["kept"].read_bytes() == b"RIFF whole" and (tmp_path / "reports" / "metrics.json").is_file()
+    assert things["kept"].read_bytes() == b"\x93NUMPY whole" and (tmp_path / "reports" / "metrics.json").is_file()
     g.run_lock.close()
 
 

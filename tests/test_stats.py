@@ -28,8 +28,8 @@ TRAIN = {"c00", "c02", "c03", "c05", "c06"}
 def dataset(tmp_path, rng):
     """Seven clips of different lengths, their shard table and the folder of their log-mels."""
     index = make_index(tmp_path, rng, n=7)
-    table, rejected = features_shard(index=index, out_dir=tmp_path / "features", config=CFG, save=("logmel",),
-                                     relative_to=tmp_path)
+    table, rejected = features_shard(index=index, audio_dir=tmp_path / "process" / "audio",
+                                     out_dir=tmp_path / "features", config=CFG, save=("logmel",))
     assert rejected.empty
     return table, tmp_path / "features" / "logmel"
 

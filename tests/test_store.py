@@ -59,3 +59,67 @@ def test_bad_matrices_and_stale_tables_are_refused(tmp_path, rng) -> None:
         stores.matrix("001", 0, 1)
     with pytest.raises(ValueError, match="store columns"):
         load_matrices(pd.DataFrame({"id": ["a"]}), tmp_path)
+
+
+def test_parts_assemble_into_one_store_per_target_in_table_order(tmp_path, rng) -> None:
+    """Clips appended to parts (two targets: a 1-bin and a 2-bin store of one shard, as the process
+    stage's mono and stereo audio) and sealed, plus a clip of the previous store, are assembled into
+    ``003.npy`` and ``003-2ch.npy`` in table order, each clip's block bit for bit; the parts go, and a
+    second assembly of the same rows rewrites nothing."""
+    from soundstage.store import ShardParts, assemble
+
+    old = [rng.standard_normal((1, n)).astype(np.float32) for n in (5, 3)]
+    with StoreWriter(tmp_path / "audio" / "003.npy", 1) as w:
+        old_offsets = [w.append(m) for m in old]
+    parts = ShardParts(tmp_path, ["audio"], "003")
+    new = [rng.standard_normal((c, n)).astype(np.float32) for c, n in ((1, 4), (2, 6), (1, 2), (2, 1))]
+    name_of = {1: "003", 2: "003-2ch"}.get
+    rows = [{"id": "old1", "store": "003", "offset": old_offsets[1], "frames": 3, "stamp": "x"}]
+    for i, m in enumerate(new):
+        where, offset = parts.append([m], store=name_of(m.shape[0]))
+        rows.append({"id": f"new{i}", "store": where, "offset": offset, "frames": m.shape[1], "stamp": None})
+    table = parts.stamp_rows(pd.DataFrame(rows))
+    assert table["stamp"].notna().all() and len(set(table["store"])) == 3
+    out = assemble(table, out_dir=tmp_path, kinds=["audio"], store_name="003", name_of=name_of)
+    parts.remove_all()
+    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["003-2ch.npy", "003.npy"]
+    assert list(out["store"]) == ["003", "003", "003-2ch", "003", "003-2ch"]
+    assert list(out["offset"]) == [0, 3, 0, 7, 6]
+    stores = Stores(tmp_path / "audio")
+    for m, row in zip([old[1], *new], out.itertuples(), strict=True):
+        np.testing.assert_array_equal(stores.matrix(row.store, row.offset, row.frames), m)
+    assert open_store(tmp_path / "audio" / "003.npy").shape == (9, 1)
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "audio").iterdir()}
+    again = assemble(out, out_dir=tmp_path, kinds=["audio"], store_name="003", name_of=name_of)
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "audio").iterdir()} == before
+    assert list(again["stamp"]) == list(out["stamp"])
+
+
+def test_assemble_deletes_the_shards_stores_no_row_is_in(tmp_path, rng) -> None:
+    """When the stereo clips leave (or every clip), their store goes; another shard's stores stay."""
+    from soundstage.store import assemble
+
+    for name, bins in (("003", 1), ("003-2ch", 2), ("004", 1)):
+        with StoreWriter(tmp_path / "audio" / f"{name}.npy", bins) as w:
+            w.append(rng.standard_normal((bins, 4)).astype(np.float32))
+    name_of = {1: "003", 2: "003-2ch"}.get
+    table = pd.DataFrame([{"id": "a", "store": "003", "offset": 0, "frames": 4, "stamp": None}])
+    assemble(table, out_dir=tmp_path, kinds=["audio"], store_name="003", name_of=name_of)
+    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["003.npy", "004.npy"]
+    assemble(table.iloc[:0], out_dir=tmp_path, kinds=["audio"], store_name="003", name_of=name_of)
+    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["004.npy"]
+
+
+def test_stores_of_shards_beyond_the_count_are_removed(tmp_path, rng) -> None:
+    """After n_shards went 8 -> 2, the stores and parts of shards 2..7 go; shards 0 and 1 stay, and
+    so do files that are not a shard's."""
+    from soundstage.store import remove_beyond
+
+    names = ["000.npy", "001-2ch.npy", "002.npy", "007-2ch.npy", "010.npy", "all.npy", "parts/001-ab.npy",
+             "parts/005-cd.npy"]
+    for name in names:
+        (tmp_path / "audio" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "audio" / name).write_bytes(b"x")
+    remove_beyond(tmp_path, ["audio"], 2)
+    left = sorted(p.relative_to(tmp_path / "audio").as_posix() for p in (tmp_path / "audio").rglob("*.npy"))
+    assert left == ["000.npy", "001-2ch.npy", "all.npy", "parts/001-ab.npy"]

@@ -1,21 +1,23 @@
 """Tests for soundstage.train: model switch, waveform augmentation, MLflow runs (temporary SQLite
 store) with their tags, params and model flavors, and reproducibility of train + evaluate.
 
-The dataset is built like the pipeline builds it (processed WAVs → ``clip_features`` → table,
-log-mels and train statistics) but tiny: three tone-like classes, half-second clips at 8 kHz.
+The dataset is built like the pipeline builds it (processed audio in the process stage's shard
+stores and indexes → ``clip_features`` → table, log-mels and train statistics) but tiny: three
+tone-like classes, half-second clips at 8 kHz.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
+from audio_fixtures import write_audio_store
 
 from soundstage import models as M
 from soundstage.bundle import load_bundle
@@ -23,6 +25,8 @@ from soundstage.cache import key_of
 from soundstage.evaluate import evaluate
 from soundstage.features import clip_features, feature_columns
 from soundstage.features_core import FeatureConfig
+from soundstage.io import read_csv, write_csv
+from soundstage.process import INDEX_COLUMNS, read_index
 from soundstage.split import FOLD_COLUMNS, assignment_hash, read_folds
 from soundstage.store import STORE_COLUMNS, StoreWriter
 from soundstage.train import Augmented, augment_clips, fit, train
@@ -59,27 +63,43 @@ def clip_audio(label: str, i: int, seed: int) -> np.ndarray:
     return (y / np.abs(y).max() * 0.9).astype(np.float32)
 
 
+N_SHARDS = 2
+
+
 def build_dataset(root, *, per_split=(("train", 5), ("val", 2), ("test", 2)), seed: int = 0) -> dict:
-    """Processed audio, log-mels, features table and train statistics, as the pipeline writes them."""
+    """Processed audio (``root/process``: the audio stores and shard indexes of :data:`N_SHARDS`
+    process shards, and a stale index of a third shard from an earlier run, whose store is gone), log-mels,
+    features table and train statistics, as the pipeline writes them."""
     config = FeatureConfig.from_dict(FEATURES)
     rows = []
     store = StoreWriter(root / "logmel" / "000.npy", config.n_mels)
     train_frames = []
+    processed: dict[int, list[tuple[dict, np.ndarray]]] = {k: [] for k in range(N_SHARDS)}
     for split, n in per_split:
         for label in LABELS:
             for i in range(n):
                 clip = f"{label}.{split}{i}"
                 y = clip_audio(label, hash(split) % 97 + i, seed)
-                (root / "audio").mkdir(parents=True, exist_ok=True)
-                sf.write(root / "audio" / f"{clip}.wav", y, SR, subtype="FLOAT")
-                y, sr = sf.read(root / "audio" / f"{clip}.wav", dtype="float32")
-                feats, summary = clip_features(y, sr=sr, config=config)
+                shard = len(rows) % N_SHARDS
+                processed[shard].append(({"id": clip, "clip_id": clip, "path": f"raw/{label}/{clip}.wav",
+                                          "label": label, "group": clip, "duration": y.size / SR, "start": 0.0,
+                                          "sample_rate": SR, "shard": shard, "key": f"k-{clip}",
+                                          "store": f"{shard:03d}", "frames": y.size}, y))
+                feats, summary = clip_features(y, sr=SR, config=config)
                 offset = store.append(feats["logmel"])
                 if split == "train":
                     train_frames.append(feats["logmel"])
                 rows.append({"id": clip, "clip_id": clip, "label": label, "group": clip, "store": "000",
                              "offset": offset, "frames": feats["logmel"].shape[1], "split": split, **summary})
     store.close()
+    process = root / "process"
+    for shard, segments in processed.items():
+        offsets = write_audio_store(process / "audio" / f"{shard:03d}.npy", [y for _, y in segments])
+        index = pd.DataFrame([r for r, _ in segments]).assign(offset=offsets)
+        write_csv(process / "shards" / f"{shard:03d}.csv", index[INDEX_COLUMNS])
+    # Left by an earlier run with more shards: it names a train clip, in a store that no longer exists.
+    stale = read_csv(process / "shards" / "000.csv").head(1).assign(shard=N_SHARDS, store=f"{N_SHARDS:03d}")
+    write_csv(process / "shards" / f"{N_SHARDS:03d}.csv", stale)
     table = pd.DataFrame(rows)
     cols = [c for c in table.columns if c not in ("id", "clip_id", "label", "group", "split", *STORE_COLUMNS)]
     table[cols] = table[cols].astype(np.float32)
@@ -91,7 +111,8 @@ def build_dataset(root, *, per_split=(("train", 5), ("val", 2), ("test", 2)), se
     pd.concat([folds, other]).to_csv(root / "folds2.csv", index=False)
     frames = np.concatenate(train_frames, axis=1).astype(np.float64)
     np.savez(root / "logmel.npz", mean=frames.mean(axis=1), std=frames.std(axis=1), count=frames.shape[1])
-    return {"root": root, "table": table, "config": config}
+    return {"root": root, "table": table, "config": config, "process": process,
+            "index": read_index(process, N_SHARDS)}
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +140,7 @@ def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None, fold: s
                  flat_params=flat_params_of(model),
                  logmel_dir=root / "logmel" if model == "keras_cnn" else None,
                  stats_path=root / "logmel.npz" if model == "keras_cnn" else None,
-                 augment=augment, audio_dir=root / "audio", **kwargs)
+                 augment=augment, process_dir=root / "process", n_shards=N_SHARDS, **kwargs)
 
 
 # ------------------------------------------------------------------ augmentation
@@ -127,7 +148,7 @@ def run_train(ds, model: str, out, uri: str, *, augment=None, tags=None, fold: s
 
 def test_augment_clips_is_seeded_per_clip_and_copy(dataset):
     train_rows = dataset["table"][dataset["table"]["split"] == "train"].head(3)
-    kw = dict(audio_dir=dataset["root"] / "audio", feature_config=dataset["config"], seed=3,
+    kw = dict(process_dir=dataset["process"], index=dataset["index"], feature_config=dataset["config"], seed=3,
               **{k: v for k, v in AUGMENT.items() if k != "copies"})
     a = augment_clips(rows=train_rows, copies=2, **kw)
     b = augment_clips(rows=train_rows.iloc[::-1], copies=2, **kw)  # order does not matter
@@ -148,19 +169,43 @@ def test_augment_clips_is_seeded_per_clip_and_copy(dataset):
     other_seed = augment_clips(rows=train_rows, copies=1, **{**kw, "seed": 4})
     assert not np.allclose(other_seed.rows[cols].to_numpy(np.float64)[0], first[0])
     # Without transforms a copy is the clip itself.
-    plain = augment_clips(rows=train_rows.head(1), audio_dir=kw["audio_dir"], feature_config=dataset["config"], seed=0)
+    plain = augment_clips(rows=train_rows.head(1), process_dir=dataset["process"], index=dataset["index"],
+                          feature_config=dataset["config"], seed=0)
     np.testing.assert_allclose(plain.rows[cols].to_numpy(np.float64)[0], original[0], rtol=1e-5, atol=1e-5)
 
 
 def test_augment_clips_errors(dataset, tmp_path):  # bad augment params: tests/test_config.py
+    """The index places the clip in a store that is not there (another process folder): the error names
+    the store."""
     rows = dataset["table"].head(1)
-    with pytest.raises(FileNotFoundError, match="processed audio"):
-        augment_clips(rows=rows, audio_dir=tmp_path, feature_config=dataset["config"], seed=0)
+    with pytest.raises(FileNotFoundError, match=r"000\.npy: no such store"):
+        augment_clips(rows=rows, process_dir=tmp_path, index=dataset["index"], feature_config=dataset["config"],
+                      seed=0)
+
+
+def test_augment_clips_refuses_a_clip_missing_from_the_process_index(dataset):
+    """A train clip that no process shard index names (an index of another run, or too few shards read)
+    raises FileNotFoundError naming the clip; the indexes of the first N_SHARDS shards name every clip, and
+    a stale shard's index read with them misplaces one (train reads them with ``n_shards``)."""
+    train_rows = dataset["table"][dataset["table"]["split"] == "train"].head(3)
+    missing = train_rows["id"].iloc[1]
+    index = dataset["index"][dataset["index"]["id"] != missing]
+    with pytest.raises(FileNotFoundError, match=re.escape(f"'{missing}' is in no process shard index")):
+        augment_clips(rows=train_rows, process_dir=dataset["process"], index=index,
+                      feature_config=dataset["config"], seed=0, gain_db=(-6.0, 6.0))
+    # The shard indexes as train reads them: only the first N_SHARDS (the stale third one's store is gone).
+    assert len(dataset["index"]) == len(dataset["table"])
+    ok = augment_clips(rows=train_rows, process_dir=dataset["process"], index=dataset["index"],
+                       feature_config=dataset["config"], seed=0, gain_db=(-6.0, 6.0), logmels=False)
+    assert ok.rows["id"].tolist() == [f"{i}__aug0" for i in train_rows["id"]]
+    with pytest.raises(FileNotFoundError, match=r"002\.npy: no such store"):
+        augment_clips(rows=train_rows, process_dir=dataset["process"], index=read_index(dataset["process"]),
+                      feature_config=dataset["config"], seed=0)
 
 
 def test_fit_uses_augmented_rows_but_real_statistics(dataset):
     table = dataset["table"]
-    aug = augment_clips(rows=table[table["split"] == "train"], audio_dir=dataset["root"] / "audio",
+    aug = augment_clips(rows=table[table["split"] == "train"], process_dir=dataset["process"], index=dataset["index"],
                         feature_config=dataset["config"], seed=1, copies=1, gain_db=(-6.0, 6.0), logmels=False)
     rf, meta, history = fit(model="random_forest", table=table, params=PARAMS["random_forest"], seed=0, augmented=aug)
     assert meta["training"] == {"n_train": 15, "n_val": 6, "n_augmented": 15}
@@ -283,7 +328,7 @@ def test_train_logs_its_dataset_as_a_training_input(dataset, tmp_path, uri):
     manifest = tmp_path / "manifest.csv"
     pd.DataFrame({"id": table["clip_id"], "duration": 0.5, "label": table["label"]}).to_csv(manifest, index=False)
     tags = {"git.commit": "c0ffee", "data.name": "toys", "data.raw_fingerprint": "f1" * 20, "data.table": "abc123"}
-    data_root = dataset["root"] / "audio"
+    data_root = dataset["root"] / "raw"
     client = mlflow.MlflowClient(tracking_uri=uri)
     for fold in ("0", "1"):
         bundle = run_train(dataset, "random_forest", tmp_path / fold, uri, tags=tags, fold=fold, folds="folds2.csv",

@@ -106,7 +106,8 @@ def cmd_process(args: argparse.Namespace, p: dict[str, Any]) -> None:
     previous = read_csv(cache_file) if cache_file.is_file() else None
     # The whole manifest: the shard job picks its rows, and knows which clips moved to other shards.
     index, rejected = process_shard(manifest=manifest, out_dir=out, config=ProcessConfig.from_dict(p["process"]),
-                                    shard=args.shard, previous=previous, relative_to=Path.cwd(),
+                                    shard=args.shard, n_shards=_n_shards(p), previous=previous,
+                                    relative_to=Path.cwd(),
                                     progress=_progress(), checkpoint=lambda done: write_csv(cache_file, done))
     # The cache first: a run killed after it reuses every clip of this shard.
     write_csv(cache_file, index)
@@ -191,8 +192,10 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
     shard_name = Path(args.index).stem
     cache_file = out / "cache" / f"{shard_name}.parquet"
     previous = read_table(cache_file) if cache_file.is_file() else None
-    table, rejected = features_shard(index=read_csv(args.index), out_dir=out, config=FeatureConfig.from_dict(f),
-                                     save=save, previous=previous, relative_to=Path.cwd(),
+    # The index lives in <process dir>/shards/, its samples in <process dir>/audio/.
+    audio_dir = args.audio_dir or Path(args.index).parent.parent / "audio"
+    table, rejected = features_shard(index=read_csv(args.index), audio_dir=audio_dir, out_dir=out,
+                                     config=FeatureConfig.from_dict(f), save=save, previous=previous,
                                      shard=int(shard_name) if shard_name.isdigit() else None,
                                      n_shards=_n_shards(p), progress=_progress(),
                                      checkpoint=lambda done: write_table(cache_file, done))
@@ -240,7 +243,7 @@ def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
                    tags=tracking.run_tags(p, inputs), flat_params=model_params(p, args.model), n_jobs=args.threads,
                    logmel_dir=args.logmel_dir if args.model == "keras_cnn" else None,
                    stats_path=args.stats if args.model == "keras_cnn" else None,
-                   augment=augment_params(p, args.model), audio_dir=args.audio_dir,
+                   augment=augment_params(p, args.model), process_dir=args.process_dir, n_shards=_n_shards(p),
                    data_root=p["data"]["root"], manifest_path=args.manifest)
     t = bundle.meta["training"]
     print(f"train[{args.model}, fold {args.fold}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), "
@@ -447,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("features", help="features of one shard, or (--table) the modelling table")
     s.add_argument("--index", help="process shard table (shard mode)")
+    s.add_argument("--audio-dir", help="(shard mode) the processed audio stores (default: the index's "
+                   "<process dir>/audio)")
     s.add_argument("--table", action="store_true", help="gather shard tables and splits into table.parquet")
     s.add_argument("--inputs", nargs="*", default=[], help="feature shard tables (--table mode)")
     s.add_argument("--ingest-dir", default="data/ingest", help="(--table mode) for the rejected share")
@@ -469,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fold", default="0", help="the fold to train on (its train and val clips)")
     s.add_argument("--stats", default="data/stats/0/logmel.npz", help="the fold's log-mel statistics (keras_cnn)")
     s.add_argument("--logmel-dir", default="data/features/logmel")
-    s.add_argument("--audio-dir", default="data/process/audio", help="processed audio (waveform augmentation)")
+    s.add_argument("--process-dir", default="data/process", help="processed audio (waveform augmentation)")
     s.add_argument("--manifest", default="data/ingest/manifest.csv", help="ingest manifest (hours of audio in the "
                    "MLflow dataset profile)")
     s.add_argument("--out-dir", required=True)

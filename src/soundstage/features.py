@@ -1,6 +1,7 @@
 """Stage ``features``: per-clip feature matrices and a summary table, from one STFT per clip.
 
-A shard job reads its processed clips and writes the matrices named in ``save`` of all its clips
+A shard job reads its processed clips from the process stage's audio stores
+(:func:`soundstage.process.read_segment`) and writes the matrices named in ``save`` of all its clips
 into one store per matrix kind, ``<out_dir>/<name>/<shard>.npy`` (:mod:`soundstage.store`: each
 clip's float32 ``(n_bins, n_frames)`` matrix, ``n_frames = 1 + n_samples // hop_length`` when
 ``center``, at the ``offset`` its table row names):
@@ -38,10 +39,8 @@ the shard's store is then rewritten from the old store and the parts, without th
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -49,12 +48,12 @@ import numpy as np
 import pandas as pd
 
 from soundstage import cache, stages
-from soundstage.decode import downmix_frames
 from soundstage.features_core import FEATURE_NAMES, FeatureConfig, extract, summary_statistics
-from soundstage.io import atomic_path, stamp
+from soundstage.io import atomic_path
 from soundstage.moments import Moments
+from soundstage.process import read_segment
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
-from soundstage.store import STORE_COLUMNS, Stores, StoreWriter, load_matrices, open_store, remove_quietly
+from soundstage.store import STORE_COLUMNS, ShardParts, Stores, assemble, load_matrices, remove_beyond
 
 META_COLUMNS = ["id", "clip_id", "label", "group"]
 INTERNAL_COLUMNS = ["key", "stamp", "count", "logmel_mean", "logmel_m2"]
@@ -101,9 +100,9 @@ def enabled_features(config: FeatureConfig) -> tuple[str, ...]:
     return tuple(name for name in SAVEABLE if on.get(name, False))
 
 
-def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureConfig,
+def features_shard(*, index: pd.DataFrame, audio_dir: str | Path, out_dir: str | Path, config: FeatureConfig,
                    save: Iterable[str] = ("logmel", "mfcc"), previous: pd.DataFrame | None = None,
-                   relative_to: str | Path | None = None, shard: int | None = None, n_shards: int | None = None,
+                   shard: int | None = None, n_shards: int | None = None,
                    progress: bool = False,
                    checkpoint: Callable[[pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute features of every clip in one process-shard index.
@@ -111,8 +110,10 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     Parameters
     ----------
     index : DataFrame
-        Process-shard rows (``id, clip_id, path, label, group, key``; ``path`` of the processed
-        WAV, relative to ``relative_to`` unless absolute).
+        Process-shard rows (``id, clip_id, path, label, group, key, sample_rate`` and where the
+        segment's samples are: ``store, offset, frames``).
+    audio_dir : path
+        The process stage's audio stores (``data/process/audio``).
     out_dir : path
         The stage folder: matrices go to the stores ``out_dir/<name>/<shard>.npy`` (``all.npy``
         without ``shard``).
@@ -122,14 +123,13 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     previous : DataFrame, optional
         This shard's cache (an earlier table with its ``stamp`` column): clips whose key is unchanged
         and whose matrices are still the versions stamped there are reused as they are.
-    relative_to : path, optional
-        Folder that relative ``path`` values start from (the repository root).
     shard, n_shards : int, optional
         This job's shard and the shard count; ``shard`` names the stores (``<shard>.npy``, ``all.npy``
         without it), and two jobs must never write the same store of one ``out_dir`` at once (each
         replaces the store and clears the store's parts). A previous clip that is no longer in ``index``
         loses its matrices, unless (both given) its clip now hashes to another shard
-        (``n_shards`` changed): that shard's job owns, and may already have rewritten, them.
+        (``n_shards`` changed): that shard's job owns, and may already have rewritten, them. With
+        ``n_shards``, the stores of shards ``n_shards`` and above (a run with more shards) are deleted.
     progress : bool
         Show a tqdm progress bar.
     checkpoint : callable, optional
@@ -153,8 +153,6 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     ValueError
         When ``save`` names a feature that is unknown or disabled in ``config``.
     """
-    import soundfile as sf
-
     save = tuple(dict.fromkeys(save))
     enabled = enabled_features(config)
     bad = [name for name in save if name not in enabled]
@@ -165,11 +163,11 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     params_key = cache.key_of(stages.code_version("features"), config.to_dict(), sorted(save))  # hashed once per shard
     rejected: list[dict] = []
     store_name = f"{int(shard):03d}" if shard is not None else "all"
-    parts = _Parts(out_dir, save, store_name)
+    parts = ShardParts(out_dir, save, store_name)
 
     # Paths as strings: a few pathlib objects per clip cost more than the rest of its bookkeeping.
     folders = [os.fspath(out_dir / name) for name in save]
-    base = None if relative_to is None else os.fspath(relative_to)
+    audio = Stores(audio_dir)
 
     def files(row: dict) -> list[str]:
         where = row.get("store")
@@ -177,28 +175,27 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
             return [f"{folder}/{row['id']}.npy" for folder in folders]
         return [f"{folder}/{where}.npy" for folder in folders]
 
-    def audio_path(row: dict) -> str:
-        return row["path"] if base is None else os.path.join(base, row["path"])  # an absolute path stays
-
     def compute(clip_id: str, key: str, row: dict) -> list[dict]:
-        path = audio_path(row)
+        path = f"{audio.folder}/{row['store']}.npy"
         try:
-            y, sr = sf.read(path, dtype="float32", always_2d=False)
-        except (RuntimeError, OSError) as exc:  # soundfile.LibsndfileError is a RuntimeError
-            rejected.append(rejection(path, clip_id, "features", "unreadable", f"{path}: {exc}"))
+            y = read_segment(audio, row)
+        except (OSError, ValueError) as exc:
+            rejected.append(rejection(row["path"], clip_id, "features", "unreadable",
+                                      f"{row['path']}: processed audio not readable in {path}: {exc}"))
             return []
-        if y.ndim > 1:
-            y = downmix_frames(y)
+        sr = int(row["sample_rate"])
         if y.size == 0:
-            rejected.append(rejection(path, clip_id, "features", "empty_file", f"{path}: no samples"))
+            rejected.append(rejection(row["path"], clip_id, "features", "empty_file",
+                                      f"{row['path']}: no processed samples ({path})"))
             return []
         if not np.isfinite(y).all():
-            rejected.append(rejection(path, clip_id, "features", "nonfinite", f"{path}: NaN or infinite samples"))
+            rejected.append(rejection(row["path"], clip_id, "features", "nonfinite",
+                                      f"{row['path']}: NaN or infinite processed samples ({path})"))
             return []
         try:
             feats, summary = clip_features(y, sr=sr, config=config)
         except ValueError as exc:  # params that cannot apply to this clip (its native rate): the others go on
-            rejected.append(rejection(path, clip_id, "features", "cannot_process", f"{path}: {exc}"))
+            rejected.append(rejection(row["path"], clip_id, "features", "cannot_process", f"{row['path']}: {exc}"))
             return []
         where, offset = parts.append([feats[name] for name in save])
         m = Moments.from_frames(feats["logmel"])
@@ -215,103 +212,23 @@ def features_shard(*, index: pd.DataFrame, out_dir: str | Path, config: FeatureC
     def owned(old: dict) -> bool:  # a clip moved to another shard (n_shards changed) is that shard's
         return shard is None or n_shards is None or shard_of(str(old["clip_id"]), n_shards) == shard
 
-    def sealed(done: pd.DataFrame) -> pd.DataFrame:
-        """``done`` with the part being written closed, and every part row stamped."""
-        parts.seal()
-        if len(done):
-            missing = done["stamp"].isna()
-            done.loc[missing, "stamp"] = done.loc[missing, "store"].map(parts.stamps)
-        return done
-
     clips = [(str(row["id"]), cache.key_of(params_key, row["key"], str(row["id"])), row)
              for row in index.to_dict("records")]
     try:
         table = cache.update_shard(
-            clips, previous=previous, clip_column="id", files=files, path_of=audio_path, compute=compute,
+            clips, previous=previous, clip_column="id", files=files, path_of=lambda row: None, compute=compute,
             refresh=refresh, owned=owned, empty_columns=[*META_COLUMNS, *INTERNAL_COLUMNS, *STORE_COLUMNS],
-            checkpoint=None if checkpoint is None else lambda done: checkpoint(sealed(done)),
+            checkpoint=None if checkpoint is None else lambda done: checkpoint(parts.stamp_rows(done)),
             checkpoint_seconds=CHECKPOINT_SECONDS, progress="features" if progress else None)
-        table = _assemble(sealed(table), out_dir=out_dir, save=save, store_name=store_name)
+        table = assemble(parts.stamp_rows(table), out_dir=out_dir, kinds=save, store_name=store_name)
     finally:
         parts.abort()
     if checkpoint is not None:
         checkpoint(table)  # the cache names the assembled store before the parts go
     parts.remove_all()
+    if n_shards is not None:
+        remove_beyond(out_dir, save, n_shards)
     return table, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
-
-
-class _Parts:
-    """The stores a shard job appends its new clips to: ``<name>/parts/<store>-<random>.npy``, one
-    per matrix kind, closed (and a new one begun) at each checkpoint, so that the cache written then
-    names complete files."""
-
-    def __init__(self, out_dir: Path, save: tuple[str, ...], store_name: str) -> None:
-        self.out_dir, self.save, self.store_name = out_dir, save, store_name
-        self.writers: list[StoreWriter] | None = None
-        self.name = ""
-        self.stamps: dict[str, str] = {}
-
-    def append(self, matrices: list[np.ndarray]) -> tuple[str, int]:
-        """Write one clip's matrices (in ``save`` order); ``(part name, offset)``."""
-        if not self.save:
-            return "", 0
-        if self.writers is None:
-            # A name no earlier part can have: a killed run's parts may be read as this run's cache.
-            self.name = f"parts/{self.store_name}-{secrets.token_hex(8)}"
-            self.writers = [StoreWriter(self.out_dir / kind / f"{self.name}.npy", m.shape[0])
-                            for kind, m in zip(self.save, matrices, strict=True)]
-        offsets = {w.append(m) for w, m in zip(self.writers, matrices, strict=True)}
-        if len(offsets) != 1:
-            raise ValueError(f"features: matrices of one clip differ in frames ({[m.shape for m in matrices]})")
-        return self.name, offsets.pop()
-
-    def seal(self) -> None:
-        if self.writers is not None:
-            self.stamps[self.name] = ";".join(stamp(os.stat(w.close())) for w in self.writers)
-            self.writers = None
-
-    def abort(self) -> None:
-        if self.writers is not None:
-            for w in self.writers:
-                w.abort()
-            self.writers = None
-
-    def remove_all(self) -> None:
-        """Every part of this shard, also those a killed run left."""
-        for kind in self.save:
-            folder = self.out_dir / kind / "parts"
-            if folder.is_dir():
-                remove_quietly(folder.glob(f"{self.store_name}-*.npy"))
-                with contextlib.suppress(OSError):  # another shard's parts may still be there
-                    folder.rmdir()
-
-
-def _assemble(table: pd.DataFrame, *, out_dir: Path, save: tuple[str, ...], store_name: str) -> pd.DataFrame:
-    """Write the shard's stores ``<name>/<store_name>.npy`` from the rows' current places (the previous
-    store, parts), in ``table`` order; ``table`` re-pointed at them. Nothing is rewritten when the rows
-    already are the store as it stands, in order."""
-    if not save:
-        return table.assign(store=store_name, offset=0) if len(table) else table
-    if table.empty:
-        remove_quietly(out_dir / kind / f"{store_name}.npy" for kind in save)
-        return table
-    frames = table["frames"].to_numpy(np.int64)
-    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]])
-    current = (table["store"].astype(str) == store_name).all() and (table["offset"].to_numpy(np.int64) == offsets).all()
-    if current:
-        stores = [open_store(out_dir / kind / f"{store_name}.npy") for kind in save]
-        if all(s.shape[0] == int(frames.sum()) for s in stores):
-            return table
-    written = []
-    places = list(zip(table["store"].astype(str), table["offset"], table["frames"], strict=True))
-    for kind in save:
-        sources = Stores(out_dir / kind)
-        first = sources.matrix(*places[0])
-        with StoreWriter(out_dir / kind / f"{store_name}.npy", first.shape[0]) as writer:
-            for place in places:
-                writer.append(sources.matrix(*place))
-        written.append(stamp(os.stat(writer.path)))
-    return table.assign(store=store_name, offset=offsets, stamp=";".join(written))
 
 
 def load_logmels(rows: pd.DataFrame, logmel_dir: str | Path) -> list[np.ndarray]:

@@ -201,7 +201,7 @@ def read_csv(path: str | Path, *, text: Sequence[str] = ()) -> pd.DataFrame:  # 
     import pandas as pd
 
     dtype = {"id": str, "clip_id": str, "label": str, "group": str, "path": str, "key": str, "split": str,
-             "stamp": str}
+             "stamp": str, "store": str}
     return pd.read_csv(path, dtype=dtype | dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
 
 

@@ -1,10 +1,13 @@
 """Stage ``process``: decode, resample, downmix, filter, trim, normalize and cut clips (one shard).
 
-Each clip of the shard becomes one or more processed segments, written as float32 WAV files
-(lossless with respect to the in-memory pipeline, so ``predict`` reproduces evaluation exactly):
-``<out_dir>/audio/<id>.wav``, mono, or ``(n, channels)`` with ``process.mono: false``. A segment's
-id is ``<clip_id>__s<k>``; its group is the clip's group, or the clip id when the dataset has no
-groups, so no clip is ever split across train/val/test.
+Each clip of the shard becomes one or more processed segments, kept as float32 samples (lossless
+with respect to the in-memory pipeline, so ``predict`` reproduces evaluation exactly) in the shard's
+audio store ``<out_dir>/audio/<shard>.npy`` (:mod:`soundstage.store`: a segment is the
+``(samples, 1)`` block at the ``offset`` and of the ``frames`` its index row names; with
+``process.mono: false`` a segment of ``c > 1`` channels goes to ``<shard>-<c>ch.npy`` as
+``(samples, c)``). :func:`read_segment` reads one back. A segment's id is ``<clip_id>__s<k>``; its
+group is the clip's group, or the clip id when the dataset has no groups, so no clip is ever split
+across train/val/test.
 
 A clip that cannot be used becomes one rejected row naming its file, and the shard goes on: the
 reasons of :mod:`soundstage.decode` (``truncated`` mid-stream, ``nonfinite``, ``silent`` or
@@ -15,19 +18,24 @@ unexpected error is raised while decoding or processing it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from soundstage import cache, stages
-from soundstage.decode import AudioError, load_audio
+from soundstage.decode import AudioError, downmix_frames, load_audio
 from soundstage.dsp import ProcessConfig, preprocess
-from soundstage.io import stamp, write_wav
 from soundstage.rejections import REJECTED_COLUMNS, rejection
+from soundstage.store import STORE_COLUMNS, ShardParts, Stores, assemble, remove_beyond
 
-INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key"]
+#: The columns of a process shard index; ``path`` is the source file the segment was cut from, and
+#: ``store, offset, frames`` locate its samples in the stage's ``audio`` stores.
+INDEX_COLUMNS = ["id", "clip_id", "path", "label", "group", "duration", "start", "sample_rate", "shard", "key",
+                 *STORE_COLUMNS]
 #: Seconds between two :func:`process_shard` checkpoints of a long shard.
 CHECKPOINT_SECONDS = 60.0
 
@@ -71,7 +79,8 @@ def _process_clip(path: str, config: ProcessConfig):
 
 
 def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: ProcessConfig, shard: int,
-                  previous: pd.DataFrame | None = None, relative_to: str | Path | None = None,
+                  n_shards: int | None = None, previous: pd.DataFrame | None = None,
+                  relative_to: str | Path | None = None,
                   progress: bool = False,
                   checkpoint: Callable[[pd.DataFrame], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Process the manifest rows of one shard.
@@ -84,17 +93,21 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         processed; the files of clips that now belong to another shard are never deleted here
         (that shard's job writes them), so pass the whole manifest when ``n_shards`` may change.
     out_dir : path
-        The stage folder; audio goes to ``out_dir/audio/<id>.wav``.
+        The stage folder; audio goes to the stores ``out_dir/audio/<shard>.npy`` (``<shard>-<c>ch.npy``
+        for ``c``-channel segments). Two jobs must never process the same shard of one ``out_dir`` at
+        once.
     config : ProcessConfig
-    shard : int
+    shard, n_shards : int
+        This job's shard, and the shard count: when given, the stores of shards ``n_shards`` and
+        above (left by a run with more shards) are deleted.
     previous : DataFrame, optional
         This shard's cache (an earlier ``index`` with its ``stamp`` column): clips whose key (file
-        path, size and mtime, params, code) is unchanged and whose files are still the versions
+        path, size and mtime, params, code) is unchanged and whose stores are still the versions
         stamped there are reused without decoding; their label and group are refreshed from
-        ``manifest``. Files of previous clips that are gone from the manifest, or were re-processed
-        into fewer segments, are deleted.
+        ``manifest``. The samples of previous clips that are gone from the manifest, or were
+        re-processed into fewer segments, leave the stores.
     relative_to : path, optional
-        Paths in the index are written relative to this folder (the repository root).
+        The folder relative paths of a cache written before stores start from (the repository root).
     progress : bool
         Show a tqdm progress bar.
     checkpoint : callable, optional
@@ -105,15 +118,15 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
     Returns
     -------
     index : DataFrame
-        ``INDEX_COLUMNS`` + ``stamp`` (the segment file's :func:`soundstage.io.stamp`, for the
+        ``INDEX_COLUMNS`` + ``stamp`` (the segment store's :func:`soundstage.io.stamp`, for the
         cache; not part of the stage's output table), one row per segment; ``duration`` and
-        ``start`` in seconds, ``sample_rate`` in Hz.
+        ``start`` in seconds, ``sample_rate`` in Hz, ``frames`` in samples.
     rejected : DataFrame
         ``REJECTED_COLUMNS``, one row per rejected clip (stage ``process``), ``detail`` naming
         the file.
     """
     out_dir = Path(out_dir)
-    base = Path(relative_to).resolve() if relative_to is not None else None
+    base = Path(relative_to) if relative_to is not None else None
     elsewhere: set[str] = set()
     if "shard" in manifest.columns:
         mine = manifest["shard"].astype(int) == int(shard)
@@ -121,10 +134,13 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         manifest = manifest[mine]
     segmented = config.duration.mode == "segment"
     params_key = cache.key_of(stages.code_version("process"), config.to_dict())  # hashed once per shard
-    audio_dir = (out_dir / "audio").resolve()
-    audio_rel = _rel(audio_dir, base)
-    audio_folder = os.fspath(audio_dir)
+    store_name = f"{int(shard):03d}"
+    audio_folder = os.fspath(out_dir / "audio")
+    parts = ShardParts(out_dir, ["audio"], store_name)
     rejected: list[dict] = []
+
+    def store_of(channels: int) -> str:
+        return store_name if channels == 1 else f"{store_name}-{channels}ch"
 
     def compute(clip_id: str, key: str, row: dict) -> list[dict]:
         try:
@@ -135,35 +151,74 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         out = []
         for seg in segments:
             seg_id = _segment_id(clip_id, seg.index, segmented=segmented)
-            # WAV wants (frames, channels); multichannel segments are (channels, n).
-            written = write_wav(f"{audio_folder}/{seg_id}.wav", seg.audio.T, out_sr)
-            out.append({"id": seg_id, "clip_id": clip_id, "path": f"{audio_rel}/{seg_id}.wav", "label": row["label"],
-                        "group": _group_of(row, clip_id), "duration": seg.audio.shape[-1] / out_sr,
+            audio = seg.audio[np.newaxis] if seg.audio.ndim == 1 else seg.audio  # (channels, n)
+            where, offset = parts.append([audio], store=store_of(audio.shape[0]))
+            out.append({"id": seg_id, "clip_id": clip_id, "path": row["path"], "label": row["label"],
+                        "group": _group_of(row, clip_id), "duration": audio.shape[1] / out_sr,
                         "start": float(seg.start), "sample_rate": out_sr, "shard": shard, "key": key,
-                        "stamp": stamp(written)})
+                        "store": where, "offset": offset, "frames": int(audio.shape[1]), "stamp": None})
         return out
 
+    def files(row: dict) -> list[str]:
+        return [f"{audio_folder}/{row['store']}.npy"] if isinstance(row.get("store"), str) else []
+
     def refresh(old: dict, row: dict) -> dict:
-        return {**old, "label": row["label"], "group": _group_of(row, str(row["id"])), "shard": shard}
+        return {**old, "path": row["path"], "label": row["label"], "group": _group_of(row, str(row["id"])),
+                "shard": shard}
 
-    index = cache.update_shard(
-        [(str(row["id"]), _clip_key(row, params_key), row) for row in manifest.to_dict("records")],
-        previous=previous, clip_column="clip_id", files=lambda r: [_resolve(r["path"], base)],
-        path_of=lambda row: row["path"], compute=compute, refresh=refresh,
-        owned=lambda r: str(r["clip_id"]) not in elsewhere,  # else another shard's job writes its files
-        empty_columns=INDEX_COLUMNS + ["stamp"], checkpoint=checkpoint, checkpoint_seconds=CHECKPOINT_SECONDS,
-        progress=f"process[{shard:03d}]" if progress else None)
-    return index, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
-
-
-def _rel(path: Path, base: Path | None) -> str:
-    if base is None:
-        return str(path.resolve())
     try:
-        return path.resolve().relative_to(base).as_posix()
-    except ValueError:
-        return str(path.resolve())
+        index = cache.update_shard(
+            [(str(row["id"]), _clip_key(row, params_key), row) for row in manifest.to_dict("records")],
+            previous=_stores_only(previous, out_dir / "audio", base), clip_column="clip_id", files=files,
+            path_of=lambda row: row["path"], compute=compute, refresh=refresh,
+            owned=lambda r: str(r["clip_id"]) not in elsewhere,  # else another shard's job writes its files
+            empty_columns=INDEX_COLUMNS + ["stamp"],
+            checkpoint=None if checkpoint is None else lambda done: checkpoint(parts.stamp_rows(done)),
+            checkpoint_seconds=CHECKPOINT_SECONDS, progress=f"process[{shard:03d}]" if progress else None)
+        index = assemble(parts.stamp_rows(index), out_dir=out_dir, kinds=["audio"], store_name=store_name,
+                         name_of=store_of)
+    finally:
+        parts.abort()
+    if checkpoint is not None:
+        checkpoint(index)  # the cache names the assembled stores before the parts go
+    parts.remove_all()
+    if n_shards is not None:
+        remove_beyond(out_dir, ["audio"], n_shards)
+    return index[INDEX_COLUMNS + ["stamp"]], pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 
-def _resolve(path: str, base: Path | None) -> str:
-    return path if base is None else os.path.join(base, path)  # an absolute path stays as it is
+def _stores_only(previous: pd.DataFrame | None, audio_folder: Path, base: Path | None) -> pd.DataFrame | None:
+    """A cache of stores as it is; a cache of one WAV file per segment (before stores) gives nothing,
+    so its clips are processed again, and its WAV files under ``audio_folder`` are deleted."""
+    if previous is None or "store" in previous.columns:
+        return previous
+    audio_folder = audio_folder.resolve()
+    for path in previous.get("path", pd.Series(dtype=str)).astype(str):
+        full = (Path(path) if base is None else base / path).resolve()  # an absolute path stays as it is
+        if full.suffix == ".wav" and full.is_relative_to(audio_folder):
+            with contextlib.suppress(OSError):
+                full.unlink()
+                for folder in full.parents[:len(full.relative_to(audio_folder).parents) - 1]:
+                    folder.rmdir()  # the class folders it leaves empty; stops at the first that is not
+    return None
+
+
+def read_index(process_dir: str | Path, n_shards: int | None = None) -> pd.DataFrame:
+    """The process shard indexes ``process_dir/shards/NNN.csv`` as one table (``INDEX_COLUMNS``); only
+    shards below ``n_shards`` when given (tables of an earlier run with more shards are stale)."""
+    from soundstage.io import read_csv
+
+    files = sorted(Path(process_dir, "shards").glob("[0-9]*[0-9].csv"))
+    if n_shards is not None:
+        files = [f for f in files if f.stem.isdigit() and int(f.stem) < n_shards]
+    tables = [t for t in map(read_csv, files) if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=INDEX_COLUMNS)
+
+
+def read_segment(stores: Stores, row: dict) -> np.ndarray:
+    """One processed segment's samples, mono float32 ``(n,)`` (a multichannel segment downmixed as
+    :func:`soundstage.decode.downmix_frames` does), from the ``audio`` stores ``stores`` and the
+    index ``row``'s ``store, offset, frames``; raises ``FileNotFoundError`` or ``ValueError`` when
+    the store is missing or shorter than the row says."""
+    block = stores.block(str(row["store"]), int(row["offset"]), int(row["frames"]))  # (n, channels)
+    return np.array(block[:, 0]) if block.shape[1] == 1 else downmix_frames(block)

@@ -463,7 +463,7 @@ def dataset_report(*, ingest_dir: Path, process_dir: Path, split_dir: Path, feat
     chosen = choose_examples(candidates, seed=seed)
     if len(chosen) and "store" in candidates.columns:  # where each chosen clip's matrices are
         chosen = chosen.merge(candidates[["id", *STORE_COLUMNS]].drop_duplicates("id"), on="id", how="left")
-    examples = write_examples(chosen, audio_dir=process_dir / "audio",
+    examples = write_examples(chosen, audio_dir=process_dir / "audio", audio=processed,
                               features_dir=features_dir, saved=saved, out_dir=out_dir / EXAMPLES_DIR)
     if len(examples):
         n_labels = candidates["label"].nunique()
@@ -544,10 +544,11 @@ def _safe_name(text: str, taken: set[str]) -> str:
     return name
 
 
-def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Path, saved: Sequence[str],
-                   out_dir: Path, max_seconds: float = MAX_EXAMPLE_SECONDS) -> pd.DataFrame:
+def write_examples(examples: pd.DataFrame, *, audio_dir: Path, audio: pd.DataFrame | None, features_dir: Path,
+                   saved: Sequence[str], out_dir: Path, max_seconds: float = MAX_EXAMPLE_SECONDS) -> pd.DataFrame:
     """One figure per row of ``examples`` (:func:`choose_examples`) at ``out_dir/<label>/<clip>.png``
-    (names made safe for a file system): the processed audio ``audio_dir/<id>.wav`` and the matrices
+    (names made safe for a file system): the processed audio (in the stores of ``audio_dir``, where
+    the process index ``audio`` places each id: ``store, offset, frames, sample_rate``) and the matrices
     of :data:`EXAMPLE_MATRICES` named in ``saved``, from the stores the rows' ``store, offset, frames``
     name (``features_dir/<name>/<id>.npy`` for rows without them), at most
     ``max_seconds`` of each; see :func:`plot_example`. Any other PNG under ``out_dir`` (an earlier
@@ -564,6 +565,13 @@ def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Pat
     files: dict[str, set[str]] = {}
     folder_of: dict[str, str] = {}
     written = []
+    places = {}  # id -> where its samples are, for the rows shown; an index of before stores has none
+    if audio is not None and {"store", "offset", "frames", "sample_rate"} <= set(audio.columns):
+        shown = audio[audio["id"].astype(str).isin(examples["id"].astype(str))].dropna(
+            subset=["store", "offset", "frames", "sample_rate"])
+        places = {str(i): (Path(audio_dir) / f"{st}.npy", int(o), int(n), int(sr))
+                  for i, st, o, n, sr in zip(shown["id"], shown["store"], shown["offset"], shown["frames"],
+                                             shown["sample_rate"], strict=True)}
     for row in examples.to_dict("records"):
         label = str(row["label"])
         if label not in folder_of:
@@ -575,7 +583,7 @@ def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Pat
                     if has_store else Path(features_dir) / kind / f"{row['id']}.npy"
                     for kind in EXAMPLE_MATRICES if kind in saved}
         plot_example(clip_id=str(row["clip_id"]), segment_id=str(row["id"]), label=label,
-                     audio_path=Path(audio_dir) / f"{row['id']}.wav", matrices=matrices,
+                     audio=places.get(str(row["id"])), matrices=matrices,
                      path=out_dir / folder / f"{name}.png", max_seconds=max_seconds)
         written.append(f"{folder}/{name}.png")
     keep = {out_dir / f for f in written}
@@ -588,13 +596,14 @@ def write_examples(examples: pd.DataFrame, *, audio_dir: Path, features_dir: Pat
     return examples.assign(file=written)
 
 
-def plot_example(*, clip_id: str, segment_id: str, label: str, audio_path: Path,
+def plot_example(*, clip_id: str, segment_id: str, label: str, audio: tuple[Path, int, int, int] | None,
                  matrices: dict[str, Path | tuple[Path, int, int]],
                  path: Path, max_seconds: float = MAX_EXAMPLE_SECONDS) -> None:
-    """Write one clip's figure: its waveform (min/max envelope of the processed audio, multichannel
-    downmixed) and a panel per matrix of ``matrices`` (``{kind: (store path, offset, frames)}``, or a
-    ``.npy`` path of one matrix; float32 ``(n_bins, n_frames)``, memory-mapped: only the frames drawn
-    are read), on one time axis in seconds (the frames
+    """Write one clip's figure: its waveform (min/max envelope of the processed audio, ``audio`` =
+    ``(store path, offset, samples, sample rate)`` in a process audio store, multichannel downmixed)
+    and a panel per matrix of ``matrices`` (``{kind: (store path, offset, frames)}``, or a ``.npy``
+    path of one matrix; float32 ``(n_bins, n_frames)``, memory-mapped: only the frames drawn are
+    read), on one time axis in seconds (the frames
     spread over the audio's duration), at most the first ``max_seconds``. The log-mel is drawn in dB;
     each MFCC row (coefficient, then its deltas) is scaled to zero mean and unit variance over time, as
     the first coefficient (the level) would otherwise take the whole colour scale. A missing or
@@ -604,7 +613,6 @@ def plot_example(*, clip_id: str, segment_id: str, label: str, audio_path: Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import soundfile as sf
 
     from soundstage.decode import downmix_frames
 
@@ -615,14 +623,17 @@ def plot_example(*, clip_id: str, segment_id: str, label: str, audio_path: Path,
     bars[0].axis("off")
     total = shown = None  # seconds
     try:
-        info = sf.info(str(audio_path))
-        n = min(info.frames, int(max_seconds * info.samplerate))
-        y, _ = sf.read(str(audio_path), frames=n, dtype="float32", always_2d=True)
-        y = downmix_frames(y) if y.shape[1] > 1 else y[:, 0]
-        total, shown = info.frames / info.samplerate, n / info.samplerate
-        _waveform(axes[0], y, info.samplerate)
-    except (OSError, RuntimeError, ValueError) as exc:  # soundfile's errors are RuntimeErrors
-        _note(axes[0], f"no processed audio: {audio_path} ({type(exc).__name__})")
+        if audio is None:
+            raise FileNotFoundError("not in the process index")
+        store, offset, samples, sr = audio
+        n = min(samples, int(max_seconds * sr))
+        y = Stores(store.parent).block(store.stem, offset, samples)[:n]  # (n, channels)
+        y = downmix_frames(y) if y.shape[1] > 1 else np.asarray(y[:, 0])
+        total, shown = samples / sr, n / sr
+        _waveform(axes[0], y, sr)
+    except (OSError, ValueError) as exc:
+        where = "not in the process index" if audio is None else f"{audio[0]} at sample {audio[1]}"
+        _note(axes[0], f"no processed audio: {where} ({type(exc).__name__})")
     axes[0].set_title("waveform", fontsize=9)
     for ax, bar, (kind, npy) in zip(axes[1:], bars[1:], matrices.items(), strict=True):
         ax.set_title(EXAMPLE_MATRICES.get(kind, kind) + (" (each row standardized)" if kind == "mfcc" else ""),

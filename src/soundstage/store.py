@@ -1,27 +1,35 @@
 """Per-shard stores of per-clip matrices: one ``.npy`` file per shard and matrix kind, not one per clip.
 
-A store ``<features_dir>/<name>/<store>.npy`` holds the matrices of a shard's clips one after another,
+A store ``<stage_dir>/<kind>/<store>.npy`` (``data/features/logmel/003.npy``, or the processed audio
+``data/process/audio/003.npy``) holds the matrices of a shard's clips one after another,
 frames first: float32, C order, shape ``(total_frames, n_bins)``. A clip is the row block
 ``offset .. offset + frames``, named in the shard table's ``store``, ``offset`` and ``frames`` columns
 (:data:`STORE_COLUMNS`; every matrix kind of a clip has the same frames, so one offset serves them
 all). Frames first keeps each clip contiguous in the file: a memory map reads only the pages of the
-clips, or of the crops, that are asked for. Plain NumPy files because they need nothing but NumPy to
+clips, or of the crops, that are asked for; for audio the block is the ``(samples, channels)`` frame
+layout of a WAV file. Plain NumPy files because they need nothing but NumPy to
 read, memory-map without a copy, and are written in one sequential pass (benchmarks/README.md: why
 not HDF5, Zarr or Arrow).
 
 A store is written under a temporary name and renamed into place when complete (:class:`StoreWriter`),
 so a reader never sees a partial one, and the files DVC tracks grow with the shards, not the clips.
+A shard job appends its new clips to part stores (:class:`ShardParts`), closed at each checkpoint so
+that a killed job's cache names complete files, then writes the shard's stores from the old stores
+and the parts in one pass (:func:`assemble`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+import secrets
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from soundstage.io import atomic_path
+from soundstage.io import atomic_path, stamp
 
 #: The columns of a shard (and modelling) table that locate a clip's matrices in its shard's stores.
 STORE_COLUMNS = ("store", "offset", "frames")
@@ -129,14 +137,19 @@ class Stores:
                 raise FileNotFoundError(f"{path}: no such store (run the features stage)") from None
         return self._open[name]
 
-    def matrix(self, store: str, offset: int, frames: int) -> np.ndarray:
-        """The ``(n_bins, frames)`` matrix at ``offset`` of ``store``; raises ``ValueError`` when the
-        store is shorter than the table says (a store of another run)."""
+    def block(self, store: str, offset: int, frames: int) -> np.ndarray:
+        """The ``(frames, n_bins)`` rows at ``offset`` of ``store`` as stored (for audio: ``(samples,
+        channels)``); raises ``ValueError`` when the store is shorter than the table says (a store of
+        another run)."""
         data = self.store(str(store))
         if int(offset) + int(frames) > data.shape[0] or int(offset) < 0:
             raise ValueError(f"{self.folder / f'{store}.npy'}: frames {offset}..{int(offset) + int(frames)} "
-                             f"asked, the store has {data.shape[0]} (stale tables? run the features stage)")
-        return clip_matrix(data, offset, frames)
+                             f"asked, the store has {data.shape[0]} (stale tables? run the stage again)")
+        return data[int(offset):int(offset) + int(frames)]
+
+    def matrix(self, store: str, offset: int, frames: int) -> np.ndarray:
+        """The ``(n_bins, frames)`` matrix at ``offset`` of ``store`` (:meth:`block` transposed)."""
+        return self.block(store, offset, frames).T
 
     def matrices(self, rows: Iterable[tuple[str, int, int]]) -> list[np.ndarray]:
         """:meth:`matrix` of each ``(store, offset, frames)``."""
@@ -150,6 +163,129 @@ def load_matrices(rows, folder: str | Path) -> list[np.ndarray]:
     if missing:
         raise ValueError(f"rows lack the store columns {missing}: a features table written before stores?")
     return Stores(folder).matrices(zip(rows["store"].astype(str), rows["offset"], rows["frames"], strict=True))
+
+
+class ShardParts:
+    """The part stores a shard job appends its new clips to: ``<kind>/parts/<store>-<random>.npy`` for
+    each of ``kinds``, closed (and new ones begun) at each :meth:`seal`, so that a cache written then
+    names complete files.
+
+    Parameters
+    ----------
+    out_dir : path
+        The stage folder (``data/features``, ``data/process``).
+    kinds : sequence of str
+        The matrix kinds, one folder each (``logmel``, ``mfcc``; ``audio``).
+    store_name : str
+        The shard's store (``003``); a clip may go to another store of the shard named
+        ``<store_name>-<suffix>`` (audio with another channel count), which has parts of its own.
+    """
+
+    def __init__(self, out_dir: str | Path, kinds: Sequence[str], store_name: str) -> None:
+        self.out_dir, self.kinds, self.store_name = Path(out_dir), tuple(kinds), store_name
+        self.writers: dict[str, tuple[str, list[StoreWriter]]] = {}  # target store -> (part, writers)
+        self.stamps: dict[str, str] = {}
+
+    def append(self, matrices: Sequence[np.ndarray], store: str | None = None) -> tuple[str, int]:
+        """Write one clip's ``(n_bins, frames)`` matrices (in ``kinds`` order) towards ``store`` (the
+        shard's store by default); returns ``(part name, offset)`` for the clip's table row."""
+        if not self.kinds:
+            return "", 0
+        target = store or self.store_name
+        if target not in self.writers:
+            # A name no earlier part can have: a killed run's parts may be read as this run's cache.
+            name = f"parts/{target}-{secrets.token_hex(8)}"
+            self.writers[target] = (name, [StoreWriter(self.out_dir / kind / f"{name}.npy", m.shape[0])
+                                           for kind, m in zip(self.kinds, matrices, strict=True)])
+        name, writers = self.writers[target]
+        offsets = {w.append(m) for w, m in zip(writers, matrices, strict=True)}
+        if len(offsets) != 1:
+            raise ValueError(f"matrices of one clip differ in frames ({[m.shape for m in matrices]})")
+        return name, offsets.pop()
+
+    def seal(self) -> None:
+        """Close every part being written; :attr:`stamps` maps each to its files' ``;``-joined stamps."""
+        for name, writers in self.writers.values():
+            self.stamps[name] = ";".join(stamp(os.stat(w.close())) for w in writers)
+        self.writers = {}
+
+    def abort(self) -> None:
+        for _, writers in self.writers.values():
+            for w in writers:
+                w.abort()
+        self.writers = {}
+
+    def stamp_rows(self, done: pd.DataFrame) -> pd.DataFrame:
+        """``done`` (rows with ``store`` and ``stamp``) after :meth:`seal`, each unstamped row stamped."""
+        self.seal()
+        if len(done):
+            missing = done["stamp"].isna()
+            done.loc[missing, "stamp"] = done.loc[missing, "store"].map(self.stamps)
+        return done
+
+    def remove_all(self) -> None:
+        """Every part of this shard, also those a killed run left."""
+        for kind in self.kinds:
+            folder = self.out_dir / kind / "parts"
+            if folder.is_dir():
+                remove_quietly(folder.glob(f"{self.store_name}-*.npy"))
+                with contextlib.suppress(OSError):  # another shard's parts may still be there
+                    folder.rmdir()
+
+
+def assemble(table: pd.DataFrame, *, out_dir: str | Path, kinds: Sequence[str], store_name: str,
+             name_of: Callable[[int], str] | None = None) -> pd.DataFrame:
+    """Write a shard's stores from its rows' current places (an earlier store, parts), in ``table``
+    order, and return ``table`` pointed at them (``store``, ``offset``; ``stamp`` the stores'
+    ``;``-joined stamps). Rows go to the store ``name_of(n_bins)`` of their first kind's matrix
+    (``store_name`` for all without it). Stores of ``store_name`` (``<store_name>.npy`` and
+    ``<store_name>-*.npy``) that no row is in any more are deleted. Nothing is rewritten when the
+    rows already are the stores as they stand, in order."""
+    out_dir = Path(out_dir)
+    if not kinds:
+        return table.assign(store=store_name, offset=0) if len(table) else table
+    first = Stores(out_dir / kinds[0])
+    places = list(zip(table["store"].astype(str), table["offset"], table["frames"], strict=True))
+    targets = ([store_name] * len(places) if name_of is None
+               else [name_of(first.store(place[0]).shape[1]) for place in places])
+    out = table.copy()
+    stamps: dict[str, str] = {}
+    for target in dict.fromkeys(targets):
+        rows = [i for i, t in enumerate(targets) if t == target]
+        frames = np.asarray([int(places[i][2]) for i in rows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(frames)[:-1]])
+        paths = [out_dir / kind / f"{target}.npy" for kind in kinds]
+        current = (all(places[i][0] == target for i in rows)
+                   and (np.asarray([int(places[i][1]) for i in rows], dtype=np.int64) == offsets).all()
+                   and all(p.is_file() and open_store(p).shape[0] == int(frames.sum()) for p in paths))
+        if not current:
+            for kind, path in zip(kinds, paths, strict=True):
+                sources = Stores(out_dir / kind)
+                with StoreWriter(path, sources.matrix(*places[rows[0]]).shape[0]) as writer:
+                    for i in rows:
+                        writer.append(sources.matrix(*places[i]))
+        stamps[target] = ";".join(stamp(os.stat(p)) for p in paths)
+        out.iloc[rows, out.columns.get_loc("store")] = target
+        out.iloc[rows, out.columns.get_loc("offset")] = offsets
+    for kind in kinds:  # the shard's stores no row is in (all its clips left, or changed channels)
+        folder = out_dir / kind
+        remove_quietly(p for p in [folder / f"{store_name}.npy", *folder.glob(f"{store_name}-*.npy")]
+                       if p.stem not in stamps)
+    if len(out):
+        out["offset"] = out["offset"].astype(np.int64)
+        out["stamp"] = [stamps[t] for t in targets]
+    return out
+
+
+def remove_beyond(out_dir: str | Path, kinds: Sequence[str], n_shards: int) -> None:
+    """Delete the stores and parts of ``kinds`` under ``out_dir`` that belong to shards numbered
+    ``n_shards`` or more: a run with more shards left them, and no job of this run writes them."""
+    for kind in kinds:
+        folder = Path(out_dir) / kind
+        for path in [*folder.glob("[0-9]*.npy"), *folder.glob("parts/[0-9]*.npy")]:
+            digits = path.name[:len(path.name) - len(path.name.lstrip("0123456789"))]
+            if int(digits) >= n_shards:
+                remove_quietly([path])
 
 
 def remove_quietly(paths: Iterable[str | os.PathLike[str]]) -> None:

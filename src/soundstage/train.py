@@ -5,7 +5,7 @@ Models (``params.yaml: train.models``): ``random_forest`` and ``keras_mlp`` on t
 data drives early stopping of the Keras models; the test split is never read here.
 
 Waveform augmentation (``params.yaml: augment``, off by default) runs here, for training only: each
-train clip's processed audio (``data/process/audio/<id>.wav``) gets ``copies`` perturbed versions
+train clip's processed audio (the process stage's stores, ``data/process/audio``) gets ``copies`` perturbed versions
 (noise at a random SNR, time stretch, pitch shift, gain; see :func:`soundstage.models.augment_waveform`),
 whose features are computed with the same :class:`~soundstage.features_core.FeatureConfig` and
 :func:`~soundstage.features.clip_features` as the real clips. The CNN gets their log-mels as extra
@@ -68,7 +68,8 @@ class Augmented:
         return len(self.rows)
 
 
-def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: Any, seed: int, copies: int = 1,
+def augment_clips(*, rows: pd.DataFrame, process_dir: str | Path, index: pd.DataFrame, feature_config: Any, seed: int,
+                  copies: int = 1,
                   noise_snr_db: tuple[float, float] | None = None, time_stretch: tuple[float, float] | None = None,
                   pitch_shift: tuple[float, float] | None = None, gain_db: tuple[float, float] | None = None,
                   logmels: bool = True) -> Augmented:
@@ -77,8 +78,11 @@ def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: 
     Parameters
     ----------
     rows : DataFrame
-        Rows of the features table (``id, clip_id, label, group``); the processed audio of row ``id``
-        is ``audio_dir/<id>.wav`` (a float32 WAV written by ``process``).
+        Rows of the features table (``id, clip_id, label, group``).
+    process_dir, index : path, DataFrame
+        The process stage's folder and its shard indexes (:func:`soundstage.process.read_index`):
+        where each row's processed audio is (``sample_rate``, and ``store, offset, frames`` in the
+        stores ``process_dir/audio``).
     feature_config : soundstage.features_core.FeatureConfig
         The training features' configuration (the bundle's ``features``).
     seed : int
@@ -89,24 +93,23 @@ def augment_clips(*, rows: pd.DataFrame, audio_dir: str | Path, feature_config: 
     logmels : bool
         Keep each copy's log-mel (the CNN trains on them).
     """
-    import soundfile as sf
-
-    from soundstage.decode import downmix_frames
     from soundstage.features import clip_features
+    from soundstage.process import read_segment
+    from soundstage.store import Stores
 
     ranges = {"noise_snr_db": noise_snr_db, "time_stretch": time_stretch, "pitch_shift": pitch_shift,
               "gain_db": gain_db}
     ranges = {k: (None if v is None else tuple(float(x) for x in v)) for k, v in ranges.items()}
     out_rows: list[dict[str, Any]] = []
     specs: list[np.ndarray] = []
+    stores = Stores(Path(process_dir) / "audio")
+    where = index.assign(id=index["id"].astype(str)).drop_duplicates("id", keep="last").set_index("id")
     for row in rows.to_dict("records"):
         clip = str(row["id"])
-        path = Path(audio_dir) / f"{clip}.wav"
-        if not path.is_file():
-            raise FileNotFoundError(f"augment: no processed audio for {clip!r} at {path}")
-        y, sr = sf.read(path, dtype="float32", always_2d=False)  # (n,) or (n, channels), as written
-        if y.ndim > 1:  # as the features stage does with process.mono: false
-            y = downmix_frames(y)
+        if clip not in where.index:
+            raise FileNotFoundError(f"augment: {clip!r} is in no process shard index under {process_dir}")
+        place = where.loc[clip]
+        y, sr = read_segment(stores, place), int(place["sample_rate"])  # mono, as the features stage reads it
         for k in range(copies):
             rng = np.random.default_rng([seed, zlib.crc32(clip.encode("utf-8")), k])
             y_aug = models.augment_waveform(y, sr=int(sr), rng=rng, **ranges)
@@ -207,7 +210,8 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
           process_params: dict[str, Any], feature_params: dict[str, Any], experiment: str,
           tracking_uri: str, tags: dict[str, str], flat_params: dict[str, Any], n_jobs: int = 1,
           logmel_dir: str | Path | None = None, stats_path: str | Path | None = None,
-          augment: dict[str, Any] | None = None, audio_dir: str | Path | None = None,
+          augment: dict[str, Any] | None = None, process_dir: str | Path | None = None,
+          n_shards: int | None = None,
           data_root: str | Path | None = None, manifest_path: str | Path | None = None) -> Bundle:
     """Fit, bundle and log one model on one fold; the MLflow run id is stored in the bundle for ``evaluate``.
 
@@ -215,7 +219,8 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
     (``data/split/folds.csv``) assigns in ``fold`` (:func:`soundstage.split.rows_of_fold`): its
     train clips are fitted, its val clips stop the training early. ``augment`` (``copies`` + the
     ranges of :func:`augment_clips`), when given, adds augmented copies of the train clips, read
-    from ``audio_dir``. The MLflow run gets ``flat_params`` as params,
+    from the process stage's ``process_dir`` (its first ``n_shards`` shards). The MLflow run gets
+    ``flat_params`` as params,
     ``tags`` (git commit, data versions...), tag ``split.hash`` (:func:`soundstage.split.assignment_hash`
     of the whole folds table) and tag ``soundstage.fold``, the training curves, the bundle (as artifacts under
     ``bundle/``), the model with its MLflow flavor (``sklearn`` in skops format, or ``keras``) as
@@ -257,10 +262,13 @@ def train(*, model: str, table_path: str | Path, folds_path: str | Path, fold: s
                     profile=profile)
         augmented = None
         if augment:
-            if audio_dir is None:
-                raise ValueError("augment: needs the processed audio folder")
+            from soundstage.process import read_index
+
+            if process_dir is None:
+                raise ValueError("augment: needs the process stage's folder")
             t0 = time.perf_counter()
-            augmented = augment_clips(rows=table[table["split"] == "train"], audio_dir=audio_dir,
+            augmented = augment_clips(rows=table[table["split"] == "train"], process_dir=process_dir,
+                                      index=read_index(process_dir, n_shards),
                                       feature_config=FeatureConfig.from_dict(feature_params), seed=seed,
                                       copies=int(augment.get("copies", 1)), logmels=model == "keras_cnn",
                                       **{k: augment.get(k) for k in AUGMENT_TRANSFORMS})

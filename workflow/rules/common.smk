@@ -6,7 +6,7 @@ from pathlib import Path
 
 from soundstage import runlock, split, stages
 from soundstage.models import MODEL_KINDS
-from soundstage.config import load_params
+from soundstage.config import augment_params, load_params
 from soundstage.ingest import (
     DEMO_ROOT,
     fingerprint_tree,
@@ -138,6 +138,8 @@ def get_train_inputs(wildcards):
     if wildcards.model == "keras_cnn":
         inputs["stats"] = f"data/stats/{wildcards.fold}/logmel.npz"
         inputs["shards"] = expand("data/features/shards/{shard}.parquet", shard=SHARDS)
+    if augment_params(config, wildcards.model):  # augmentation reads the processed audio
+        inputs["processed"] = expand("data/process/shards/{shard}.csv", shard=SHARDS)
     return inputs
 
 

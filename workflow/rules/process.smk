@@ -11,8 +11,9 @@ rule process:
         ENV
     params:
         cfg=PARAMS,
+        n_shards=N_SHARDS,
         watched=stage_params("process"),
     shell:
         cli(
-            "soundstage --params {params.cfg} process --shard {wildcards.shard} --manifest {input.manifest} --out-dir data/process"
+            "soundstage --params {params.cfg} --n-shards {params.n_shards} process --shard {wildcards.shard} --manifest {input.manifest} --out-dir data/process"
         )

@@ -19,8 +19,9 @@ rule train:
     threads: 2
     params:
         cfg=PARAMS,
+        n_shards=N_SHARDS,
         watched=get_train_params,
     shell:
         cli(
-            "soundstage --params {params.cfg} train --model {wildcards.model} --fold {wildcards.fold} --folds {input.folds} --manifest {input.manifest} --stats data/stats/{wildcards.fold}/logmel.npz --out-dir {output} --threads {threads}"
+            "soundstage --params {params.cfg} --n-shards {params.n_shards} train --model {wildcards.model} --fold {wildcards.fold} --folds {input.folds} --manifest {input.manifest} --stats data/stats/{wildcards.fold}/logmel.npz --out-dir {output} --threads {threads}"
         )
