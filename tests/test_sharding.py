@@ -69,6 +69,21 @@ def test_auto_shards_of_a_user_dataset_agree_everywhere_and_follow_the_data(tmp_
     run(["snakemake", "--cores", "2", *TARGETS], project)
     assert len(pd.read_parquet(project / TARGETS[0])) == 72
     assert pd.read_csv(project / "data/ingest/manifest.csv")["shard"].max() < m
+    assert shard_numbers(project) == set(range(m))
+
+    # Back to the first data, and to n shards: the files of shards n..m-1 (stores, tables, caches) go.
+    for i in range(24, 72):
+        (data / f"class{i % 3}" / f"take{i:02d}.wav").unlink()
+    run(["snakemake", "--cores", "2", *TARGETS], project)
+    assert len(pd.read_parquet(project / TARGETS[0])) == 24
+    assert shard_numbers(project) == set(range(n))
+    assert sorted(p.name for p in (project / "data/process/audio").iterdir()) == [f"{i:03d}.npy" for i in range(n)]
+
+
+def shard_numbers(project: Path) -> set[int]:
+    """The shards that files under data/process and data/features are named after (stores, tables, caches)."""
+    return {int(p.name[:3]) for stage in ("process", "features") for p in (project / "data" / stage).rglob("[0-9]*")
+            if p.is_file()}
 
 
 def test_the_shards_command_refuses_a_bad_count(tmp_path: Path) -> None:

@@ -110,16 +110,46 @@ def test_assemble_deletes_the_shards_stores_no_row_is_in(tmp_path, rng) -> None:
     assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["004.npy"]
 
 
-def test_stores_of_shards_beyond_the_count_are_removed(tmp_path, rng) -> None:
-    """After n_shards went 8 -> 2, the stores and parts of shards 2..7 go; shards 0 and 1 stay, and
-    so do files that are not a shard's."""
+def test_files_of_shards_beyond_the_count_are_removed(tmp_path, rng) -> None:
+    """After n_shards went 8 -> 2, the stores, parts, shard tables and caches of shards 2..7 go; shards
+    0 and 1 stay, and so do files that are not a shard's and folders not named."""
     from soundstage.store import remove_beyond
 
-    names = ["000.npy", "001-2ch.npy", "002.npy", "007-2ch.npy", "010.npy", "all.npy", "parts/001-ab.npy",
-             "parts/005-cd.npy"]
+    names = ["audio/000.npy", "audio/001-2ch.npy", "audio/002.npy", "audio/007-2ch.npy", "audio/010.npy",
+             "audio/all.npy", "audio/parts/001-ab.npy", "audio/parts/005-cd.npy", "shards/001.csv",
+             "shards/003.csv", "shards/003.rejected.csv", "cache/004.csv", "cache/000.csv", "other/005.csv"]
     for name in names:
-        (tmp_path / "audio" / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / "audio" / name).write_bytes(b"x")
-    remove_beyond(tmp_path, ["audio"], 2)
-    left = sorted(p.relative_to(tmp_path / "audio").as_posix() for p in (tmp_path / "audio").rglob("*.npy"))
-    assert left == ["000.npy", "001-2ch.npy", "all.npy", "parts/001-ab.npy"]
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    remove_beyond(tmp_path, ["audio", "audio/parts", "shards", "cache"], 2)
+    left = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert left == ["audio/000.npy", "audio/001-2ch.npy", "audio/all.npy", "audio/parts/001-ab.npy",
+                    "cache/000.csv", "other/005.csv", "shards/001.csv"]
+
+
+def test_a_fresh_shards_one_part_becomes_its_store_without_a_copy(tmp_path, rng) -> None:
+    """Every row in one part, in order: the part is renamed into place (same inode), for each kind;
+    with a row of another part beside it the store is written anew."""
+    from soundstage.store import ShardParts, assemble
+
+    parts = ShardParts(tmp_path, ["logmel", "mfcc"], "000")
+    rows = []
+    for i, n in enumerate((3, 5)):
+        where, offset = parts.append([rng.standard_normal((4, n)).astype(np.float32),
+                                      rng.standard_normal((2, n)).astype(np.float32)])
+        rows.append({"id": f"c{i}", "store": where, "offset": offset, "frames": n, "stamp": None})
+    table = parts.stamp_rows(pd.DataFrame(rows))
+    inodes = {kind: (tmp_path / kind / f"{table['store'][0]}.npy").stat().st_ino for kind in ("logmel", "mfcc")}
+    out = assemble(table, out_dir=tmp_path, kinds=["logmel", "mfcc"], store_name="000")
+    for kind in ("logmel", "mfcc"):
+        assert (tmp_path / kind / "000.npy").stat().st_ino == inodes[kind]
+        assert not list((tmp_path / kind / "parts").iterdir())
+    assert list(out["offset"]) == [0, 3] and set(out["store"]) == {"000"}
+
+    more = ShardParts(tmp_path, ["logmel", "mfcc"], "000")
+    where, offset = more.append([np.ones((4, 2), np.float32), np.ones((2, 2), np.float32)])
+    both = more.stamp_rows(pd.concat([out, pd.DataFrame([{"id": "c2", "store": where, "offset": offset,
+                                                          "frames": 2, "stamp": None}])], ignore_index=True))
+    again = assemble(both, out_dir=tmp_path, kinds=["logmel", "mfcc"], store_name="000")
+    assert (tmp_path / "logmel" / "000.npy").stat().st_ino != inodes["logmel"]
+    assert open_store(tmp_path / "logmel" / "000.npy").shape == (10, 4) and list(again["offset"]) == [0, 3, 8]

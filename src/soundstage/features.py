@@ -129,7 +129,8 @@ def features_shard(*, index: pd.DataFrame, audio_dir: str | Path, out_dir: str |
         replaces the store and clears the store's parts). A previous clip that is no longer in ``index``
         loses its matrices, unless (both given) its clip now hashes to another shard
         (``n_shards`` changed): that shard's job owns, and may already have rewritten, them. With
-        ``n_shards``, the stores of shards ``n_shards`` and above (a run with more shards) are deleted.
+        ``n_shards``, the files of shards ``n_shards`` and above (stores, tables, caches of a run with more
+        shards) are deleted.
     progress : bool
         Show a tqdm progress bar.
     checkpoint : callable, optional
@@ -227,7 +228,7 @@ def features_shard(*, index: pd.DataFrame, audio_dir: str | Path, out_dir: str |
         checkpoint(table)  # the cache names the assembled store before the parts go
     parts.remove_all()
     if n_shards is not None:
-        remove_beyond(out_dir, save, n_shards)
+        remove_beyond(out_dir, [*save, *(f"{k}/parts" for k in save), "shards", "cache"], n_shards)
     return table, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 

@@ -98,8 +98,8 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         once.
     config : ProcessConfig
     shard, n_shards : int
-        This job's shard, and the shard count: when given, the stores of shards ``n_shards`` and
-        above (left by a run with more shards) are deleted.
+        This job's shard, and the shard count: when given, the files of shards ``n_shards`` and
+        above (stores, tables, caches: left by a run with more shards) are deleted.
     previous : DataFrame, optional
         This shard's cache (an earlier ``index`` with its ``stamp`` column): clips whose key (file
         path, size and mtime, params, code) is unchanged and whose stores are still the versions
@@ -183,7 +183,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         checkpoint(index)  # the cache names the assembled stores before the parts go
     parts.remove_all()
     if n_shards is not None:
-        remove_beyond(out_dir, ["audio"], n_shards)
+        remove_beyond(out_dir, ["audio", "audio/parts", "shards", "cache"], n_shards)
     return index[INDEX_COLUMNS + ["stamp"]], pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 

@@ -240,7 +240,8 @@ def assemble(table: pd.DataFrame, *, out_dir: str | Path, kinds: Sequence[str], 
     ``;``-joined stamps). Rows go to the store ``name_of(n_bins)`` of their first kind's matrix
     (``store_name`` for all without it). Stores of ``store_name`` (``<store_name>.npy`` and
     ``<store_name>-*.npy``) that no row is in any more are deleted. Nothing is rewritten when the
-    rows already are the stores as they stand, in order."""
+    rows already are the stores as they stand, in order, and a store whose rows are exactly one part,
+    in order (a shard computed afresh), is that part renamed, not a copy."""
     out_dir = Path(out_dir)
     if not kinds:
         return table.assign(store=store_name, offset=0) if len(table) else table
@@ -255,10 +256,15 @@ def assemble(table: pd.DataFrame, *, out_dir: str | Path, kinds: Sequence[str], 
         frames = np.asarray([int(places[i][2]) for i in rows], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(frames)[:-1]])
         paths = [out_dir / kind / f"{target}.npy" for kind in kinds]
-        current = (all(places[i][0] == target for i in rows)
-                   and (np.asarray([int(places[i][1]) for i in rows], dtype=np.int64) == offsets).all()
-                   and all(p.is_file() and open_store(p).shape[0] == int(frames.sum()) for p in paths))
-        if not current:
+        in_order = (np.asarray([int(places[i][1]) for i in rows], dtype=np.int64) == offsets).all()
+        names = {places[i][0] for i in rows}
+        source = names.pop() if len(names) == 1 and in_order else None
+        if source == target and _holds(out_dir, kinds, target, int(frames.sum())):
+            pass  # already the store, as it stands
+        elif source is not None and source.startswith("parts/") and _holds(out_dir, kinds, source, int(frames.sum())):
+            for kind, path in zip(kinds, paths, strict=True):  # a fresh shard: its one part is the store
+                os.replace(out_dir / kind / f"{source}.npy", path)
+        else:
             for kind, path in zip(kinds, paths, strict=True):
                 sources = Stores(out_dir / kind)
                 with StoreWriter(path, sources.matrix(*places[rows[0]]).shape[0]) as writer:
@@ -277,14 +283,21 @@ def assemble(table: pd.DataFrame, *, out_dir: str | Path, kinds: Sequence[str], 
     return out
 
 
-def remove_beyond(out_dir: str | Path, kinds: Sequence[str], n_shards: int) -> None:
-    """Delete the stores and parts of ``kinds`` under ``out_dir`` that belong to shards numbered
-    ``n_shards`` or more: a run with more shards left them, and no job of this run writes them."""
-    for kind in kinds:
-        folder = Path(out_dir) / kind
-        for path in [*folder.glob("[0-9]*.npy"), *folder.glob("parts/[0-9]*.npy")]:
+def _holds(out_dir: Path, kinds: Sequence[str], name: str, n_frames: int) -> bool:
+    """Whether the stores ``name`` of every kind exist with exactly ``n_frames`` frames."""
+    return all((out_dir / kind / f"{name}.npy").is_file() and open_store(out_dir / kind / f"{name}.npy").shape[0]
+               == n_frames for kind in kinds)
+
+
+def remove_beyond(out_dir: str | Path, folders: Sequence[str], n_shards: int) -> None:
+    """Delete the files of ``folders`` under ``out_dir`` (a kind's stores, its ``parts``, the shard
+    tables, the caches) named after shards numbered ``n_shards`` or more (``007.npy``,
+    ``007-2ch.npy``, ``007.rejected.csv``): a run with more shards left them, and no job of this run
+    writes them."""
+    for folder in folders:
+        for path in Path(out_dir, folder).glob("[0-9]*"):
             digits = path.name[:len(path.name) - len(path.name.lstrip("0123456789"))]
-            if int(digits) >= n_shards:
+            if int(digits) >= n_shards and path.is_file():
                 remove_quietly([path])
 
 
