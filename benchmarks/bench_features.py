@@ -391,23 +391,24 @@ def run_shard(shard: int, manifest, root: Path) -> dict:
 def features_only(index_csv: Path, root: Path, n: int) -> dict:
     """CPU time of ``clip_features`` + log-mel moments on signals already in memory (no decode, no I/O),
     for the first ``n`` clips of a process-shard index."""
-    import soundfile as sf
-
     from soundstage.features import clip_features
     from soundstage.io import read_csv
     from soundstage.moments import Moments
+    from soundstage.process import read_segment
+    from soundstage.store import Stores
 
-    paths = [str(root / p) for p in read_csv(index_csv)["path"][:n]]
+    rows = read_csv(index_csv).head(n).to_dict("records")
+    stores = Stores(root / "process" / "audio")
     cfg = _feature_config()
     times, audio = [], 0.0
-    for path in paths:
-        y = sf.read(path, dtype="float32")[0]  # one clip in memory at a time; reading is not timed
+    for row in rows:
+        y = read_segment(stores, row)  # one clip in memory at a time; reading is not timed
         t0 = time.process_time()
         feats, _ = clip_features(y, sr=TARGET_SR, config=cfg)
         Moments.from_frames(feats["logmel"])
         times.append(time.process_time() - t0)
         audio += len(y) / TARGET_SR
-    return {"clips": len(paths), "audio_s": audio, "cpu_s": sum(times), "median_ms": 1000 * float(np.median(times))}
+    return {"clips": len(rows), "audio_s": audio, "cpu_s": sum(times), "median_ms": 1000 * float(np.median(times))}
 
 
 def run_soundstage(manifest: list[dict], work: Path, *, workers: int, shards: int, features_probe: int) -> dict:

@@ -25,10 +25,10 @@ def test_bench_storage_quick_run_reports_each_size(tmp_path):
         assert r["noop_nothing_to_do"] and len(r["walls"]["noop"]) == 1, size
         assert r["status_clean"], size  # the run's own dvc commit left DVC with nothing to do
         assert r["cache_objects"] >= r["remote_objects"] > 0, size  # the push sent what the cache holds
-    # Today every clip is its own tracked file: the bigger set tracks more files.
+    # Files grow with the shards, not the clips: 4x the clips add far fewer files than clips.
     small, big = results["60"], results["240"]
     for key in ("dvc_tracked_files", "cache_objects", "remote_objects", "data_files"):
-        assert big[key] > small[key], key
+        assert big[key] - small[key] < (240 - 60) / 10, (key, small[key], big[key])
     growth = data["growth"]
-    assert growth["files DVC tracks (dvc.lock outs)"]["ratios"][0] > 1
+    assert growth["files DVC tracks (dvc.lock outs)"]["ratios"][0] < 1.5
     assert "| figure | 60 | 240 |" in proc.stdout and "nothing to do at every size" in proc.stdout
