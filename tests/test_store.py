@@ -153,3 +153,18 @@ def test_a_fresh_shards_one_part_becomes_its_store_without_a_copy(tmp_path, rng)
     again = assemble(both, out_dir=tmp_path, kinds=["logmel", "mfcc"], store_name="000")
     assert (tmp_path / "logmel" / "000.npy").stat().st_ino != inodes["logmel"]
     assert open_store(tmp_path / "logmel" / "000.npy").shape == (10, 4) and list(again["offset"]) == [0, 3, 8]
+
+
+def test_read_copies_a_block_out_of_the_file_not_the_map(tmp_path, rng) -> None:
+    """``Stores.read`` gives the block's values as a new in-memory array (not a memory-map view), and
+    refuses rows past the store's end as ``block`` does."""
+    ms = [rng.standard_normal((3, n)).astype(np.float32) for n in (4, 7, 1)]
+    with StoreWriter(tmp_path / "k" / "000.npy", 3) as w:
+        offsets = [w.append(m) for m in ms]
+    stores = Stores(tmp_path / "k")
+    for m, offset in zip(ms, offsets, strict=True):
+        got = stores.read("000", offset, m.shape[1])
+        np.testing.assert_array_equal(got, m.T)
+        assert not isinstance(got, np.memmap) and got.base is None and got.flags.writeable
+    with pytest.raises(ValueError, match="asked, the store has 12"):
+        stores.read("000", 10, 3)

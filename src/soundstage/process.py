@@ -220,5 +220,5 @@ def read_segment(stores: Stores, row: dict) -> np.ndarray:
     :func:`soundstage.decode.downmix_frames` does), from the ``audio`` stores ``stores`` and the
     index ``row``'s ``store, offset, frames``; raises ``FileNotFoundError`` or ``ValueError`` when
     the store is missing or shorter than the row says."""
-    block = stores.block(str(row["store"]), int(row["offset"]), int(row["frames"]))  # (n, channels)
-    return np.array(block[:, 0]) if block.shape[1] == 1 else downmix_frames(block)
+    block = stores.read(str(row["store"]), int(row["offset"]), int(row["frames"]))  # (n, channels)
+    return block[:, 0] if block.shape[1] == 1 else downmix_frames(block)

@@ -147,6 +147,19 @@ class Stores:
                              f"asked, the store has {data.shape[0]} (stale tables? run the stage again)")
         return data[int(offset):int(offset) + int(frames)]
 
+    def read(self, store: str, offset: int, frames: int) -> np.ndarray:
+        """:meth:`block` as a new array read from the file, not a view of the memory map: what a job
+        reads once (a shard's audio, a store being assembled) does not stay mapped in it, nor count in
+        its resident memory."""
+        data = self.store(str(store))
+        self.block(store, offset, frames)  # the bounds check
+        out = np.empty((int(frames), data.shape[1]), dtype=np.float32)
+        with open(self.folder / f"{store}.npy", "rb") as fh:
+            fh.seek(data.offset + int(offset) * data.shape[1] * 4)
+            if fh.readinto(out.data) != out.nbytes:
+                raise ValueError(f"{self.folder / f'{store}.npy'}: shorter than its header says")
+        return out
+
     def matrix(self, store: str, offset: int, frames: int) -> np.ndarray:
         """The ``(n_bins, frames)`` matrix at ``offset`` of ``store`` (:meth:`block` transposed)."""
         return self.block(store, offset, frames).T
@@ -269,7 +282,7 @@ def assemble(table: pd.DataFrame, *, out_dir: str | Path, kinds: Sequence[str], 
                 sources = Stores(out_dir / kind)
                 with StoreWriter(path, sources.matrix(*places[rows[0]]).shape[0]) as writer:
                     for i in rows:
-                        writer.append(sources.matrix(*places[i]))
+                        writer.append(sources.read(*places[i]).T)
         stamps[target] = ";".join(stamp(os.stat(p)) for p in paths)
         out.iloc[rows, out.columns.get_loc("store")] = target
         out.iloc[rows, out.columns.get_loc("offset")] = offsets
