@@ -442,6 +442,24 @@ def test_build_table_gathers_every_clip_whatever_the_split(tmp_path, rng) -> Non
     pd.testing.assert_frame_equal(build_table(shard_tables=[b, a]), table)
 
 
+def test_build_table_from_shards_read_lazily_without_their_moments(tmp_path, rng) -> None:
+    """As the CLI builds it: shard tables read one at a time (a generator) without the moment and cache
+    columns (``read_table(drop=...)`` never reads them) give the same table; a shard lacking a summary
+    column gets it as missing values, and the column stays float32."""
+    a, _ = run(make_index(tmp_path, rng, n=3, prefix="a"), tmp_path)
+    b, _ = run(make_index(tmp_path, rng, n=2, prefix="b", store="001"), tmp_path)
+    write_table(tmp_path / "a.parquet", a)
+    write_table(tmp_path / "b.parquet", b)
+    lean = read_table(tmp_path / "a.parquet", drop=INTERNAL_COLUMNS)
+    assert not set(INTERNAL_COLUMNS) & set(lean.columns) and len(lean) == 3
+    lazily = build_table(shard_tables=(read_table(tmp_path / f"{n}.parquet", drop=INTERNAL_COLUMNS) for n in "ab"))
+    pd.testing.assert_frame_equal(lazily, build_table(shard_tables=[a, b]))
+    cols = feature_columns(a)
+    short = build_table(shard_tables=[a, b.drop(columns=cols[-1])])
+    assert list(short.columns) == list(lazily.columns) and short[cols[-1]].dtype == np.float32
+    assert short[cols[-1]].isna().tolist() == [False] * 3 + [True] * 2
+
+
 def test_build_table_refuses_a_clip_in_two_shards(tmp_path, rng) -> None:
     a, _ = run(make_index(tmp_path, rng, n=2, prefix="a"), tmp_path)
     with pytest.raises(ValueError, match=r"two shard tables: \['a01'\]"):

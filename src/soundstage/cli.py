@@ -170,7 +170,14 @@ def _print_left_out(unassigned: Any, unmatched: Any, where: Path) -> None:
 
 
 def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
-    from soundstage.features import build_table, feature_columns, features_shard, read_table, write_table
+    from soundstage.features import (
+        INTERNAL_COLUMNS,
+        build_table,
+        feature_columns,
+        features_shard,
+        read_table,
+        write_table,
+    )
     from soundstage.features_core import FeatureConfig
     from soundstage.io import read_csv, write_csv, write_parquet
 
@@ -182,7 +189,8 @@ def cmd_features(args: argparse.Namespace, p: dict[str, Any]) -> None:
         check_rejected_share(summarize_run(ingest_dir=args.ingest_dir, process_dir=args.process_dir, features_dir=out,
                                            n_shards=_n_shards(p)),
                              max_share=p["data"]["max_rejected_share"])
-        table = build_table(shard_tables=[read_table(f) for f in args.inputs])
+        # The moments and cache keys are the stats stage's and the cache's: never read here.
+        table = build_table(shard_tables=(read_table(f, drop=INTERNAL_COLUMNS) for f in args.inputs))
         write_parquet(out / "table.parquet", table)
         n = len(feature_columns(table))
         print(f"features: table of {len(table)} clips x {n} features -> {out / 'table.parquet'}")

@@ -263,12 +263,14 @@ def write_table(path: str | Path, table: pd.DataFrame) -> None:
                        use_dictionary=False, write_statistics=False)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A shard table written by :func:`write_table`, summary columns unpacked after the others; a
-    table without a ``summary`` column is returned as it is."""
+def read_table(path: str | Path, *, drop: Iterable[str] = ()) -> pd.DataFrame:
+    """A shard table written by :func:`write_table`, summary columns unpacked after the others, without
+    the columns named in ``drop`` (never read); a table without a ``summary`` column is returned as it is."""
     import pyarrow.parquet as pq
 
-    arrow = pq.read_table(path, use_threads=False)
+    drop = set(drop)
+    columns = None if not drop else [c for c in pq.read_schema(path).names if c not in drop]
+    arrow = pq.read_table(path, columns=columns, use_threads=False)
     meta = arrow.schema.metadata or {}
     if "summary" not in arrow.column_names or SUMMARY_NAMES.encode() not in meta:
         return arrow.to_pandas()
@@ -279,7 +281,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return pd.concat([rest, pd.DataFrame(block, columns=names, index=rest.index)], axis=1)
 
 
-def build_table(*, shard_tables: list[pd.DataFrame]) -> pd.DataFrame:
+def build_table(*, shard_tables: Iterable[pd.DataFrame]) -> pd.DataFrame:
     """Gather shard tables into the modelling table, whatever the split (each fold picks its rows,
     :func:`soundstage.split.rows_of_fold`), so that the features never depend on it.
 
@@ -288,18 +290,32 @@ def build_table(*, shard_tables: list[pd.DataFrame]) -> pd.DataFrame:
     sorted by ``id``. Raises ``ValueError`` when two shards
     hold the same id.
     """
-    frames = [t for t in shard_tables if len(t)]
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=META_COLUMNS)
-    table = table.drop(columns=[c for c in INTERNAL_COLUMNS if c in table.columns])
+    # Each shard becomes float32 in the final column order as it comes (``shard_tables`` may be a
+    # generator), so the whole table is held twice at most: the shards and their concatenation, then
+    # the concatenation and its sorted copy.
+    frames: list[pd.DataFrame] = []
+    columns: dict[str, None] = {}
+    for t in shard_tables:
+        if len(t):
+            t = t.drop(columns=[c for c in INTERNAL_COLUMNS if c in t.columns])
+            columns.update(dict.fromkeys(map(str, t.columns)))
+            frames.append(t.astype({c: np.float32 for c in t.columns if c not in META_COLUMNS
+                                    and c not in STORE_COLUMNS}))
+    if not frames:
+        return pd.DataFrame(columns=META_COLUMNS)
+    where = [c for c in STORE_COLUMNS if c in columns]
+    feature_cols = [c for c in columns if c not in META_COLUMNS and c not in where]
+    order = META_COLUMNS + where + feature_cols
+    frames = [f if list(f.columns) == order
+              else f.reindex(columns=order).astype(dict.fromkeys(feature_cols, np.float32)) for f in frames]
+    table = pd.concat(frames, ignore_index=True)
+    del frames
     table["id"] = table["id"].astype(str)
     if table["id"].duplicated().any():
         twice = table["id"][table["id"].duplicated()].head(3).tolist()
         raise ValueError(f"features: clip id(s) in two shard tables: {twice}")
-    where = [c for c in STORE_COLUMNS if c in table.columns]
-    feature_cols = [c for c in table.columns if c not in META_COLUMNS and c not in where]
-    table = table[META_COLUMNS + where + feature_cols].sort_values("id", kind="stable").reset_index(drop=True)
-    if feature_cols:
-        table[feature_cols] = table[feature_cols].astype(np.float32)
+    table = table.take(np.argsort(table["id"].to_numpy(), kind="stable"))
+    table.reset_index(drop=True, inplace=True)  # in place: no third copy
     return table
 
 
