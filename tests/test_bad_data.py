@@ -123,7 +123,8 @@ def test_bad_files_never_stop_the_run(tmp_path: Path, monkeypatch: pytest.Monkey
     assert sorted(index["id"]) == sorted(good)
     assert sorted(index["clip_id"]) == sorted(good)
     # one mono float32 store per shard, holding every kept clip's samples and nothing else
-    assert sorted(p.name for p in Path("data/process/audio").iterdir()) == ["000.npy", "001.npy"]
+    assert sorted(p.name for p in Path("data/process/audio").glob("*.npy")) == ["000.npy", "001.npy"]
+    assert not any(Path("data/process/audio/parts").iterdir())  # every part went into a store
     for shard, rows in index.groupby("shard"):
         store = np.load(f"data/process/audio/{int(shard):03d}.npy", mmap_mode="r")
         assert store.dtype == np.float32 and store.shape == (rows["frames"].sum(), 1)

@@ -82,7 +82,8 @@ def test_parts_assemble_into_one_store_per_target_in_table_order(tmp_path, rng) 
     assert table["stamp"].notna().all() and len(set(table["store"])) == 3
     out = assemble(table, out_dir=tmp_path, kinds=["audio"], store_name="003", name_of=name_of)
     parts.remove_all()
-    assert sorted(p.name for p in (tmp_path / "audio").iterdir()) == ["003-2ch.npy", "003.npy"]
+    assert sorted(p.name for p in (tmp_path / "audio").glob("*.npy")) == ["003-2ch.npy", "003.npy"]
+    assert not any((tmp_path / "audio" / "parts").iterdir())
     assert list(out["store"]) == ["003", "003", "003-2ch", "003", "003-2ch"]
     assert list(out["offset"]) == [0, 3, 0, 7, 6]
     stores = Stores(tmp_path / "audio")
@@ -168,3 +169,22 @@ def test_read_copies_a_block_out_of_the_file_not_the_map(tmp_path, rng) -> None:
         assert not isinstance(got, np.memmap) and got.base is None and got.flags.writeable
     with pytest.raises(ValueError, match="asked, the store has 12"):
         stores.read("000", 10, 3)
+
+
+def test_removing_a_shards_parts_leaves_the_folder_and_other_shards_parts(tmp_path, rng) -> None:
+    """Jobs of several shards share ``<kind>/parts``: one job's clean-up removes its own parts only and
+    never the folder (another job may be creating a part in it; a job that removed it failed CI once),
+    and a folder already gone is no error."""
+    from soundstage.store import ShardParts
+
+    mine, theirs = ShardParts(tmp_path, ["logmel"], "000"), ShardParts(tmp_path, ["logmel"], "001")
+    for parts in (mine, theirs):
+        parts.append([rng.standard_normal((2, 3)).astype(np.float32)])
+        parts.seal()
+    (tmp_path / "logmel" / "parts" / "000-left-by-a-killed-run.npy").write_bytes(b"x")
+    mine.remove_all()
+    assert [p.name.split("-")[0] for p in (tmp_path / "logmel" / "parts").iterdir()] == ["001"]
+    theirs.remove_all()
+    assert (tmp_path / "logmel" / "parts").is_dir() and not any((tmp_path / "logmel" / "parts").iterdir())
+    (tmp_path / "logmel" / "parts").rmdir()
+    mine.remove_all()  # the folder gone meanwhile

@@ -20,7 +20,6 @@ and the parts in one pass (:func:`assemble`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
@@ -237,13 +236,15 @@ class ShardParts:
         return done
 
     def remove_all(self) -> None:
-        """Every part of this shard, also those a killed run left."""
+        """Every part of this shard, also those a killed run left. The ``parts`` folder stays: another
+        shard's job may be creating a part in it at this moment."""
         for kind in self.kinds:
             folder = self.out_dir / kind / "parts"
-            if folder.is_dir():
-                remove_quietly(folder.glob(f"{self.store_name}-*.npy"))
-                with contextlib.suppress(OSError):  # another shard's parts may still be there
-                    folder.rmdir()
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            remove_quietly(folder / n for n in names if n.startswith(f"{self.store_name}-") and n.endswith(".npy"))
 
 
 def assemble(table: pd.DataFrame, *, out_dir: str | Path, kinds: Sequence[str], store_name: str,
