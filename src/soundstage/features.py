@@ -53,7 +53,7 @@ from soundstage.io import atomic_path
 from soundstage.moments import Moments
 from soundstage.process import read_segment
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
-from soundstage.store import STORE_COLUMNS, ShardParts, Stores, assemble, load_matrices, remove_beyond
+from soundstage.store import STORE_COLUMNS, ShardParts, Stores, load_matrices
 
 META_COLUMNS = ["id", "clip_id", "label", "group"]
 INTERNAL_COLUMNS = ["key", "stamp", "count", "logmel_mean", "logmel_m2"]
@@ -215,20 +215,13 @@ def features_shard(*, index: pd.DataFrame, audio_dir: str | Path, out_dir: str |
 
     clips = [(str(row["id"]), cache.key_of(params_key, row["key"], str(row["id"])), row)
              for row in index.to_dict("records")]
-    try:
+    with parts:
         table = cache.update_shard(
             clips, previous=previous, clip_column="id", files=files, path_of=lambda row: None, compute=compute,
             refresh=refresh, owned=owned, empty_columns=[*META_COLUMNS, *INTERNAL_COLUMNS, *STORE_COLUMNS],
             checkpoint=None if checkpoint is None else lambda done: checkpoint(parts.stamp_rows(done)),
             checkpoint_seconds=CHECKPOINT_SECONDS, progress="features" if progress else None)
-        table = assemble(parts.stamp_rows(table), out_dir=out_dir, kinds=save, store_name=store_name)
-    finally:
-        parts.abort()
-    if checkpoint is not None:
-        checkpoint(table)  # the cache names the assembled store before the parts go
-    parts.remove_all()
-    if n_shards is not None:
-        remove_beyond(out_dir, [*save, *(f"{k}/parts" for k in save), "shards", "cache"], n_shards)
+        table = parts.finish(table, checkpoint=checkpoint, n_shards=n_shards)
     return table, pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 

@@ -30,7 +30,7 @@ from soundstage import cache, stages
 from soundstage.decode import AudioError, downmix_frames, load_audio
 from soundstage.dsp import ProcessConfig, preprocess
 from soundstage.rejections import REJECTED_COLUMNS, rejection
-from soundstage.store import STORE_COLUMNS, ShardParts, Stores, assemble, remove_beyond
+from soundstage.store import STORE_COLUMNS, ShardParts, Stores
 
 #: The columns of a process shard index; ``path`` is the source file the segment was cut from, and
 #: ``store, offset, frames`` locate its samples in the stage's ``audio`` stores.
@@ -166,7 +166,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
         return {**old, "path": row["path"], "label": row["label"], "group": _group_of(row, str(row["id"])),
                 "shard": shard}
 
-    try:
+    with parts:
         index = cache.update_shard(
             [(str(row["id"]), _clip_key(row, params_key), row) for row in manifest.to_dict("records")],
             previous=_stores_only(previous, out_dir / "audio", base), clip_column="clip_id", files=files,
@@ -175,15 +175,7 @@ def process_shard(*, manifest: pd.DataFrame, out_dir: str | Path, config: Proces
             empty_columns=INDEX_COLUMNS + ["stamp"],
             checkpoint=None if checkpoint is None else lambda done: checkpoint(parts.stamp_rows(done)),
             checkpoint_seconds=CHECKPOINT_SECONDS, progress=f"process[{shard:03d}]" if progress else None)
-        index = assemble(parts.stamp_rows(index), out_dir=out_dir, kinds=["audio"], store_name=store_name,
-                         name_of=store_of)
-    finally:
-        parts.abort()
-    if checkpoint is not None:
-        checkpoint(index)  # the cache names the assembled stores before the parts go
-    parts.remove_all()
-    if n_shards is not None:
-        remove_beyond(out_dir, ["audio", "audio/parts", "shards", "cache"], n_shards)
+        index = parts.finish(index, checkpoint=checkpoint, n_shards=n_shards, name_of=store_of)
     return index[INDEX_COLUMNS + ["stamp"]], pd.DataFrame(rejected, columns=REJECTED_COLUMNS)
 
 

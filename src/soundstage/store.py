@@ -235,6 +235,28 @@ class ShardParts:
             done.loc[missing, "stamp"] = done.loc[missing, "store"].map(self.stamps)
         return done
 
+    def finish(self, table: pd.DataFrame, *, checkpoint: Callable[[pd.DataFrame], None] | None = None,
+               n_shards: int | None = None, name_of: Callable[[int], str] | None = None) -> pd.DataFrame:
+        """End a shard job: its stores assembled from ``table`` (:func:`assemble`), the table passed to
+        ``checkpoint`` (the cache names the stores before the parts go), every part of the shard
+        removed and, with ``n_shards``, the files of shards ``n_shards`` and above (the kinds' stores
+        and parts, ``shards/``, ``cache/``: :func:`remove_beyond`). Returns the assembled table."""
+        table = assemble(self.stamp_rows(table), out_dir=self.out_dir, kinds=self.kinds,
+                         store_name=self.store_name, name_of=name_of)
+        if checkpoint is not None:
+            checkpoint(table)
+        self.remove_all()
+        if n_shards is not None:
+            remove_beyond(self.out_dir, [*self.kinds, *(f"{k}/parts" for k in self.kinds), "shards", "cache"],
+                          n_shards)
+        return table
+
+    def __enter__(self) -> ShardParts:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self.abort()  # a part left open by an error goes; sealed ones stay for the next run
+
     def remove_all(self) -> None:
         """Every part of this shard, also those a killed run left. The ``parts`` folder stays: another
         shard's job may be creating a part in it at this moment."""
