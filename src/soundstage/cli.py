@@ -243,6 +243,7 @@ def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
     from soundstage.train import train
 
     inputs = {"table": args.table, "folds": args.folds, **({"stats": args.stats} if args.model == "keras_cnn" else {})}
+    augment = augment_params(p, args.model)
     bundle = train(model=args.model, table_path=args.table, folds_path=args.folds, fold=args.fold,
                    out_dir=args.out_dir, params=dict(p[args.model]),
                    seed=p["seed"], process_params=p["process"],
@@ -251,7 +252,8 @@ def cmd_train(args: argparse.Namespace, p: dict[str, Any]) -> None:
                    tags=tracking.run_tags(p, inputs), flat_params=model_params(p, args.model), n_jobs=args.threads,
                    logmel_dir=args.logmel_dir if args.model == "keras_cnn" else None,
                    stats_path=args.stats if args.model == "keras_cnn" else None,
-                   augment=augment_params(p, args.model), process_dir=args.process_dir, n_shards=_n_shards(p),
+                   augment=augment, process_dir=args.process_dir,
+                   n_shards=_n_shards(p) if augment else None,  # the count only when augmentation reads the shards
                    data_root=p["data"]["root"], manifest_path=args.manifest)
     t = bundle.meta["training"]
     print(f"train[{args.model}, fold {args.fold}]: {t['n_train']} train clips (+{t['n_augmented']} augmented), "
