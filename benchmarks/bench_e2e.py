@@ -561,6 +561,8 @@ def main() -> None:
                     help="datasets to run (default all three; none: the demo alone)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of every side (default 3)")
     ap.add_argument("--ext-rounds", type=int, default=1, help="rounds with essentia and openSMILE (default 1)")
+    ap.add_argument("--sides", nargs="+", choices=list(SIDES), default=list(SIDES),
+                    help="which sides run (default all; e.g. --sides soundstage to compare settings)")
     ap.add_argument("--shards", type=int, help="sharding.n_shards of every project copy (default: params.yaml's)")
     ap.add_argument("--opensmile-set", default="ComParE_2016", help="openSMILE feature set (default ComParE_2016)")
     ap.add_argument("--no-demo", action="store_true", help="skip make run's pipeline on the demo")
@@ -621,7 +623,8 @@ def main() -> None:
         for k in range(args.rounds):  # rounds side by side: drift hits every side alike
             for name, manifest in manifests.items():
                 targets[name] = ["data/features/table.parquet", stats_target(templates[name])]
-                for side in ["soundstage", "reference", "fair", *(ext if k < args.ext_rounds else [])]:
+                for side in [s for s in ["soundstage", "reference", "fair", *(ext if k < args.ext_rounds else [])]
+                             if s in args.sides]:
                     print(f"[{name}] {len(manifest)} clips, round {k + 1}/{args.rounds}: {SIDES[side]} ...", flush=True)
                     if side == "soundstage":
                         project = work / "projects" / f"{name}-{k + 1}"  # a new folder per round

@@ -393,7 +393,7 @@ def test_trim_silence(ndim: int) -> None:
 @pytest.mark.integration  # librosa's JIT / Keras models: seconds each
 @pytest.mark.parametrize("ndim", [1, 2])
 @pytest.mark.parametrize(("top_db", "frame_length", "hop_length"), [(60.0, 2048, 512), (30.0, 1024, 256),
-                                                                    (20.0, 511, 128)])
+                                                                    (20.0, 511, 128), (40.0, 300, 450)])
 def test_trim_silence_matches_librosa(top_db: float, frame_length: int, hop_length: int, ndim: int,
                                       rng: np.random.Generator) -> None:
     librosa = pytest.importorskip("librosa")

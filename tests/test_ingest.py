@@ -17,6 +17,7 @@ from soundstage import decode
 from soundstage.ingest import (
     AUTO_SECONDS_PER_BYTE,
     AUTO_SECONDS_PER_FILE,
+    AUTO_TWO_SHARDS_SECONDS,
     INGEST_REASONS,
     MANIFEST_COLUMNS,
     IngestWarning,
@@ -609,25 +610,29 @@ def test_scan_counts_audio_files_and_bytes_and_keeps_the_fingerprint(tmp_path: P
 
 
 @pytest.mark.parametrize(("files", "size", "seconds", "expected"), [
-    (0, 0, 4.0, 1),                       # nothing: one shard
-    (36, 36 * 64_000, 4.0, 1),            # a test's tiny demo: ~0.1 s of work
-    (192, 192 * 264_600, 4.0, 2),         # the demo: ~1.2 s of work, two cores share it
-    (100, 100 * 1_323_000, 4.0, 2),       # 100 x 30 s at 22.05 kHz: ~2.2 s
-    (4, 4 * 26_460_000, 4.0, 2),          # 4 x 10 min at 22.05 kHz: ~1.6 s
-    (3000, 3000 * 7_084, 4.0, 2),         # spoken digits, 8 kHz: ~6.3 s
-    (10_000, 10_000 * 15_000, 4.0, 8),    # ~22 s
-    (100_000, 100_000 * 15_000, 4.0, 64),  # ~220 s
-    (1000, 1000 * 1_323_000, 4.0, 8),     # 1000 x 30 s at 22.05 kHz: ~22 s
-    (10_000, 10_000 * 15_000, 60.0, 2),   # a cluster's larger jobs: 2 rather than 8
-    (10**9, 10**15, 4.0, 512),            # the ceiling
+    (0, 0, 8.0, 1),                       # nothing: one shard
+    (36, 36 * 64_000, 8.0, 1),            # a test's tiny demo: ~0.1 s of work
+    (192, 192 * 264_600, 8.0, 2),         # the demo: ~1.1 s of work, two cores share it
+    (100, 100 * 1_323_000, 8.0, 2),       # 100 x 30 s at 22.05 kHz: ~2.2 s
+    (4, 4 * 26_460_000, 8.0, 2),          # 4 x 10 min at 22.05 kHz: ~1.6 s
+    (3000, 3000 * 7_084, 8.0, 2),         # spoken digits, 8 kHz: ~6.3 s
+    (10_000, 10_000 * 15_000, 8.0, 4),    # ~22 s
+    (100_000, 100_000 * 15_000, 8.0, 32),  # ~220 s
+    (1000, 1000 * 1_323_000, 8.0, 4),     # 1000 x 30 s at 22.05 kHz: ~22 s
+    (10_000, 10_000 * 15_000, 4.0, 8),    # smaller jobs: 8 rather than 4
+    (10_000, 10_000 * 15_000, 60.0, 2),   # a cluster's larger jobs: 2 rather than 4
+    (192, 192 * 264_600, 60.0, 2),        # from 1 s of work on, two share it whatever the jobs' size
+    (36, 36 * 64_000, 0.2, 2),            # tiny jobs: from a quarter of one on
+    (10**9, 10**15, 8.0, 512),            # the ceiling
 ])
 def test_auto_shards_is_the_least_power_of_two_within_the_work_per_shard(files, size, seconds, expected) -> None:
     n = auto_shards(files, size, seconds)
     assert n == expected
     work = files * AUTO_SECONDS_PER_FILE + size * AUTO_SECONDS_PER_BYTE
+    two_from = min(AUTO_TWO_SHARDS_SECONDS, seconds / 4)
     assert n == 512 or work / n <= seconds            # each shard within the target...
-    assert n == 1 or work / (n // 2) > seconds or (n == 2 and work > seconds / 4)  # ...no fewer would do
-    assert n > 1 or work <= seconds / 4               # more than a quarter of a shard's work: two share it
+    assert n == 1 or work / (n // 2) > seconds or (n == 2 and work > two_from)  # ...no fewer would do
+    assert n > 1 or work <= two_from                  # enough work for two: two share it
 
 
 def test_auto_shards_grows_in_steps_with_the_data() -> None:

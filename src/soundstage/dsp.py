@@ -144,7 +144,7 @@ def trim_silence(y: np.ndarray, *, top_db: float = 60.0, frame_length: int = 204
 
     Notes
     -----
-    Re-implemented with a running sum of squares (O(n), float64) instead of calling librosa,
+    Re-implemented with block sums of squares (O(n), float64) instead of calling librosa,
     whose first call costs seconds of lazy imports in every worker process; the tests check it
     against ``librosa.effects.trim``.
     """
@@ -160,12 +160,17 @@ def trim_silence(y: np.ndarray, *, top_db: float = 60.0, frame_length: int = 204
     rows = y.reshape(-1, n)
     half = frame_length // 2
     n_frames = 1 + (n + 2 * half - frame_length) // hop_length
-    # csum[:, i] = sum of squares of the first i samples of the zero-padded signal
-    csum = np.zeros((rows.shape[0], n + 2 * half + 1))
-    np.cumsum(np.square(rows, dtype=np.float64), axis=-1, out=csum[:, half + 1: half + 1 + n])
-    csum[:, half + 1 + n:] = csum[:, half + n: half + n + 1]
-    starts = np.arange(n_frames) * hop_length
-    power = np.maximum(csum[:, starts + frame_length] - csum[:, starts], 0.0) / frame_length
+    # Frames start every hop and span frame_length: both are whole numbers of g-sample blocks, so
+    # a frame's energy is a difference of the running sum over block sums (float64). Summing the
+    # squares block by block is vectorised; a running sum over every sample is not (10x slower).
+    g = math.gcd(frame_length, hop_length)
+    n_blocks = -(-(n + 2 * half) // g)
+    squares = np.zeros((rows.shape[0], n_blocks * g))  # the zero-padded signal's squares
+    np.square(rows, out=squares[:, half:half + n], dtype=np.float64)
+    running = np.zeros((rows.shape[0], n_blocks + 1))
+    np.cumsum(squares.reshape(rows.shape[0], n_blocks, g).sum(axis=-1), axis=-1, out=running[:, 1:])
+    starts = np.arange(n_frames) * (hop_length // g)
+    power = np.maximum(running[:, starts + frame_length // g] - running[:, starts], 0.0) / frame_length
     rms = np.maximum(np.sqrt(power), 1e-5)
     db = 20 * np.log10(rms) - 20 * np.log10(rms.max())
     non_silent = np.flatnonzero(db.max(axis=0) > -top_db)

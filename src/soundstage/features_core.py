@@ -43,7 +43,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.fft
 
 __all__ = [
     "FEATURE_NAMES",
@@ -240,10 +239,14 @@ def _chroma_basis(sr: int, n_fft: int, n_chroma: int, tuning: float) -> np.ndarr
 def _dct_matrix(n_mfcc: int, n_mels: int) -> np.ndarray:
     """First ``n_mfcc`` rows of the orthonormal DCT-II on ``n_mels`` points (float32).
 
-    ``_dct_matrix(k, m) @ X == scipy.fft.dct(X, type=2, norm="ortho", axis=0)[:k]``, which
-    is what ``librosa.feature.mfcc(S=X)`` computes, without transforming rows we discard.
+    ``_dct_matrix(k, m) @ X == scipy.fft.dct(X, type=2, norm="ortho", axis=0)[:k]`` (to float32
+    rounding), which is what ``librosa.feature.mfcc(S=X)`` computes, without transforming rows we
+    discard. Written out (``sqrt(2/m) cos(pi k (2n + 1) / 2m)``, row 0 over ``sqrt 2``) so that a
+    worker does not import ``scipy.fft`` (~0.1 s) for it.
     """
-    basis = scipy.fft.dct(np.eye(n_mels), type=2, norm="ortho", axis=0)[:n_mfcc]
+    k = np.arange(n_mfcc)[:, np.newaxis]
+    basis = np.cos(np.pi * k * (2 * np.arange(n_mels) + 1) / (2 * n_mels)) * math.sqrt(2.0 / n_mels)
+    basis[0] /= math.sqrt(2.0)
     return _frozen(basis.astype(np.float32))
 
 
@@ -537,9 +540,10 @@ def _stft_blocks(y: np.ndarray, cfg: FeatureConfig, step: int) -> Iterator[tuple
     """``np.abs(librosa.stft(y, ...)).T`` block by block: ``(first frame, (frames, n_bins))``.
 
     Each block is float32 and C-contiguous, at most ``step`` frames. The same arithmetic as
-    librosa 0.11, hence bit-identical: float64 window times float32 frames, ``scipy.fft.rfft``
-    in float64 (here along the contiguous axis), rounded to complex64, then ``abs``; the
-    complex matrix is never kept.
+    librosa 0.11, hence bit-identical: float64 window times float32 frames, the float64 real FFT
+    (``numpy.fft.rfft``: the same pocketfft code as librosa's ``scipy.fft.rfft``, without importing
+    scipy), here along the contiguous axis, rounded to complex64, then ``abs``; the complex matrix
+    is never kept.
     """
     n_fft, hop = cfg.n_fft, cfg.hop_length
     window = _fft_window(cfg.window, cfg.win_length or n_fft, n_fft)
@@ -553,7 +557,7 @@ def _stft_blocks(y: np.ndarray, cfg: FeatureConfig, step: int) -> Iterator[tuple
     frames = np.lib.stride_tricks.as_strided(y, shape=(1 + (y.size - n_fft) // hop, n_fft),
                                              strides=(hop * y.strides[0], y.strides[0]), writeable=False)
     for b0 in range(0, frames.shape[0], max(1, step)):
-        spec = scipy.fft.rfft(frames[b0 : b0 + step] * window, axis=-1, overwrite_x=True)
+        spec = np.fft.rfft(frames[b0 : b0 + step] * window, axis=-1)
         yield b0, np.abs(spec.astype(np.complex64))
 
 

@@ -214,14 +214,19 @@ AUTO_SECONDS_PER_FILE = 0.002
 AUTO_SECONDS_PER_BYTE = 15e-9
 
 
-def auto_shards(n_files: int, n_bytes: int, seconds: float = 4.0) -> int:
+#: From this much estimated work on (or a quarter of ``auto_seconds``, if less), ``auto`` gives at
+#: least two shards, so that two cores share the work rather than one doing it all.
+AUTO_TWO_SHARDS_SECONDS = 1.0
+
+
+def auto_shards(n_files: int, n_bytes: int, seconds: float = 8.0) -> int:
     """``sharding.n_shards: auto``: the least power of two (1..512) giving each shard at most
-    ``seconds`` (``sharding.auto_seconds``) of estimated work, and at least 2 once there is a quarter
-    of that in all, so that two cores share it rather than one doing it all. It depends on the data
-    alone, not on the machine, so every clone and cluster node shards alike, and it changes only when
-    the data about doubles or halves (a change re-runs every shard)."""
+    ``seconds`` (``sharding.auto_seconds``) of estimated work, and at least 2 from
+    :data:`AUTO_TWO_SHARDS_SECONDS` of work in all (a quarter of ``seconds`` if less). It depends on
+    the data alone, not on the machine, so every clone and cluster node shards alike, and it changes
+    only when the data about doubles or halves (a change re-runs every shard)."""
     work = n_files * AUTO_SECONDS_PER_FILE + n_bytes * AUTO_SECONDS_PER_BYTE
-    n = 2 if work > seconds / 4 else 1
+    n = 2 if work > min(AUTO_TWO_SHARDS_SECONDS, seconds / 4) else 1
     while n < 512 and work / n > seconds:
         n *= 2
     return n
