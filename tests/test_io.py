@@ -202,3 +202,17 @@ def test_save_npy_writes_what_np_save_writes(tmp_path: Path, array: np.ndarray) 
     assert (tmp_path / "ours.npy").read_bytes() == (tmp_path / "numpy.npy").read_bytes()
     back = np.load(tmp_path / "ours.npy")
     assert back.shape == array.shape and back.dtype == array.dtype and np.array_equal(back, array)
+
+
+def test_shard_files_lists_each_shard_of_a_kind_in_order(tmp_path: Path) -> None:
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    for name in ("010.csv", "002.csv", "000.csv", "000.rejected.csv", "002.rejected.csv", "001.parquet",
+                 "notes.csv", "0a1.csv", ".000.csv.tmp-12", "003.csv.bak"):
+        (folder / name).write_text("x", encoding="utf-8")
+    assert [p.name for p in io.shard_files(folder, ".csv")] == ["000.csv", "002.csv", "010.csv"]
+    assert [p.name for p in io.shard_files(folder, ".csv", 3)] == ["000.csv", "002.csv"]  # 010: a larger run's
+    assert [p.name for p in io.shard_files(folder, ".rejected.csv", 1)] == ["000.rejected.csv"]
+    assert [p.name for p in io.shard_files(folder, ".parquet")] == ["001.parquet"]
+    assert io.shard_files(folder, ".csv", 0) == []
+    assert io.shard_files(tmp_path / "missing", ".csv") == []

@@ -30,6 +30,18 @@ def is_temp_name(name: str) -> bool:
     return name.startswith(".") and TEMP_MARK in name
 
 
+def shard_files(folder: str | Path, suffix: str, n_shards: int | None = None) -> list[Path]:
+    """The files ``folder/NNN<suffix>`` (``NNN`` digits: one per shard), in shard order; with
+    ``n_shards``, only those of shards below it (files of an earlier run with more shards are stale).
+    ``suffix=".csv"`` leaves out ``NNN.rejected.csv``; a missing folder has none."""
+    found = []
+    for path in Path(folder).glob(f"*{suffix}"):
+        stem = path.name[: -len(suffix)]
+        if stem.isdigit() and (n_shards is None or int(stem) < n_shards):
+            found.append(path)
+    return sorted(found)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield an unused temporary path beside ``path`` for the block to write; rename it onto ``path``

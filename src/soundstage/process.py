@@ -198,12 +198,9 @@ def _stores_only(previous: pd.DataFrame | None, audio_folder: Path, base: Path |
 def read_index(process_dir: str | Path, n_shards: int | None = None) -> pd.DataFrame:
     """The process shard indexes ``process_dir/shards/NNN.csv`` as one table (``INDEX_COLUMNS``); only
     shards below ``n_shards`` when given (tables of an earlier run with more shards are stale)."""
-    from soundstage.io import read_csv
+    from soundstage.io import read_csv, shard_files
 
-    files = sorted(Path(process_dir, "shards").glob("[0-9]*[0-9].csv"))
-    if n_shards is not None:
-        files = [f for f in files if f.stem.isdigit() and int(f.stem) < n_shards]
-    tables = [t for t in map(read_csv, files) if len(t)]
+    tables = [t for t in map(read_csv, shard_files(Path(process_dir, "shards"), ".csv", n_shards)) if len(t)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=INDEX_COLUMNS)
 
 

@@ -231,25 +231,16 @@ def format_summary(summary: RejectionSummary) -> str:
     return text + "."
 
 
-def _shard_tables(folder: Path, n_shards: int | None) -> list[Path]:
-    """``folder/NNN.rejected.csv``: the current shards only when ``n_shards`` is known (tables of an
-    earlier run with more shards are stale)."""
-    files = sorted(folder.glob("*.rejected.csv"))
-    if n_shards is None:
-        return files
-    return [f for f in files if (m := re.match(r"(\d+)\.", f.name)) and int(m.group(1)) < n_shards]
-
-
 def read_rejected(*, ingest_dir: str | Path, process_dir: str | Path, features_dir: str | Path,
                   n_shards: int | None = None) -> pd.DataFrame:
     """All rejected tables of a run, in pipeline order, each row once (:data:`REJECTED_COLUMNS`).
 
     Missing tables (a stage not run yet) are skipped.
     """
-    from soundstage.io import read_csv
+    from soundstage.io import read_csv, shard_files
 
-    files = [Path(ingest_dir) / "rejected.csv", *_shard_tables(Path(process_dir) / "shards", n_shards),
-             *_shard_tables(Path(features_dir) / "shards", n_shards)]
+    files = [Path(ingest_dir) / "rejected.csv", *shard_files(Path(process_dir) / "shards", ".rejected.csv", n_shards),
+             *shard_files(Path(features_dir) / "shards", ".rejected.csv", n_shards)]
     frames = [t for t in (read_csv(f) for f in files if f.is_file()) if len(t)]
     if not frames:
         return pd.DataFrame(columns=REJECTED_COLUMNS)

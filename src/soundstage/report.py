@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from soundstage.io import atomic_path, read_csv, write_csv, write_html_table, write_text
+from soundstage.io import atomic_path, read_csv, shard_files, write_csv, write_html_table, write_text
 from soundstage.rejections import (
     NOT_COUNTED,
     REASONS,
@@ -58,15 +58,6 @@ EXAMPLES_DIR = "examples"
 EXAMPLE_MATRICES = {"logmel": "log-mel (dB)", "mfcc": "MFCC"}
 #: A params key, with its value when the message gives one (``process.duration.min_seconds=0.25``).
 _SETTING = re.compile(r"(?<![\w/.])((?:data|process|features)(?:\.[a-z_]+)+)(?:=([^\s,;)]+))?")
-
-
-def _shard_files(folder: Path, pattern: str, n_shards: int | None) -> list[Path]:
-    """``folder/NNN<suffix>`` files: the current shards only when ``n_shards`` is known (files of an
-    earlier run with more shards are stale)."""
-    files = sorted(folder.glob(pattern))
-    if n_shards is None:
-        return files
-    return [f for f in files if (m := re.match(r"(\d+)\.", f.name)) and int(m.group(1)) < n_shards]
 
 
 def collect_rejected(*, ingest_dir: Path, process_dir: Path, features_dir: Path,
@@ -145,10 +136,8 @@ def settings_dropped(rejected: pd.DataFrame) -> pd.DataFrame:
 
 
 def _processed(process_dir: Path, n_shards: int | None) -> pd.DataFrame | None:
-    files = _shard_files(process_dir / "shards", "[0-9]*.csv", n_shards)
-    files = [f for f in files if not f.name.endswith(".rejected.csv")]
-    frames = [read_csv(f) for f in files]
-    return pd.concat(frames, ignore_index=True) if frames else None
+    files = shard_files(process_dir / "shards", ".csv", n_shards)
+    return pd.concat([read_csv(f) for f in files], ignore_index=True) if files else None
 
 
 def _read_split(split_dir: Path) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame | None] | None:
@@ -490,7 +479,7 @@ def _feature_rows(features_dir: Path, n_shards: int | None) -> pd.DataFrame:
     stage's shard tables; the store columns only when the tables have them)."""
     import pyarrow.parquet as pq
 
-    files = _shard_files(features_dir / "shards", "[0-9]*.parquet", n_shards)
+    files = shard_files(features_dir / "shards", ".parquet", n_shards)
     frames = []
     for f in files:
         names = pq.read_schema(f).names
