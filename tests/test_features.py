@@ -404,7 +404,8 @@ def test_a_store_missing_or_shorter_than_the_index_rejects_its_clips_unreadable(
         ["gone00", "features", "unreadable", "raw/gone00.wav"]]
     for row, detail in zip(rejected.to_dict("records"), rejected["detail"]):
         assert detail.startswith(f"{row['path']}: ") and "processed audio not readable" in detail
-    assert "000.npy" in rejected["detail"][0] and "001.npy" in rejected["detail"][2]
+    assert "000.npy" in rejected["detail"][0] and "001.npy: no such store (run the process stage again)" in \
+        rejected["detail"][2]
     np.testing.assert_array_equal(matrix(tmp_path, table, "logmel", "c03"),
                                   extract(samples(tmp_path, index.iloc[3]), sr=SR, config=CFG)["logmel"])
 

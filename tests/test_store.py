@@ -55,7 +55,7 @@ def test_bad_matrices_and_stale_tables_are_refused(tmp_path, rng) -> None:
     assert stores.matrix("000", 0, 3).shape == (5, 3)
     with pytest.raises(ValueError, match=r"000.npy: frames 2..6 asked, the store has 3"):
         stores.matrix("000", 2, 4)
-    with pytest.raises(FileNotFoundError, match=r"001.npy: no such store"):
+    with pytest.raises(FileNotFoundError, match=r"001.npy: no such store \(run the features stage again\)"):
         stores.matrix("001", 0, 1)
     with pytest.raises(ValueError, match="store columns"):
         load_matrices(pd.DataFrame({"id": ["a"]}), tmp_path)

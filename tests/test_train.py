@@ -178,7 +178,7 @@ def test_augment_clips_errors(dataset, tmp_path):  # bad augment params: tests/t
     """The index places the clip in a store that is not there (another process folder): the error names
     the store."""
     rows = dataset["table"].head(1)
-    with pytest.raises(FileNotFoundError, match=r"000\.npy: no such store"):
+    with pytest.raises(FileNotFoundError, match=r"000\.npy: no such store \(run the process stage again\)"):
         augment_clips(rows=rows, process_dir=tmp_path, index=dataset["index"], feature_config=dataset["config"],
                       seed=0)
 

@@ -168,7 +168,7 @@ def features_shard(*, index: pd.DataFrame, audio_dir: str | Path, out_dir: str |
 
     # Paths as strings: a few pathlib objects per clip cost more than the rest of its bookkeeping.
     folders = [os.fspath(out_dir / name) for name in save]
-    audio = Stores(audio_dir)
+    audio = Stores(audio_dir, stage="process")
 
     def files(row: dict) -> list[str]:
         where = row.get("store")

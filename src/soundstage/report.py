@@ -616,7 +616,7 @@ def plot_example(*, clip_id: str, segment_id: str, label: str, audio: tuple[Path
             raise FileNotFoundError("not in the process index")
         store, offset, samples, sr = audio
         n = min(samples, int(max_seconds * sr))
-        y = Stores(store.parent).block(store.stem, offset, samples)[:n]  # (n, channels)
+        y = Stores(store.parent, stage="process").block(store.stem, offset, samples)[:n]  # (n, channels)
         y = downmix_frames(y) if y.shape[1] > 1 else np.asarray(y[:, 0])
         total, shown = samples / sr, n / sr
         _waveform(axes[0], y, sr)

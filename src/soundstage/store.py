@@ -120,11 +120,14 @@ class Stores:
     Parameters
     ----------
     folder : path
-        ``<features_dir>/<name>``, e.g. ``data/features/logmel``.
+        ``<features_dir>/<name>``, e.g. ``data/features/logmel``, or ``data/process/audio``.
+    stage : str
+        The stage that writes them, named in the error when a store is missing.
     """
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, *, stage: str = "features") -> None:
         self.folder = Path(folder)
+        self.stage = stage
         self._open: dict[str, np.ndarray] = {}
 
     def store(self, name: str) -> np.ndarray:
@@ -133,7 +136,7 @@ class Stores:
             try:
                 self._open[name] = open_store(path)
             except FileNotFoundError:
-                raise FileNotFoundError(f"{path}: no such store (run the features stage)") from None
+                raise FileNotFoundError(f"{path}: no such store (run the {self.stage} stage again)") from None
         return self._open[name]
 
     def block(self, store: str, offset: int, frames: int) -> np.ndarray:

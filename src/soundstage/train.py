@@ -102,7 +102,7 @@ def augment_clips(*, rows: pd.DataFrame, process_dir: str | Path, index: pd.Data
     ranges = {k: (None if v is None else tuple(float(x) for x in v)) for k, v in ranges.items()}
     out_rows: list[dict[str, Any]] = []
     specs: list[np.ndarray] = []
-    stores = Stores(Path(process_dir) / "audio")
+    stores = Stores(Path(process_dir) / "audio", stage="process")
     where = index.assign(id=index["id"].astype(str)).drop_duplicates("id", keep="last").set_index("id")
     for row in rows.to_dict("records"):
         clip = str(row["id"])
