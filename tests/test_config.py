@@ -7,6 +7,8 @@ whose ``key`` is the dotted key and whose message starts ``params.yaml: <key>:``
 from __future__ import annotations
 
 import copy
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -436,6 +438,51 @@ def test_load_params_validates(tmp_path):
     with pytest.raises(ParamsError, match=r"^params.yaml: split.ratios: train \+ val \+ test must sum to 1"):
         load_params(path)
 
+
+
+def test_load_params_passes_on_what_it_validated(tmp_path, monkeypatch):
+    """Snakemake's main process validates once (pass_on); its jobs reuse that while the file is unchanged."""
+    import subprocess
+    import sys
+
+    from soundstage import config
+
+    monkeypatch.setenv(config.VALIDATED_ENV, "")  # restored (unset) after the test
+    path = tmp_path / "params.yaml"
+    text = (REPO / "params.yaml").read_text(encoding="utf-8")
+    path.write_text(text, encoding="utf-8")
+    validated = load_params(path)
+    assert os.environ[config.VALIDATED_ENV] == ""  # only with pass_on
+    assert load_params(path, pass_on=True) == validated
+    assert json.loads(os.environ[config.VALIDATED_ENV])["params"] == validated
+
+    def refuse(params):
+        raise AssertionError("validated again")
+
+    # A job (here: this process with validation disabled, and a real child process) gets the same dict.
+    monkeypatch.setattr(config, "validate_params", refuse)
+    assert load_params(path) == validated
+    child = subprocess.run([sys.executable, "-c", "import json, sys; from soundstage import config; "
+                            "config.validate_params = None; print(json.dumps(config.load_params(sys.argv[1])))",
+                            str(path)], capture_output=True, text=True, check=True)
+    assert json.loads(child.stdout) == validated
+    # Any other content is validated again.
+    path.write_text(text.replace("seed: 42", "seed: 7"), encoding="utf-8")
+    with pytest.raises(AssertionError, match="validated again"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("blob", ["", "not json", "[1, 2]", '{"key": "0", "params": {}}', '{"params": {"seed": 1}}'])
+def test_load_params_ignores_a_stale_or_garbled_hand_over(tmp_path, monkeypatch, blob):
+    from soundstage import config
+
+    monkeypatch.setenv(config.VALIDATED_ENV, blob)
+    path = tmp_path / "params.yaml"
+    path.write_text("split:\n  ratios: {train: 0.7, val: 0.2, test: 0.2}\n", encoding="utf-8")
+    with pytest.raises(ParamsError, match="split.ratios"):
+        load_params(path)
+    path.write_text("seed: 3\n", encoding="utf-8")
+    assert load_params(path) == validate_params({"seed": 3})
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": "1,2", "d": None}

@@ -20,9 +20,9 @@ from soundstage.ingest import (
 PARAMS = workflow.configfiles[-1] if workflow.configfiles else "params.yaml"
 
 # Validate params.yaml against workflow/schemas/params.schema.yaml (+ cross-key checks) and fill
-# defaults; a bad file stops here, before any job, with a message naming the key. The file is read
-# again (not Snakemake's `config`) because every job's CLI reads that same file.
-config.update(load_params(PARAMS))
+# defaults; a bad file stops here, before any job, with a message naming the key. Every job's CLI reads
+# that same file (not Snakemake's `config`); pass_on lets it skip validating again while it is unchanged.
+config.update(load_params(PARAMS, pass_on=True))
 # --use-conda builds this environment for every rule (the same one `make run` installs with pip).
 ENV = "../../environment.yml"
 # The user's data is walked once, for its fingerprint (get_data_fingerprint) and, with `n_shards: auto`,
