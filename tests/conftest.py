@@ -36,19 +36,26 @@ def rng() -> np.random.Generator:
 @pytest.fixture
 def advised(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Real paths asked to be read ahead (``posix_fadvise(POSIX_FADV_WILLNEED)``), in order (the
-    advice is still given)."""
+    advice is still given); ``advised.lengths``: the bytes asked for each (0: the whole file)."""
     if not hasattr(os, "posix_fadvise") or not Path("/proc/self/fd").is_dir():
         pytest.skip("needs posix_fadvise and /proc/self/fd")
-    calls: list[str] = []
+    calls = _Advised()
     real = os.posix_fadvise
 
     def record(fd: int, offset: int, length: int, advice: int) -> None:
-        assert (offset, length, advice) == (0, 0, os.POSIX_FADV_WILLNEED)  # whole files, read-ahead only
+        assert (offset, advice) == (0, os.POSIX_FADV_WILLNEED)  # from the start, read-ahead only
         calls.append(os.readlink(f"/proc/self/fd/{fd}"))
+        calls.lengths.append(length)
         real(fd, offset, length, advice)
 
     monkeypatch.setattr(os, "posix_fadvise", record)
     return calls
+
+
+class _Advised(list):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
 
 
 def project_files() -> list[str]:

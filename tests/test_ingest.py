@@ -18,6 +18,7 @@ from soundstage.ingest import (
     AUTO_SECONDS_PER_BYTE,
     AUTO_SECONDS_PER_FILE,
     AUTO_TWO_SHARDS_SECONDS,
+    HEADER_BYTES,
     INGEST_REASONS,
     MANIFEST_COLUMNS,
     IngestWarning,
@@ -83,6 +84,18 @@ def test_folder_any_depth_gtzan(tmp_path: Path) -> None:
     manifest, _ = run(root, label_level=0)
     assert set(manifest["label"]) == {"genres"}
 
+
+
+def test_headers_are_read_ahead_of_the_probe(tmp_path: Path, advised: list[str]) -> None:
+    """Each candidate's first HEADER_BYTES are asked of the kernel (once, in order) before it is probed."""
+    root = tmp_path / "raw"
+    paths = [tone(root / label / f"{label}{i}.wav") for label in ("a", "b") for i in range(10)]
+    (root / "a" / "broken.wav").write_bytes(b"RIFF junk")  # rejected by the probe, still read ahead
+    manifest, rejected = run(root)
+    assert len(manifest) == 20 and rejected["reason"].tolist() == ["not_audio"]
+    expected = sorted(os.path.realpath(p) for p in [*paths, root / "a" / "broken.wav"])
+    assert sorted(advised) == expected and len(advised) == len(set(advised))
+    assert set(advised.lengths) == {HEADER_BYTES}
 
 def test_folder_group_regex(tmp_path: Path) -> None:
     root = tmp_path / "data"

@@ -170,6 +170,13 @@ def test_read_ahead_keeps_a_bounded_window_ahead(tmp_path: Path, advised: list[s
         # When item i is handed out, its file and the next `ahead` ones have been asked for, once.
         assert advised == paths[: min(n, i + ahead + 1)]
     assert seen == paths
+    assert set(advised.lengths) <= {0}  # whole files
+
+
+def test_read_ahead_of_the_first_bytes(tmp_path: Path, advised: list[str]) -> None:
+    paths = _files(tmp_path, 3)
+    assert list(io.read_ahead(paths, lambda p: p, length=4096)) == paths
+    assert advised == paths and advised.lengths == [4096] * 3
 
 
 def test_read_ahead_skips_items_without_a_file_and_missing_files(tmp_path: Path, advised: list[str]) -> None:
@@ -178,6 +185,21 @@ def test_read_ahead_skips_items_without_a_file_and_missing_files(tmp_path: Path,
     out = list(io.read_ahead(items, lambda item: item[1]))
     assert out == items  # every item, in order, whatever happens to its file
     assert advised == paths
+
+
+def test_read_ahead_passes_over_a_fifo_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    import threading
+
+    paths = _files(tmp_path, 2)
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    items = [paths[0], str(fifo), paths[1]]
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.extend(io.read_ahead(items, lambda p: p)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert not reader.is_alive(), "read_ahead blocked on the FIFO"
+    assert out == items
 
 
 def test_read_ahead_without_posix_fadvise_just_yields(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

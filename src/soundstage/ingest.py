@@ -49,11 +49,15 @@ from pathlib import Path
 import pandas as pd
 
 from soundstage.decode import AudioError, probe_audio
+from soundstage.io import read_ahead
 from soundstage.rejections import REJECTED_COLUMNS, rejection, shard_of
 
 __all__ = ["AUDIO_EXTENSIONS", "INGEST_REASONS", "MANIFEST_COLUMNS", "IngestWarning", "fingerprint_tree", "ingest",
            "metadata_names"]
 
+#: Bytes of each file the kernel is asked to read ahead while ingest probes the one before (a
+#: header, a FLAC STREAMINFO, an MP3's Xing frame are at the start; the rest is read on demand).
+HEADER_BYTES = 64 * 1024
 MANIFEST_COLUMNS = ["id", "path", "label", "group", "duration", "sample_rate", "channels", "format", "shard"]
 INGEST_REASONS = frozenset({"unsupported_extension", "other_file", "no_class_folder", "no_match", "missing_label",
                             "missing_path", "missing_file", "not_in_csv", "duplicate_id", "unreadable"})
@@ -528,7 +532,9 @@ def ingest(*, root: str | Path, layout: str = "folder", extensions: list[str] | 
     rows = []
     seen: dict[str, _Candidate] = {}
     failed: dict[Path, _Candidate] = {}
-    for cand in tqdm(candidates, desc="ingest", unit="file", disable=not progress):
+    # Headers of the next files read ahead by the kernel while this one is probed (a cold dataset).
+    ahead = read_ahead(candidates, lambda cand: cand.path, ahead=16, length=HEADER_BYTES)
+    for cand in tqdm(ahead, total=len(candidates), desc="ingest", unit="file", disable=not progress):
         first = seen.get(cand.clip_id) or failed.get(cand.path)
         if first is not None:
             rejected.append(rejection(cand.path, cand.clip_id, "ingest", "duplicate_id",

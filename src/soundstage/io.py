@@ -217,26 +217,32 @@ def read_csv(path: str | Path, *, text: Sequence[str] = ()) -> pd.DataFrame:  # 
     return pd.read_csv(path, dtype=dtype | dict.fromkeys(text, str), keep_default_na=False, na_values=[""])
 
 
-def read_ahead(items: Sequence[T], path_of: Callable[[T], str | Path | None], *, ahead: int = 8) -> Iterator[T]:
+def read_ahead(items: Sequence[T], path_of: Callable[[T], str | Path | None], *, ahead: int = 8,
+               length: int = 0) -> Iterator[T]:
     """Yield ``items`` in order while the kernel reads the files of the next ``ahead`` ones
-    (``posix_fadvise(POSIX_FADV_WILLNEED)``: the read starts, nothing is read into the process).
+    (``posix_fadvise(POSIX_FADV_WILLNEED)``: the read starts, nothing is read into the process):
+    their first ``length`` bytes, or all of each file for 0.
 
     ``path_of(item)`` is the file the consumer will read for ``item``, or ``None``. A file that
-    cannot be opened is skipped (its reader reports the error); without ``os.posix_fadvise``
-    (macOS, Windows) the items are simply yielded.
+    cannot be opened or advised (a FIFO, a socket) is skipped, its reader reports it; without
+    ``os.posix_fadvise`` (macOS, Windows) the items are simply yielded.
     """
     advise = getattr(os, "posix_fadvise", None)
+    # Non-blocking: opening a FIFO for reading would otherwise wait for a writer.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
     for i, item in enumerate(items):
         # The first item asks for itself and the next ones; each later one for the item `ahead` on.
         for later in items[i + ahead if i else 0: i + ahead + 1] if advise else ():
             path = path_of(later)
             try:
-                fd = os.open(path, os.O_RDONLY) if path is not None else None
+                fd = os.open(path, flags) if path is not None else None
             except OSError:
                 continue
             if fd is not None:
                 try:
-                    advise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                    advise(fd, 0, length, os.POSIX_FADV_WILLNEED)
+                except OSError:
+                    pass
                 finally:
                     os.close(fd)
         yield item
