@@ -30,7 +30,7 @@ import yaml
 SCHEMA_PATH = Path(__file__).with_name("params.schema.yaml")
 #: How a process that validated a params file hands the result to the processes it starts
 #: (Snakemake's jobs): ``{"key": ..., "params": ...}``, used while the file, the schema and this
-#: module are byte for byte what was validated (each job then skips ~0.1 s of parsing and jsonschema).
+#: module are byte for byte what was validated (each job then skips ~0.06 s of parsing and jsonschema).
 VALIDATED_ENV = "SOUNDSTAGE_VALIDATED_PARAMS"
 # libyaml's parser when PyYAML has it: every job reads the params and the schema (~0.15 s in Python).
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
