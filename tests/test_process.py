@@ -302,6 +302,7 @@ def test_cache_reuses_reprocesses_and_cleans(tmp_path: Path, counted_loads: list
     out = tmp_path / "out"
     cfg = config(duration={"mode": "segment", "seconds": 1.0, "hop_seconds": 1.0, "min_seconds": 0.1})
     manifest = manifest_of(root)
+    advised.clear()  # ingest's read-ahead of the headers
     first, _ = run(manifest, out, cfg, relative_to=tmp_path)
     assert len(counted_loads) == 3 and len(first) == 9
     assert advised == [os.path.realpath(p) for p in counted_loads]  # every file read ahead, in order
@@ -323,6 +324,7 @@ def test_cache_reuses_reprocesses_and_cleans(tmp_path: Path, counted_loads: list
     write_tone(paths[1], duration=1.2, freq=350)
     os.utime(paths[1], ns=(10**18, 10**18))
     manifest = manifest_of(root)
+    advised.clear()
     third, _ = run(manifest, out, cfg, previous=second, relative_to=tmp_path)
     assert counted_loads == [str(paths[1])] and advised == [os.path.realpath(paths[1])]
     assert third[third["clip_id"] == "c/1"]["id"].tolist() == ["c/1__s0", "c/1__s1"]
